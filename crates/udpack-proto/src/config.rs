@@ -1,0 +1,173 @@
+//! Configuration: transport limits shared by both roles, and the server's and client's
+//! own settings. Builders with defaults that suit a long, lossy link.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::congestion::ControllerKind;
+use crate::keys::{PrivateKey, PublicKey};
+
+/// Limits and timers of a session, the same for both roles.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Largest datagram sent (UDP payload). 1452 fits a 1500-byte Ethernet MTU over IPv6.
+    pub max_datagram_size: u16,
+    /// Receive window per stream at start; it grows toward [`Self::max_stream_window`].
+    pub initial_stream_window: u64,
+    /// Largest receive window per stream: bounds memory per stream.
+    pub max_stream_window: u64,
+    /// Receive window per session at start.
+    pub initial_session_window: u64,
+    /// Largest receive window per session: bounds receive memory per session.
+    pub max_session_window: u64,
+    /// Most unacknowledged bytes a session buffers for sending: bounds send memory.
+    pub send_buffer: u64,
+    /// Streams the peer may have open at once.
+    pub max_concurrent_streams: u64,
+    /// The session ends after this long without hearing from the peer.
+    pub idle_timeout: Duration,
+    /// Sends a PING after this long without sending, so idle sessions stay up and NAT
+    /// bindings stay open. `None` turns it off.
+    pub keepalive: Option<Duration>,
+    /// Longest we delay an ACK.
+    pub max_ack_delay: Duration,
+    /// Ack-eliciting packets received before an ACK is sent at once.
+    pub ack_eliciting_threshold: u64,
+    /// RTT assumed before the first sample.
+    pub initial_rtt: Duration,
+    /// Congestion controller.
+    pub congestion: ControllerKind,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            max_datagram_size: 1452,
+            initial_stream_window: 512 * 1024,
+            max_stream_window: 16 * 1024 * 1024,
+            initial_session_window: 1024 * 1024,
+            max_session_window: 32 * 1024 * 1024,
+            send_buffer: 32 * 1024 * 1024,
+            max_concurrent_streams: 128,
+            idle_timeout: Duration::from_secs(30),
+            keepalive: Some(Duration::from_secs(10)),
+            max_ack_delay: Duration::from_millis(25),
+            ack_eliciting_threshold: 2,
+            initial_rtt: Duration::from_millis(200),
+            congestion: ControllerKind::Bbr,
+        }
+    }
+}
+
+/// Decides whether a token may open a session. Called before any state is kept.
+pub type AuthFn = dyn Fn(&[u8]) -> bool + Send + Sync;
+
+/// Codes a server puts in an authenticated reject.
+pub mod reject {
+    /// The auth callback refused the token.
+    pub const TOKEN_REJECTED: u64 = 1;
+    /// The server is not accepting sessions (closing or at its session limit).
+    pub const SERVER_BUSY: u64 = 2;
+}
+
+/// A server's identity, its auth policy and limits.
+#[derive(Clone)]
+pub struct ServerConfig {
+    pub(crate) key: PrivateKey,
+    pub(crate) auth: Arc<AuthFn>,
+    pub(crate) transport: TransportConfig,
+    pub(crate) max_sessions: usize,
+}
+
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("public_key", &self.key.public_key())
+            .field("transport", &self.transport)
+            .field("max_sessions", &self.max_sessions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerConfig {
+    /// A server with this static key that refuses every token until [`Self::auth`] is set.
+    pub fn new(key: PrivateKey) -> Self {
+        ServerConfig {
+            key,
+            auth: Arc::new(|_| false),
+            transport: TransportConfig::default(),
+            max_sessions: 100_000,
+        }
+    }
+
+    /// Sets the callback that decides who may connect.
+    pub fn auth<F: Fn(&[u8]) -> bool + Send + Sync + 'static>(mut self, f: F) -> Self {
+        self.auth = Arc::new(f);
+        self
+    }
+
+    /// Sets the transport limits.
+    pub fn transport(mut self, t: TransportConfig) -> Self {
+        self.transport = t;
+        self
+    }
+
+    /// Sets how many sessions may exist at once; more hellos are rejected as busy.
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.max_sessions = n;
+        self
+    }
+
+    /// The public key clients must pin.
+    pub fn public_key(&self) -> PublicKey {
+        self.key.public_key()
+    }
+}
+
+/// What a client needs to reach a server.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub(crate) server_key: PublicKey,
+    pub(crate) token: Vec<u8>,
+    pub(crate) transport: TransportConfig,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) hello_retry: Duration,
+}
+
+impl ClientConfig {
+    /// A client that pins the server's static public key.
+    pub fn new(server_key: PublicKey) -> Self {
+        ClientConfig {
+            server_key,
+            token: Vec::new(),
+            transport: TransportConfig::default(),
+            handshake_timeout: Duration::from_secs(10),
+            hello_retry: Duration::from_millis(500),
+        }
+    }
+
+    /// The token presented to the server's auth callback.
+    pub fn token(mut self, token: impl Into<Vec<u8>>) -> Self {
+        self.token = token.into();
+        self
+    }
+
+    /// Sets the transport limits.
+    pub fn transport(mut self, t: TransportConfig) -> Self {
+        self.transport = t;
+        self
+    }
+
+    /// Gives up connecting after this long.
+    pub fn handshake_timeout(mut self, d: Duration) -> Self {
+        self.handshake_timeout = d;
+        self
+    }
+
+    /// First interval between hello retransmissions (it doubles each time).
+    pub fn hello_retry(mut self, d: Duration) -> Self {
+        self.hello_retry = d;
+        self
+    }
+}

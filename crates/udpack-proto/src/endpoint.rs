@@ -1,0 +1,414 @@
+//! The endpoint: one UDP socket's worth of sessions. It demultiplexes datagrams by
+//! session id, answers hellos (the server side of the handshake, statelessly until the
+//! auth callback accepts), schedules transmissions fairly across sessions and keeps
+//! their timers in one heap.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+use crate::config::{reject, ClientConfig, ServerConfig};
+use crate::handshake::{
+    encode_undecryptable, encode_version_mismatch, HandshakeError, ServerHello, BODY_OFFSET,
+};
+use crate::packet::{long, Header, MIN_HELLO_LEN, VERSION};
+use crate::session::{Event, Session, Transmit};
+
+/// Names a session within its endpoint: its local session id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionHandle(pub u64);
+
+/// Endpoint-wide counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    pub datagrams_received: u64,
+    pub bytes_received: u64,
+    pub datagrams_sent: u64,
+    pub bytes_sent: u64,
+    /// Datagrams dropped before reaching a session: malformed, unknown session, ...
+    pub datagrams_dropped: u64,
+    /// Hellos refused (bad token, busy) and hellos that did not decrypt.
+    pub hellos_rejected: u64,
+    pub sessions_accepted: u64,
+}
+
+/// Endpoint-wide settings.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointConfig {
+    /// Seeds the endpoint's random numbers (session ids, path challenges); `None` seeds
+    /// from the OS. Tests set it to replay runs.
+    pub rng_seed: Option<u64>,
+}
+
+struct Entry {
+    session: Session,
+    scheduled: Option<Instant>,
+    ready: bool,
+    hello_key: Option<(SocketAddr, u64)>,
+    /// The application let go; remove once drained.
+    released: bool,
+}
+
+/// A set of sessions sharing one socket.
+pub struct Endpoint {
+    server: Option<Arc<ServerConfig>>,
+    sessions: HashMap<u64, Entry>,
+    /// Server: (client address, client session id) of accepted hellos, so a repeated
+    /// hello gets the same reply instead of a second session.
+    hellos: HashMap<(SocketAddr, u64), u64>,
+    incoming: VecDeque<SessionHandle>,
+    ready: VecDeque<u64>,
+    touched: Vec<u64>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    events: VecDeque<(SessionHandle, Event)>,
+    /// Stateless answers (rejects, key mismatch, version) waiting to go out.
+    stateless: VecDeque<(SocketAddr, Vec<u8>)>,
+    rng: StdRng,
+    stats: EndpointStats,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("server", &self.server.is_some())
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// An endpoint; with a server config it accepts hellos, without it only connects.
+    pub fn new(config: EndpointConfig, server: Option<Arc<ServerConfig>>) -> Self {
+        let rng = match config.rng_seed {
+            Some(s) => StdRng::seed_from_u64(s),
+            None => StdRng::from_entropy(),
+        };
+        Endpoint {
+            server,
+            sessions: HashMap::new(),
+            hellos: HashMap::new(),
+            incoming: VecDeque::new(),
+            ready: VecDeque::new(),
+            touched: Vec::new(),
+            timers: BinaryHeap::new(),
+            events: VecDeque::new(),
+            stateless: VecDeque::new(),
+            rng,
+            stats: EndpointStats::default(),
+        }
+    }
+
+    /// Replaces (or removes) the server config; existing sessions keep theirs.
+    pub fn set_server_config(&mut self, server: Option<Arc<ServerConfig>>) {
+        self.server = server;
+    }
+
+    /// Endpoint-wide counters.
+    pub fn stats(&self) -> EndpointStats {
+        self.stats.clone()
+    }
+
+    /// Number of sessions held (including closed ones not yet released).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    fn new_sid(&mut self) -> u64 {
+        loop {
+            let sid = self.rng.next_u64();
+            if sid != 0 && !self.sessions.contains_key(&sid) {
+                return sid;
+            }
+        }
+    }
+
+    fn session_rng(&mut self) -> StdRng {
+        StdRng::seed_from_u64(self.rng.next_u64())
+    }
+
+    /// Starts a session to `remote`. Watch for [`Event::Connected`] or
+    /// [`Event::Closed`] with a connect error.
+    pub fn connect(&mut self, now: Instant, remote: SocketAddr, config: &ClientConfig) -> SessionHandle {
+        let sid = self.new_sid();
+        let rng = self.session_rng();
+        let session = Session::client(now, sid, remote, config, rng);
+        self.insert(sid, session, None);
+        SessionHandle(sid)
+    }
+
+    fn insert(&mut self, sid: u64, session: Session, hello_key: Option<(SocketAddr, u64)>) {
+        self.sessions.insert(
+            sid,
+            Entry {
+                session,
+                scheduled: None,
+                ready: false,
+                hello_key,
+                released: false,
+            },
+        );
+        self.touched.push(sid);
+    }
+
+    /// The next session a client opened to this server.
+    pub fn accept(&mut self) -> Option<SessionHandle> {
+        self.incoming.pop_front()
+    }
+
+    /// The session, to read, write or close. Any change is picked up by the next poll.
+    pub fn session(&mut self, h: SessionHandle) -> Option<&mut Session> {
+        let e = self.sessions.get_mut(&h.0)?;
+        self.touched.push(h.0);
+        Some(&mut e.session)
+    }
+
+    /// Forgets a session. Call when the application is done with it; a session that
+    /// was not closed is closed first (code 0).
+    pub fn release(&mut self, now: Instant, h: SessionHandle) {
+        let Some(e) = self.sessions.get_mut(&h.0) else { return };
+        if e.session.is_drained() {
+            self.remove(h.0);
+            return;
+        }
+        // Keep it until drained so the CLOSE gets out; `refresh` removes it then.
+        e.session.close(now, 0, "released");
+        e.released = true;
+        self.touched.push(h.0);
+    }
+
+    fn remove(&mut self, sid: u64) {
+        if let Some(e) = self.sessions.remove(&sid) {
+            if let Some(k) = e.hello_key {
+                self.hellos.remove(&k);
+            }
+        }
+    }
+
+    /// Handles one received datagram.
+    pub fn handle(&mut self, now: Instant, remote: SocketAddr, datagram: BytesMut) {
+        self.stats.datagrams_received += 1;
+        self.stats.bytes_received += datagram.len() as u64;
+        let Ok((header, _)) = Header::decode(&datagram) else {
+            self.stats.datagrams_dropped += 1;
+            return;
+        };
+        match header {
+            Header::Data { dst, number } => {
+                let Some(e) = self.sessions.get_mut(&dst) else {
+                    self.stats.datagrams_dropped += 1;
+                    return;
+                };
+                e.session.handle_data(now, remote, number, datagram);
+                self.touched.push(dst);
+            }
+            Header::Long { ty, version, sid } => {
+                if ty == long::HELLO {
+                    self.handle_hello(now, remote, version, sid, &datagram);
+                } else if let Some(e) = self.sessions.get_mut(&sid) {
+                    e.session.handle_long(now, remote, ty, &datagram[BODY_OFFSET..]);
+                    self.touched.push(sid);
+                } else {
+                    self.stats.datagrams_dropped += 1;
+                }
+            }
+        }
+    }
+
+    fn handle_hello(&mut self, now: Instant, remote: SocketAddr, version: u32, client_sid: u64, datagram: &[u8]) {
+        let Some(server) = self.server.clone() else {
+            self.stats.datagrams_dropped += 1;
+            return;
+        };
+        // Short hellos would make our answers an amplifier.
+        if datagram.len() < MIN_HELLO_LEN {
+            self.stats.datagrams_dropped += 1;
+            return;
+        }
+        if version != VERSION {
+            let mut out = Vec::new();
+            encode_version_mismatch(client_sid, &mut out);
+            self.stateless.push_back((remote, out));
+            return;
+        }
+        if let Some(&sid) = self.hellos.get(&(remote, client_sid)) {
+            if let Some(e) = self.sessions.get_mut(&sid) {
+                e.session.on_repeated_hello(datagram.len());
+                self.touched.push(sid);
+            }
+            return;
+        }
+        let hello = match ServerHello::read(&server.key, client_sid, &datagram[BODY_OFFSET..]) {
+            Ok(h) => h,
+            Err(HandshakeError::Crypto) => {
+                self.stats.hellos_rejected += 1;
+                let mut out = Vec::new();
+                encode_undecryptable(client_sid, &mut out);
+                self.stateless.push_back((remote, out));
+                return;
+            }
+            Err(_) => {
+                self.stats.datagrams_dropped += 1;
+                return;
+            }
+        };
+        let mut out = Vec::new();
+        if !(server.auth)(&hello.token) {
+            self.stats.hellos_rejected += 1;
+            if hello.reject(reject::TOKEN_REJECTED, "token rejected", &mut out).is_ok() {
+                self.stateless.push_back((remote, out));
+            }
+            return;
+        }
+        if self.sessions.len() >= server.max_sessions {
+            self.stats.hellos_rejected += 1;
+            if hello.reject(reject::SERVER_BUSY, "server busy", &mut out).is_ok() {
+                self.stateless.push_back((remote, out));
+            }
+            return;
+        }
+        let sid = self.new_sid();
+        let params = Session::local_params(&server.transport);
+        let peer = hello.params;
+        let Ok(keys) = hello.accept(sid, &params, &mut out) else {
+            self.stats.datagrams_dropped += 1;
+            return;
+        };
+        let rng = self.session_rng();
+        let session = Session::server(
+            now,
+            sid,
+            remote,
+            server.transport.clone(),
+            client_sid,
+            peer,
+            keys,
+            out,
+            datagram.len(),
+            rng,
+        );
+        self.stats.sessions_accepted += 1;
+        self.hellos.insert((remote, client_sid), sid);
+        self.insert(sid, session, Some((remote, client_sid)));
+        self.incoming.push_back(SessionHandle(sid));
+    }
+
+    /// Brings the scheduler up to date with sessions changed since the last call.
+    fn process_touched(&mut self) {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for sid in touched.drain(..) {
+            self.refresh(sid);
+        }
+        self.touched = touched;
+    }
+
+    fn refresh(&mut self, sid: u64) {
+        let Some(e) = self.sessions.get_mut(&sid) else { return };
+        while let Some(ev) = e.session.poll_event() {
+            self.events.push_back((SessionHandle(sid), ev));
+        }
+        if e.session.is_drained() && e.released {
+            self.remove(sid);
+            return;
+        }
+        if !e.ready {
+            e.ready = true;
+            self.ready.push_back(sid);
+        }
+        let t = e.session.poll_timeout();
+        if t != e.scheduled {
+            e.scheduled = t;
+            if let Some(t) = t {
+                self.timers.push(Reverse((t, sid)));
+            }
+        }
+    }
+
+    /// The next event of any session.
+    pub fn poll_event(&mut self) -> Option<(SessionHandle, Event)> {
+        self.process_touched();
+        self.events.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] should next be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.process_touched();
+        while let Some(Reverse((t, sid))) = self.timers.peek().copied() {
+            match self.sessions.get(&sid) {
+                Some(e) if e.scheduled == Some(t) => return Some(t),
+                _ => {
+                    self.timers.pop();
+                }
+            }
+        }
+        None
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.process_touched();
+        while let Some(Reverse((t, sid))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(e) = self.sessions.get_mut(&sid) else { continue };
+            if e.scheduled != Some(t) {
+                continue;
+            }
+            e.scheduled = None;
+            e.session.handle_timeout(now);
+            self.touched.push(sid);
+        }
+        self.process_touched();
+    }
+
+    /// Writes the next datagram to send into `buf`; sessions take turns.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if let Some((to, data)) = self.stateless.pop_front() {
+            buf.clear();
+            buf.extend_from_slice(&data);
+            self.stats.datagrams_sent += 1;
+            self.stats.bytes_sent += data.len() as u64;
+            return Some(Transmit {
+                destination: to,
+                size: data.len(),
+            });
+        }
+        self.process_touched();
+        while let Some(sid) = self.ready.pop_front() {
+            let Some(e) = self.sessions.get_mut(&sid) else { continue };
+            match e.session.poll_transmit(now, buf) {
+                Some(t) => {
+                    self.ready.push_back(sid);
+                    self.stats.datagrams_sent += 1;
+                    self.stats.bytes_sent += t.size as u64;
+                    // Events and timers may have changed; keep it ready.
+                    self.touched.push(sid);
+                    return Some(t);
+                }
+                None => {
+                    e.ready = false;
+                    let t = e.session.poll_timeout();
+                    if t != e.scheduled {
+                        e.scheduled = t;
+                        if let Some(t) = t {
+                            self.timers.push(Reverse((t, sid)));
+                        }
+                    }
+                    while let Some(ev) = e.session.poll_event() {
+                        self.events.push_back((SessionHandle(sid), ev));
+                    }
+                }
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,381 @@
+//! The Noise NK handshake (via `snow`): the client knows the server's static X25519 key;
+//! its token and transport parameters travel encrypted in message 1 (the HELLO), the
+//! server's answer (accept with its session id and parameters, or an authenticated
+//! reject with a code) in message 2 (the REPLY). Both sides then take the two transport
+//! keys from the Noise split.
+
+use bytes::BufMut;
+use thiserror::Error;
+
+use crate::coding::{put_varint, DecodeError, Reader};
+use crate::keys::{PrivateKey, PublicKey};
+use crate::packet::{encode_long_header, long, PacketKeys, LONG_HEADER_LEN, MIN_HELLO_LEN, VERSION};
+
+/// The Noise protocol name; part of the version's definition.
+pub const NOISE_PARAMS: &str = "Noise_NK_25519_ChaChaPoly_BLAKE2s";
+/// Longest token a client may present.
+pub const MAX_TOKEN_LEN: usize = 512;
+/// Longest reject reason text.
+pub const MAX_REJECT_REASON: usize = 128;
+
+const STATUS_ACCEPT: u8 = 0;
+const STATUS_REJECT: u8 = 1;
+
+/// Why a handshake step failed.
+#[derive(Debug, Error)]
+pub enum HandshakeError {
+    /// Noise could not decrypt or authenticate a message.
+    #[error("handshake message failed to authenticate")]
+    Crypto,
+    /// The decrypted contents are malformed.
+    #[error("malformed handshake message: {0}")]
+    Malformed(#[from] DecodeError),
+    /// The token is longer than [`MAX_TOKEN_LEN`].
+    #[error("token longer than {MAX_TOKEN_LEN} bytes")]
+    TokenTooLong,
+}
+
+/// Limits each side announces in the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportParams {
+    /// Session-wide receive credit granted at start.
+    pub max_data: u64,
+    /// Per-stream receive credit granted at start.
+    pub max_stream_data: u64,
+    /// Streams the peer may open at start.
+    pub max_streams: u64,
+    /// Idle timeout in milliseconds (0 = none); the session uses the smaller non-zero one.
+    pub idle_timeout_ms: u64,
+    /// Largest datagram the sender of these parameters accepts.
+    pub max_datagram_size: u64,
+    /// Longest the sender of these parameters delays an ACK, in milliseconds.
+    pub max_ack_delay_ms: u64,
+}
+
+impl TransportParams {
+    fn encode<B: BufMut>(&self, buf: &mut B) {
+        for v in [
+            self.max_data,
+            self.max_stream_data,
+            self.max_streams,
+            self.idle_timeout_ms,
+            self.max_datagram_size,
+            self.max_ack_delay_ms,
+        ] {
+            put_varint(buf, v);
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let p = TransportParams {
+            max_data: r.varint()?,
+            max_stream_data: r.varint()?,
+            max_streams: r.varint()?,
+            idle_timeout_ms: r.varint()?,
+            max_datagram_size: r.varint()?,
+            max_ack_delay_ms: r.varint()?,
+        };
+        if p.max_datagram_size < 1200 || p.max_ack_delay_ms >= 1 << 14 {
+            return Err(DecodeError::Invalid("transport parameters"));
+        }
+        Ok(p)
+    }
+}
+
+fn builder() -> snow::Builder<'static> {
+    // The constant name always parses.
+    snow::Builder::new(NOISE_PARAMS.parse().expect("valid noise params"))
+}
+
+fn prologue(sid: u64) -> [u8; 20] {
+    let mut p = [0u8; 20];
+    p[..8].copy_from_slice(b"udpack/1");
+    p[8..12].copy_from_slice(&VERSION.to_be_bytes());
+    p[12..].copy_from_slice(&sid.to_be_bytes());
+    p
+}
+
+/// Reads a u16-length-prefixed Noise message from a long packet body.
+fn noise_message(body: &[u8]) -> Result<&[u8], DecodeError> {
+    let mut r = Reader::new(body);
+    let len = u16::from_be_bytes(r.array()?) as usize;
+    r.bytes(len)
+}
+
+/// The client's side of a handshake in progress.
+pub struct ClientHandshake {
+    state: snow::HandshakeState,
+}
+
+impl std::fmt::Debug for ClientHandshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientHandshake")
+    }
+}
+
+/// How the server answered a hello.
+#[derive(Debug)]
+pub enum Reply {
+    /// Accepted: use `server_sid` as the destination of data packets.
+    Accepted {
+        server_sid: u64,
+        params: TransportParams,
+        keys: PacketKeys,
+    },
+    /// Refused, authenticated by the server's static key.
+    Rejected { code: u64, reason: String },
+}
+
+impl ClientHandshake {
+    /// Starts a handshake; writes the whole HELLO datagram into `out`.
+    pub fn start(
+        server: &PublicKey,
+        client_sid: u64,
+        token: &[u8],
+        params: &TransportParams,
+        out: &mut Vec<u8>,
+    ) -> Result<Self, HandshakeError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(HandshakeError::TokenTooLong);
+        }
+        let pro = prologue(client_sid);
+        let mut state = builder()
+            .remote_public_key(server.as_bytes())
+            .prologue(&pro)
+            .build_initiator()
+            .map_err(|_| HandshakeError::Crypto)?;
+        let mut payload = Vec::with_capacity(token.len() + 32);
+        put_varint(&mut payload, token.len() as u64);
+        payload.extend_from_slice(token);
+        params.encode(&mut payload);
+        let mut msg = vec![0u8; payload.len() + 64 + 16];
+        let n = state
+            .write_message(&payload, &mut msg)
+            .map_err(|_| HandshakeError::Crypto)?;
+        out.clear();
+        encode_long_header(out, long::HELLO, client_sid);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+        out.extend_from_slice(&msg[..n]);
+        if out.len() < MIN_HELLO_LEN {
+            out.resize(MIN_HELLO_LEN, 0);
+        }
+        Ok(ClientHandshake { state })
+    }
+
+    /// Reads the body (after the long header) of a REPLY.
+    pub fn on_reply(&mut self, body: &[u8]) -> Result<Reply, HandshakeError> {
+        let msg = noise_message(body)?;
+        let mut payload = vec![0u8; msg.len()];
+        let n = self
+            .state
+            .read_message(msg, &mut payload)
+            .map_err(|_| HandshakeError::Crypto)?;
+        let mut r = Reader::new(&payload[..n]);
+        match r.u8()? {
+            STATUS_ACCEPT => {
+                let server_sid = r.u64()?;
+                let params = TransportParams::decode(&mut r)?;
+                let (to_server, to_client) = self.state.dangerously_get_raw_split();
+                Ok(Reply::Accepted {
+                    server_sid,
+                    params,
+                    keys: PacketKeys::new(&to_server, &to_client),
+                })
+            }
+            STATUS_REJECT => {
+                let code = r.varint()?;
+                let len = r.varint_len()?.min(MAX_REJECT_REASON);
+                let reason = String::from_utf8_lossy(r.bytes(len)?).into_owned();
+                Ok(Reply::Rejected { code, reason })
+            }
+            _ => Err(DecodeError::Invalid("reply status").into()),
+        }
+    }
+}
+
+/// A hello the server decrypted: the token and parameters, and the state to answer it.
+pub struct ServerHello {
+    state: snow::HandshakeState,
+    /// The client's session id (destination of packets to the client).
+    pub client_sid: u64,
+    /// The token the client presented.
+    pub token: Vec<u8>,
+    /// The client's transport parameters.
+    pub params: TransportParams,
+}
+
+impl std::fmt::Debug for ServerHello {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHello")
+            .field("client_sid", &self.client_sid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerHello {
+    /// Decrypts a HELLO body (after the long header). Fails with
+    /// [`HandshakeError::Crypto`] when the client used another server key.
+    pub fn read(key: &PrivateKey, client_sid: u64, body: &[u8]) -> Result<Self, HandshakeError> {
+        let msg = noise_message(body)?;
+        let pro = prologue(client_sid);
+        let secret = key.to_bytes();
+        let mut state = builder()
+            .local_private_key(&secret)
+            .prologue(&pro)
+            .build_responder()
+            .map_err(|_| HandshakeError::Crypto)?;
+        let mut payload = vec![0u8; msg.len()];
+        let n = state
+            .read_message(msg, &mut payload)
+            .map_err(|_| HandshakeError::Crypto)?;
+        let mut r = Reader::new(&payload[..n]);
+        let len = r.varint_len()?;
+        if len > MAX_TOKEN_LEN {
+            return Err(HandshakeError::TokenTooLong);
+        }
+        let token = r.bytes(len)?.to_vec();
+        let params = TransportParams::decode(&mut r)?;
+        Ok(ServerHello {
+            state,
+            client_sid,
+            token,
+            params,
+        })
+    }
+
+    /// Accepts: writes the REPLY datagram into `out` and returns the session's keys.
+    pub fn accept(
+        mut self,
+        server_sid: u64,
+        params: &TransportParams,
+        out: &mut Vec<u8>,
+    ) -> Result<PacketKeys, HandshakeError> {
+        let mut payload = vec![STATUS_ACCEPT];
+        payload.extend_from_slice(&server_sid.to_be_bytes());
+        params.encode(&mut payload);
+        self.write(&payload, out)?;
+        let (to_server, to_client) = self.state.dangerously_get_raw_split();
+        Ok(PacketKeys::new(&to_client, &to_server))
+    }
+
+    /// Rejects with `code`: writes an authenticated REPLY datagram into `out`.
+    pub fn reject(mut self, code: u64, reason: &str, out: &mut Vec<u8>) -> Result<(), HandshakeError> {
+        let reason = &reason.as_bytes()[..reason.len().min(MAX_REJECT_REASON)];
+        let mut payload = vec![STATUS_REJECT];
+        put_varint(&mut payload, code);
+        put_varint(&mut payload, reason.len() as u64);
+        payload.extend_from_slice(reason);
+        self.write(&payload, out)
+    }
+
+    fn write(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), HandshakeError> {
+        let mut msg = vec![0u8; payload.len() + 64 + 16];
+        let n = self
+            .state
+            .write_message(payload, &mut msg)
+            .map_err(|_| HandshakeError::Crypto)?;
+        out.clear();
+        encode_long_header(out, long::REPLY, self.client_sid);
+        out.extend_from_slice(&(n as u16).to_be_bytes());
+        out.extend_from_slice(&msg[..n]);
+        Ok(())
+    }
+}
+
+/// Writes the clear "could not decrypt your hello" answer.
+pub fn encode_undecryptable(client_sid: u64, out: &mut Vec<u8>) {
+    out.clear();
+    encode_long_header(out, long::UNDECRYPTABLE, client_sid);
+}
+
+/// Writes the clear "version not spoken" answer, listing the versions we speak.
+pub fn encode_version_mismatch(client_sid: u64, out: &mut Vec<u8>) {
+    out.clear();
+    encode_long_header(out, long::VERSION_MISMATCH, client_sid);
+    out.extend_from_slice(&VERSION.to_be_bytes());
+}
+
+/// Size of the clear header that precedes every long packet body.
+pub const BODY_OFFSET: usize = LONG_HEADER_LEN;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::Header;
+
+    fn params() -> TransportParams {
+        TransportParams {
+            max_data: 1 << 20,
+            max_stream_data: 1 << 18,
+            max_streams: 100,
+            idle_timeout_ms: 30_000,
+            max_datagram_size: 1452,
+            max_ack_delay_ms: 25,
+        }
+    }
+
+    fn hello(server: &PublicKey, token: &[u8]) -> (ClientHandshake, Vec<u8>) {
+        let mut out = Vec::new();
+        let hs = ClientHandshake::start(server, 77, token, &params(), &mut out).unwrap();
+        (hs, out)
+    }
+
+    #[test]
+    fn accept_gives_matching_keys() {
+        let sk = PrivateKey::generate();
+        let (mut c, h) = hello(&sk.public_key(), b"secret");
+        assert!(h.len() >= MIN_HELLO_LEN);
+        let (hdr, hl) = Header::decode(&h).unwrap();
+        assert!(matches!(hdr, Header::Long { ty: long::HELLO, sid: 77, .. }));
+        let s = ServerHello::read(&sk, 77, &h[hl..]).unwrap();
+        assert_eq!(s.token, b"secret");
+        assert_eq!(s.params, params());
+        let mut reply = Vec::new();
+        let skeys = s.accept(9, &params(), &mut reply).unwrap();
+        assert!(reply.len() * 3 < h.len());
+        let Reply::Accepted { server_sid, keys, .. } = c.on_reply(&reply[BODY_OFFSET..]).unwrap() else {
+            panic!("not accepted");
+        };
+        assert_eq!(server_sid, 9);
+        let mut p = vec![0u8; 4];
+        p.extend_from_slice(b"data");
+        keys.seal(1, &mut p, 4);
+        let n = skeys.open(1, &mut p, 4).unwrap();
+        assert_eq!(&p[4..4 + n], b"data");
+    }
+
+    #[test]
+    fn reject_is_authenticated_and_wrong_key_fails() {
+        let sk = PrivateKey::generate();
+        let (mut c, h) = hello(&sk.public_key(), b"bad");
+        let s = ServerHello::read(&sk, 77, &h[BODY_OFFSET..]).unwrap();
+        let mut reply = Vec::new();
+        s.reject(1, "token rejected", &mut reply).unwrap();
+        let r = c.on_reply(&reply[BODY_OFFSET..]).unwrap();
+        assert!(matches!(r, Reply::Rejected { code: 1, ref reason } if reason == "token rejected"));
+
+        // A hello to another key does not decrypt.
+        let other = PrivateKey::generate();
+        assert!(matches!(
+            ServerHello::read(&other, 77, &h[BODY_OFFSET..]),
+            Err(HandshakeError::Crypto)
+        ));
+        // The session id is bound through the prologue.
+        assert!(ServerHello::read(&sk, 78, &h[BODY_OFFSET..]).is_err());
+        // A forged reply (from someone without the server key) does not authenticate.
+        let (mut c2, h2) = hello(&sk.public_key(), b"x");
+        let s2 = ServerHello::read(&other, 77, &h2[BODY_OFFSET..]);
+        assert!(s2.is_err());
+        let mut forged = reply.clone();
+        forged[BODY_OFFSET + 10] ^= 1;
+        assert!(c2.on_reply(&forged[BODY_OFFSET..]).is_err());
+    }
+
+    #[test]
+    fn garbage_bodies_are_errors() {
+        let sk = PrivateKey::generate();
+        for body in [&[][..], &[0, 5, 1, 2], &[0xff; 300]] {
+            assert!(ServerHello::read(&sk, 1, body).is_err());
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! Loss recovery (RFC 9002 style): the record of packets in flight, RTT estimation, loss
+//! detection by packet and time thresholds, and the probe timeout. It decides which
+//! packets are acknowledged or lost; the session decides what that means for the data.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use crate::congestion::RateSnapshot;
+use crate::stream::StreamId;
+
+/// Packets a later acknowledged packet must overtake before an earlier one is lost.
+pub const PACKET_THRESHOLD: u64 = 3;
+/// Timer granularity assumed for loss and probe timers.
+pub const GRANULARITY: Duration = Duration::from_millis(1);
+
+/// Smoothed RTT, its variation and the minimum (RFC 9002 §5).
+#[derive(Debug, Clone)]
+pub struct RttEstimator {
+    latest: Duration,
+    smoothed: Option<Duration>,
+    var: Duration,
+    min: Duration,
+    initial: Duration,
+}
+
+impl RttEstimator {
+    /// Starts with `initial` as the assumed RTT.
+    pub fn new(initial: Duration) -> Self {
+        RttEstimator {
+            latest: initial,
+            smoothed: None,
+            var: initial / 2,
+            min: initial,
+            initial,
+        }
+    }
+
+    /// Takes a sample; `ack_delay` is what the peer reported, capped at its max.
+    pub fn update(&mut self, ack_delay: Duration, rtt: Duration) {
+        self.latest = rtt;
+        match self.smoothed {
+            None => {
+                self.min = rtt;
+                self.smoothed = Some(rtt);
+                self.var = rtt / 2;
+            }
+            Some(srtt) => {
+                self.min = self.min.min(rtt);
+                let adjusted = if rtt >= self.min + ack_delay {
+                    rtt - ack_delay
+                } else {
+                    rtt
+                };
+                let diff = srtt.abs_diff(adjusted);
+                self.var = (self.var * 3 + diff) / 4;
+                self.smoothed = Some((srtt * 7 + adjusted) / 8);
+            }
+        }
+    }
+
+    /// Smoothed RTT (the initial guess before any sample).
+    pub fn smoothed(&self) -> Duration {
+        self.smoothed.unwrap_or(self.initial)
+    }
+
+    /// Latest sample.
+    pub fn latest(&self) -> Duration {
+        self.latest
+    }
+
+    /// Smallest sample.
+    pub fn min(&self) -> Duration {
+        self.min
+    }
+
+    /// RTT variation.
+    pub fn var(&self) -> Duration {
+        self.var
+    }
+
+    /// True once a sample was taken.
+    pub fn has_sample(&self) -> bool {
+        self.smoothed.is_some()
+    }
+
+    /// Probe timeout before backoff.
+    pub fn pto(&self, max_ack_delay: Duration) -> Duration {
+        self.smoothed() + (self.var * 4).max(GRANULARITY) + max_ack_delay
+    }
+}
+
+/// A range of stream bytes carried by a packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRange {
+    pub id: StreamId,
+    pub range: Range<u64>,
+    pub fin: bool,
+}
+
+/// What a packet carried that must be sent again (with fresh values) if it is lost.
+#[derive(Debug, Default, Clone)]
+pub struct SentFrames {
+    /// Stream data; the first range inline because most packets carry one.
+    pub stream: Option<StreamRange>,
+    /// Further stream ranges.
+    pub more_stream: Vec<StreamRange>,
+    pub max_data: bool,
+    pub max_streams: bool,
+    pub max_stream_data: Vec<StreamId>,
+    pub reset: Vec<StreamId>,
+    pub stop: Vec<StreamId>,
+    pub goaway: bool,
+    /// Largest packet number acknowledged by an ACK frame in this packet.
+    pub largest_acked: Option<u64>,
+}
+
+impl SentFrames {
+    /// Every stream range in the packet.
+    pub fn stream_ranges(&self) -> impl Iterator<Item = &StreamRange> {
+        self.stream.iter().chain(self.more_stream.iter())
+    }
+
+    /// Adds a stream range.
+    pub fn push_stream(&mut self, r: StreamRange) {
+        if self.stream.is_none() {
+            self.stream = Some(r);
+        } else {
+            self.more_stream.push(r);
+        }
+    }
+}
+
+/// A packet sent and not yet acknowledged or lost.
+#[derive(Debug, Clone)]
+pub struct SentPacket {
+    pub time: Instant,
+    pub size: u16,
+    pub ack_eliciting: bool,
+    /// Counted in bytes in flight (ack-eliciting or padded probes).
+    pub in_flight: bool,
+    pub rate: Option<RateSnapshot>,
+    pub frames: SentFrames,
+}
+
+/// The outcome of processing an ACK frame.
+#[derive(Debug, Default)]
+pub struct AckOutcome {
+    /// Packets newly acknowledged, in packet-number order.
+    pub acked: Vec<(u64, SentPacket)>,
+    /// Packets declared lost by this ACK.
+    pub lost: Vec<(u64, SentPacket)>,
+    /// True when the largest acknowledged packet was new and gave an RTT sample.
+    pub rtt_sample: Option<Duration>,
+}
+
+/// The peer acknowledged a packet number we never sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckOfUnsent;
+
+/// Packets in flight and the timers that watch them.
+#[derive(Debug)]
+pub struct Recovery {
+    /// Slot i holds packet `base + i` while it is neither acknowledged nor lost.
+    sent: VecDeque<Option<SentPacket>>,
+    base: u64,
+    next_pn: u64,
+    largest_acked: Option<u64>,
+    pub rtt: RttEstimator,
+    bytes_in_flight: u64,
+    ack_eliciting_in_flight: u64,
+    time_of_last_ack_eliciting: Option<Instant>,
+    /// Consecutive probe timeouts without an acknowledgement.
+    pub pto_count: u32,
+    loss_time: Option<Instant>,
+}
+
+impl Recovery {
+    /// Empty record with an initial RTT guess.
+    pub fn new(initial_rtt: Duration) -> Self {
+        Recovery {
+            sent: VecDeque::new(),
+            base: 0,
+            next_pn: 0,
+            largest_acked: None,
+            rtt: RttEstimator::new(initial_rtt),
+            bytes_in_flight: 0,
+            ack_eliciting_in_flight: 0,
+            time_of_last_ack_eliciting: None,
+            pto_count: 0,
+            loss_time: None,
+        }
+    }
+
+    /// The number the next packet gets.
+    pub fn next_packet_number(&self) -> u64 {
+        self.next_pn
+    }
+
+    /// Bytes of in-flight packets.
+    pub fn bytes_in_flight(&self) -> u64 {
+        self.bytes_in_flight
+    }
+
+    /// Largest packet number the peer acknowledged.
+    pub fn largest_acked(&self) -> Option<u64> {
+        self.largest_acked
+    }
+
+    /// Records a sent packet under the next packet number; returns that number.
+    pub fn on_sent(&mut self, p: SentPacket) -> u64 {
+        let pn = self.next_pn;
+        self.next_pn += 1;
+        if p.in_flight {
+            self.bytes_in_flight += u64::from(p.size);
+        }
+        if p.ack_eliciting {
+            self.ack_eliciting_in_flight += 1;
+            self.time_of_last_ack_eliciting = Some(p.time);
+        }
+        if self.sent.is_empty() {
+            self.base = pn;
+        }
+        self.sent.push_back(Some(p));
+        pn
+    }
+
+    fn take(&mut self, pn: u64) -> Option<SentPacket> {
+        let idx = usize::try_from(pn.checked_sub(self.base)?).ok()?;
+        let p = self.sent.get_mut(idx)?.take()?;
+        if p.in_flight {
+            self.bytes_in_flight -= u64::from(p.size);
+        }
+        if p.ack_eliciting {
+            self.ack_eliciting_in_flight -= 1;
+        }
+        Some(p)
+    }
+
+    fn trim(&mut self) {
+        while let Some(None) = self.sent.front() {
+            self.sent.pop_front();
+            self.base += 1;
+        }
+        if self.sent.is_empty() {
+            self.base = self.next_pn;
+        }
+    }
+
+    /// Processes an ACK frame's ranges (descending). `ack_delay` is the peer's reported
+    /// delay, already capped at its max_ack_delay.
+    pub fn on_ack(
+        &mut self,
+        now: Instant,
+        ranges: &[Range<u64>],
+        ack_delay: Duration,
+        out: &mut AckOutcome,
+    ) -> Result<(), AckOfUnsent> {
+        let Some(largest) = ranges.first().map(|r| r.end - 1) else {
+            return Ok(());
+        };
+        if largest >= self.next_pn {
+            return Err(AckOfUnsent);
+        }
+        let first_new = out.acked.len();
+        // Ascending order keeps `out.acked` sorted.
+        for r in ranges.iter().rev() {
+            let from = r.start.max(self.base);
+            let to = r.end.min(self.base + self.sent.len() as u64);
+            for pn in from..to {
+                if let Some(p) = self.take(pn) {
+                    out.acked.push((pn, p));
+                }
+            }
+        }
+        if out.acked.len() == first_new {
+            return Ok(());
+        }
+        self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
+        if let Some((pn, p)) = out.acked.last() {
+            if *pn == largest && out.acked[first_new..].iter().any(|(_, p)| p.ack_eliciting) {
+                let rtt = now.saturating_duration_since(p.time);
+                self.rtt.update(ack_delay, rtt);
+                out.rtt_sample = Some(rtt);
+            }
+        }
+        self.pto_count = 0;
+        self.detect_lost(now, &mut out.lost);
+        self.trim();
+        Ok(())
+    }
+
+    fn loss_delay(&self) -> Duration {
+        (self.rtt.smoothed().max(self.rtt.latest()) * 9 / 8).max(GRANULARITY)
+    }
+
+    /// Declares lost the packets below the largest acknowledged that are too far behind
+    /// in number or in time; arms the loss timer for the rest.
+    pub fn detect_lost(&mut self, now: Instant, lost: &mut Vec<(u64, SentPacket)>) {
+        self.loss_time = None;
+        let Some(largest) = self.largest_acked else {
+            return;
+        };
+        let delay = self.loss_delay();
+        let cutoff = now.checked_sub(delay);
+        let end = largest.min(self.base + self.sent.len() as u64);
+        for pn in self.base..end {
+            let idx = (pn - self.base) as usize;
+            let Some(p) = &self.sent[idx] else { continue };
+            let too_old = cutoff.is_some_and(|c| p.time <= c);
+            if too_old || largest - pn >= PACKET_THRESHOLD {
+                if let Some(p) = self.take(pn) {
+                    lost.push((pn, p));
+                }
+            } else {
+                let t = p.time + delay;
+                self.loss_time = Some(self.loss_time.map_or(t, |l| l.min(t)));
+            }
+        }
+        self.trim();
+    }
+
+    /// When the loss or probe timer fires, if armed.
+    pub fn timer(&self, max_ack_delay: Duration) -> Option<Instant> {
+        if self.loss_time.is_some() {
+            return self.loss_time;
+        }
+        if self.ack_eliciting_in_flight == 0 {
+            return None;
+        }
+        let base = self.time_of_last_ack_eliciting?;
+        let backoff = 1u32 << self.pto_count.min(16);
+        Some(base + self.rtt.pto(max_ack_delay) * backoff)
+    }
+
+    /// Handles the timer: returns true if probes must be sent (a probe timeout), after
+    /// moving lost packets into `lost` when it was the loss timer.
+    pub fn on_timeout(&mut self, now: Instant, lost: &mut Vec<(u64, SentPacket)>) -> bool {
+        if self.loss_time.is_some_and(|t| t <= now) {
+            self.detect_lost(now, lost);
+            return false;
+        }
+        self.pto_count = self.pto_count.saturating_add(1);
+        true
+    }
+
+    /// The oldest unacknowledged ack-eliciting packet, for probes that resend data.
+    pub fn oldest_unacked(&self) -> Option<&SentPacket> {
+        self.sent.iter().flatten().find(|p| p.ack_eliciting)
+    }
+
+    /// True when lost packets span a period long enough to call persistent congestion.
+    pub fn is_persistent(&self, lost: &[(u64, SentPacket)], max_ack_delay: Duration) -> bool {
+        if !self.rtt.has_sample() {
+            return false;
+        }
+        let span = lost.iter().filter(|(_, p)| p.ack_eliciting);
+        let (Some(first), Some(last)) = (
+            span.clone().map(|(_, p)| p.time).min(),
+            span.map(|(_, p)| p.time).max(),
+        ) else {
+            return false;
+        };
+        // Without an acknowledged packet in between (approximated: nothing in flight
+        // between them remains, as they were declared lost together).
+        last.saturating_duration_since(first) > self.rtt.pto(max_ack_delay) * 3
+    }
+
+    /// Forgets every packet (the session is closing); returns nothing.
+    pub fn clear(&mut self) {
+        self.sent.clear();
+        self.base = self.next_pn;
+        self.bytes_in_flight = 0;
+        self.ack_eliciting_in_flight = 0;
+        self.loss_time = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(t: Instant) -> SentPacket {
+        SentPacket {
+            time: t,
+            size: 1000,
+            ack_eliciting: true,
+            in_flight: true,
+            rate: None,
+            frames: SentFrames::default(),
+        }
+    }
+
+    #[test]
+    fn packet_threshold_and_time_threshold() {
+        let t0 = Instant::now();
+        let mut r = Recovery::new(Duration::from_millis(100));
+        for i in 0..10 {
+            r.on_sent(pkt(t0 + Duration::from_millis(i)));
+        }
+        assert_eq!(r.bytes_in_flight(), 10_000);
+        let mut out = AckOutcome::default();
+        // Ack 5..=6: packets 0..=3 are >= 3 behind 6; 4 and 5 are not.
+        r.on_ack(t0 + Duration::from_millis(100), &[5..7], Duration::ZERO, &mut out)
+            .unwrap();
+        assert_eq!(out.acked.iter().map(|p| p.0).collect::<Vec<_>>(), vec![5, 6]);
+        assert_eq!(out.lost.iter().map(|p| p.0).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        assert!(out.rtt_sample.is_some());
+        // Packet 4 is lost by time once its loss delay passes.
+        let timer = r.timer(Duration::from_millis(25)).unwrap();
+        let mut lost = Vec::new();
+        assert!(!r.on_timeout(timer, &mut lost));
+        assert_eq!(lost.iter().map(|p| p.0).collect::<Vec<_>>(), vec![4]);
+        // Acks of unsent packets are refused.
+        assert_eq!(
+            r.on_ack(t0, &[20..21], Duration::ZERO, &mut AckOutcome::default()),
+            Err(AckOfUnsent)
+        );
+        // Duplicate acks change nothing.
+        let mut again = AckOutcome::default();
+        r.on_ack(t0 + Duration::from_millis(200), &[5..7], Duration::ZERO, &mut again)
+            .unwrap();
+        assert!(again.acked.is_empty());
+        assert_eq!(r.bytes_in_flight(), 3000);
+    }
+
+    #[test]
+    fn pto_backs_off() {
+        let t0 = Instant::now();
+        let mut r = Recovery::new(Duration::from_millis(100));
+        r.on_sent(pkt(t0));
+        let d = Duration::from_millis(25);
+        let t1 = r.timer(d).unwrap();
+        assert!(r.on_timeout(t1, &mut Vec::new()));
+        let t2 = r.timer(d).unwrap();
+        assert_eq!(t2 - t0, (t1 - t0) * 2);
+    }
+
+    #[test]
+    fn rtt_estimator_follows_rfc9002() {
+        let mut e = RttEstimator::new(Duration::from_millis(333));
+        e.update(Duration::ZERO, Duration::from_millis(100));
+        assert_eq!(e.smoothed(), Duration::from_millis(100));
+        assert_eq!(e.var(), Duration::from_millis(50));
+        e.update(Duration::from_millis(10), Duration::from_millis(140));
+        // adjusted = 130; srtt = (700 + 130) / 8 = 103.75ms
+        assert_eq!(e.smoothed(), Duration::from_micros(103_750));
+        assert_eq!(e.min(), Duration::from_millis(100));
+    }
+}
