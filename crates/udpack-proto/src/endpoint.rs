@@ -232,7 +232,7 @@ impl Endpoint {
         }
         if version != VERSION {
             let mut out = Vec::new();
-            encode_version_mismatch(client_sid, &mut out);
+            encode_version_mismatch(client_sid, datagram, &mut out);
             self.stateless.push_back((remote, out));
             return;
         }
@@ -248,7 +248,7 @@ impl Endpoint {
             Err(HandshakeError::Crypto) => {
                 self.stats.hellos_rejected += 1;
                 let mut out = Vec::new();
-                encode_undecryptable(client_sid, &mut out);
+                encode_undecryptable(client_sid, datagram, &mut out);
                 self.stateless.push_back((remote, out));
                 return;
             }

@@ -282,16 +282,33 @@ impl ServerHello {
     }
 }
 
-/// Writes the clear "could not decrypt your hello" answer.
-pub fn encode_undecryptable(client_sid: u64, out: &mut Vec<u8>) {
-    out.clear();
-    encode_long_header(out, long::UNDECRYPTABLE, client_sid);
+/// Length of the hello digest echoed in clear answers.
+pub const HELLO_DIGEST_LEN: usize = 16;
+
+/// The first 16 bytes of SHA-256 over a whole HELLO datagram. Clear answers echo it, so
+/// the client acts only on answers to the hello it really sent, as it sent it: an
+/// off-path forger cannot produce it, and a hello corrupted on the way gets an answer
+/// the client ignores (it retries instead of reporting a key mismatch).
+pub fn hello_digest(hello: &[u8]) -> [u8; HELLO_DIGEST_LEN] {
+    let d = ring::digest::digest(&ring::digest::SHA256, hello);
+    let mut out = [0u8; HELLO_DIGEST_LEN];
+    out.copy_from_slice(&d.as_ref()[..HELLO_DIGEST_LEN]);
+    out
 }
 
-/// Writes the clear "version not spoken" answer, listing the versions we speak.
-pub fn encode_version_mismatch(client_sid: u64, out: &mut Vec<u8>) {
+/// Writes the clear "could not decrypt your hello" answer.
+pub fn encode_undecryptable(client_sid: u64, hello: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    encode_long_header(out, long::UNDECRYPTABLE, client_sid);
+    out.extend_from_slice(&hello_digest(hello));
+}
+
+/// Writes the clear "version not spoken" answer: the hello digest, then the versions
+/// we speak.
+pub fn encode_version_mismatch(client_sid: u64, hello: &[u8], out: &mut Vec<u8>) {
     out.clear();
     encode_long_header(out, long::VERSION_MISMATCH, client_sid);
+    out.extend_from_slice(&hello_digest(hello));
     out.extend_from_slice(&VERSION.to_be_bytes());
 }
 

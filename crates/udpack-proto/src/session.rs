@@ -21,7 +21,7 @@ use crate::coding::Reader;
 use crate::config::{ClientConfig, TransportConfig};
 use crate::congestion::{AckSample, Controller, DeliveryRate, LossSample, Pacer};
 use crate::frame::{encode_ack, Frame, Frames, StreamFrame, MAX_REASON_LEN};
-use crate::handshake::{ClientHandshake, Reply, TransportParams};
+use crate::handshake::{hello_digest, ClientHandshake, Reply, TransportParams, HELLO_DIGEST_LEN};
 use crate::packet::{
     encode_data_header, long, PacketKeys, ReplayWindow, DATA_HEADER_LEN, TAG_LEN,
 };
@@ -35,6 +35,9 @@ const MAX_HELLO_INTERVAL: Duration = Duration::from_secs(1);
 /// Shortest time a closing or draining session lingers: long enough for the peer's
 /// retransmissions to reach us and be answered with CLOSE on a lossy path.
 const MIN_CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Unprompted repeats of a CLOSE frame while closing.
+const CLOSE_REPEATS: u8 = 4;
 
 /// Which end of the session this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,6 +365,9 @@ pub struct Session {
     goaway_received: Option<(u64, String, u64)>,
     close_frame: Option<Frame>,
     close_resend: bool,
+    /// Closing: when CLOSE is repeated unprompted, and how many repeats are left.
+    close_repeat_at: Option<Instant>,
+    close_repeats_left: u8,
     last_close_sent: Option<Instant>,
 
     probe: Option<PathProbe>,
@@ -452,6 +458,8 @@ impl Session {
             goaway_received: None,
             close_frame: None,
             close_resend: false,
+            close_repeat_at: None,
+            close_repeats_left: 0,
             last_close_sent: None,
             probe: None,
             idle_deadline: None,
@@ -881,10 +889,14 @@ impl Session {
             }
             _ => return,
         }
-        let until = now + self.close_linger();
-        self.state = State::Closing { until };
+        let linger = self.close_linger();
+        self.state = State::Closing { until: now + linger };
         self.close_frame = Some(frame);
         self.close_resend = true;
+        // A lost CLOSE would leave the peer waiting for its idle timeout: repeat it a
+        // few times across the linger period, besides answering what arrives.
+        self.close_repeats_left = CLOSE_REPEATS;
+        self.close_repeat_at = Some(now + linger / u32::from(CLOSE_REPEATS + 1));
         self.recovery.clear();
         self.events.push_back(Event::Closed(reason));
     }
@@ -964,10 +976,21 @@ impl Session {
                     Err(_) => self.stats.packets_dropped += 1,
                 }
             }
-            long::UNDECRYPTABLE => self.fail_connect(ConnectError::KeyMismatch),
-            long::VERSION_MISMATCH => {
-                let v = Reader::new(body).u32().unwrap_or(0);
-                self.fail_connect(ConnectError::UnsupportedVersion(v));
+            long::UNDECRYPTABLE | long::VERSION_MISMATCH => {
+                let mut r = Reader::new(body);
+                let echoed = r.array::<HELLO_DIGEST_LEN>();
+                if echoed.ok() != Some(hello_digest(&self.hello)) {
+                    // Not an answer to our hello as we sent it: forged, or our hello
+                    // was damaged on the way. Keep retrying.
+                    self.stats.packets_dropped += 1;
+                    return;
+                }
+                if ty == long::UNDECRYPTABLE {
+                    self.fail_connect(ConnectError::KeyMismatch);
+                } else {
+                    let v = r.u32().unwrap_or(0);
+                    self.fail_connect(ConnectError::UnsupportedVersion(v));
+                }
             }
             _ => self.stats.packets_dropped += 1,
         }
@@ -1519,7 +1542,11 @@ impl Session {
                 add(self.pacing_until);
                 add(self.probe.as_ref().map(|p| p.next_send));
             }
-            State::Closing { until } | State::Draining { until } => add(Some(until)),
+            State::Closing { until } => {
+                add(Some(until));
+                add(self.close_repeat_at);
+            }
+            State::Draining { until } => add(Some(until)),
             State::Drained => {}
         }
         t
@@ -1622,6 +1649,15 @@ impl Session {
     }
 
     fn transmit_close(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        if self.close_repeat_at.is_some_and(|t| now >= t) {
+            self.close_resend = true;
+            self.close_repeats_left = self.close_repeats_left.saturating_sub(1);
+            self.close_repeat_at = match (self.close_repeats_left, &self.state) {
+                (0, _) => None,
+                (_, State::Closing { .. }) => Some(now + self.close_linger() / u32::from(CLOSE_REPEATS + 1)),
+                _ => None,
+            };
+        }
         if !self.close_resend {
             return None;
         }

@@ -1,0 +1,135 @@
+//! Goodput and fairness in the simulator (virtual time, so the figures are
+//! deterministic): random loss is not read as congestion, a real bottleneck is.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use udpack_proto::{SessionHandle, TransportConfig};
+
+const RATE: u64 = 100_000_000;
+
+/// Goodput of one bulk stream over `window` after `warmup`, in bits per second.
+fn goodput(seed: u64, rtt_ms: u64, loss: f64, warmup: Duration, window: Duration) -> f64 {
+    let mut link = LinkParams::new(Duration::from_millis(rtt_ms) / 2, RATE);
+    link.loss = loss;
+    link.queue = Duration::from_millis(50);
+    let mut sim = Sim::new(seed, link.clone(), link);
+    sim.add_server(server_config(seed, TransportConfig::default()));
+    sim.add_client(
+        &client_config(seed, TransportConfig::default()),
+        App::sending(vec![u64::MAX / 4]),
+    );
+    sim.run_until(warmup, |_| false);
+    let t1 = sim.now;
+    sim.run_until(window, |_| false);
+    let t2 = sim.now;
+    let server = &sim.nodes[0].app;
+    assert!(server.errors.is_empty(), "{:?}", server.errors);
+    server.bytes_between(t1, t2) as f64 * 8.0 / (t2 - t1).as_secs_f64()
+}
+
+fn check(rtt_ms: u64, warmup: Duration, window: Duration) {
+    let mut failures = Vec::new();
+    for (i, p) in [0.0, 0.01, 0.05, 0.1, 0.2].into_iter().enumerate() {
+        let g = goodput(100 + i as u64, rtt_ms, p, warmup, window);
+        let floor = 0.9 * (1.0 - p) * RATE as f64;
+        eprintln!(
+            "goodput: 100 Mbit/s, {rtt_ms} ms RTT, loss {:>4.1}%: {:6.2} Mbit/s = {:.3} x (1-p) x rate",
+            p * 100.0,
+            g / 1e6,
+            g / ((1.0 - p) * RATE as f64)
+        );
+        if g < floor {
+            failures.push((p, g));
+        }
+    }
+    assert!(failures.is_empty(), "below 0.9 x (1-p) x rate: {failures:?}");
+}
+
+#[test]
+fn goodput_at_40ms_rtt_under_random_loss() {
+    check(40, Duration::from_secs(4), Duration::from_secs(10));
+}
+
+#[test]
+fn goodput_at_200ms_rtt_under_random_loss() {
+    check(200, Duration::from_secs(10), Duration::from_secs(15));
+}
+
+#[test]
+fn bottleneck_queueing_delay_stays_under_min_rtt() {
+    // A deep drop-tail buffer (250 ms) and no random loss: only the controller keeps the
+    // queue short.
+    let rtt = Duration::from_millis(40);
+    let mut link = LinkParams::new(rtt / 2, RATE);
+    link.queue = Duration::from_millis(250);
+    let mut sim = Sim::new(7, link.clone(), link);
+    sim.add_server(server_config(7, TransportConfig::default()));
+    sim.add_client(
+        &client_config(7, TransportConfig::default()),
+        App::sending(vec![u64::MAX / 4]),
+    );
+    sim.run_until(Duration::from_secs(4), |_| false);
+    sim.measure_queues();
+    let t1 = sim.now;
+    sim.run_until(Duration::from_secs(16), |_| false);
+    let q = sim.up_stats().clone();
+    let avg = q.queue_delay_sum / q.queue_samples.max(1) as u32;
+    let g = sim.nodes[0].app.bytes_between(t1, sim.now) as f64 * 8.0 / 16.0;
+    eprintln!(
+        "bottleneck: max queueing delay {:?}, mean {:?}, drops {}, goodput {:.2} Mbit/s",
+        q.max_queue_delay,
+        avg,
+        q.dropped,
+        g / 1e6
+    );
+    assert!(q.max_queue_delay < rtt, "max queueing delay {:?}", q.max_queue_delay);
+    assert!(g > 0.85 * RATE as f64, "the bottleneck is not used: {g}");
+}
+
+fn per_session_bytes(app: &App) -> Vec<(SessionHandle, u64)> {
+    let mut v: Vec<(SessionHandle, u64)> = Vec::new();
+    for (&(h, _), r) in &app.receivers {
+        match v.iter_mut().find(|(x, _)| *x == h) {
+            Some((_, b)) => *b += r.read,
+            None => v.push((h, r.read)),
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn two_flows_share_a_bottleneck_fairly() {
+    let rtt = Duration::from_millis(40);
+    let mut link = LinkParams::new(rtt / 2, RATE);
+    link.queue = Duration::from_millis(100);
+    let mut sim = Sim::new(11, link.clone(), link);
+    sim.add_server(server_config(11, TransportConfig::default()));
+    let client = client_config(11, TransportConfig::default());
+    sim.add_client(&client, App::sending(vec![u64::MAX / 4]));
+    // The second flow joins a link the first one already fills.
+    sim.run_until(Duration::from_secs(2), |_| false);
+    sim.add_client(&client, App::sending(vec![u64::MAX / 4]));
+    sim.run_until(Duration::from_secs(10), |_| false);
+    let before = per_session_bytes(&sim.nodes[0].app);
+    sim.run_until(Duration::from_secs(30), |_| false);
+    let after = per_session_bytes(&sim.nodes[0].app);
+    assert_eq!(before.len(), 2);
+    let shares: Vec<f64> = after
+        .iter()
+        .zip(&before)
+        .map(|((_, a), (_, b))| (a - b) as f64 * 8.0 / 30.0)
+        .collect();
+    let ratio = shares[0].min(shares[1]) / shares[0].max(shares[1]);
+    eprintln!(
+        "two flows: {:.2} and {:.2} Mbit/s (ratio {ratio:.3}), total {:.2}",
+        shares[0] / 1e6,
+        shares[1] / 1e6,
+        (shares[0] + shares[1]) / 1e6
+    );
+    assert!(ratio >= 0.8, "unfair share: {shares:?}");
+    assert!(shares[0] + shares[1] > 0.8 * RATE as f64, "link underused: {shares:?}");
+}
