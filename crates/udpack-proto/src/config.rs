@@ -45,10 +45,10 @@ impl Default for TransportConfig {
         TransportConfig {
             max_datagram_size: 1452,
             initial_stream_window: 512 * 1024,
-            max_stream_window: 16 * 1024 * 1024,
+            max_stream_window: 64 * 1024 * 1024,
             initial_session_window: 1024 * 1024,
-            max_session_window: 32 * 1024 * 1024,
-            send_buffer: 32 * 1024 * 1024,
+            max_session_window: 64 * 1024 * 1024,
+            send_buffer: 64 * 1024 * 1024,
             max_concurrent_streams: 128,
             idle_timeout: Duration::from_secs(30),
             keepalive: Some(Duration::from_secs(10)),

@@ -134,7 +134,12 @@ impl Endpoint {
 
     /// Starts a session to `remote`. Watch for [`Event::Connected`] or
     /// [`Event::Closed`] with a connect error.
-    pub fn connect(&mut self, now: Instant, remote: SocketAddr, config: &ClientConfig) -> SessionHandle {
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        config: &ClientConfig,
+    ) -> SessionHandle {
         let sid = self.new_sid();
         let rng = self.session_rng();
         let session = Session::client(now, sid, remote, config, rng);
@@ -171,7 +176,9 @@ impl Endpoint {
     /// Forgets a session. Call when the application is done with it; a session that
     /// was not closed is closed first (code 0).
     pub fn release(&mut self, now: Instant, h: SessionHandle) {
-        let Some(e) = self.sessions.get_mut(&h.0) else { return };
+        let Some(e) = self.sessions.get_mut(&h.0) else {
+            return;
+        };
         if e.session.is_drained() {
             self.remove(h.0);
             return;
@@ -211,7 +218,8 @@ impl Endpoint {
                 if ty == long::HELLO {
                     self.handle_hello(now, remote, version, sid, &datagram);
                 } else if let Some(e) = self.sessions.get_mut(&sid) {
-                    e.session.handle_long(now, remote, ty, &datagram[BODY_OFFSET..]);
+                    e.session
+                        .handle_long(now, remote, ty, &datagram[BODY_OFFSET..]);
                     self.touched.push(sid);
                 } else {
                     self.stats.datagrams_dropped += 1;
@@ -220,7 +228,14 @@ impl Endpoint {
         }
     }
 
-    fn handle_hello(&mut self, now: Instant, remote: SocketAddr, version: u32, client_sid: u64, datagram: &[u8]) {
+    fn handle_hello(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        version: u32,
+        client_sid: u64,
+        datagram: &[u8],
+    ) {
         let Some(server) = self.server.clone() else {
             self.stats.datagrams_dropped += 1;
             return;
@@ -260,14 +275,20 @@ impl Endpoint {
         let mut out = Vec::new();
         if !(server.auth)(&hello.token) {
             self.stats.hellos_rejected += 1;
-            if hello.reject(reject::TOKEN_REJECTED, "token rejected", &mut out).is_ok() {
+            if hello
+                .reject(reject::TOKEN_REJECTED, "token rejected", &mut out)
+                .is_ok()
+            {
                 self.stateless.push_back((remote, out));
             }
             return;
         }
         if self.sessions.len() >= server.max_sessions {
             self.stats.hellos_rejected += 1;
-            if hello.reject(reject::SERVER_BUSY, "server busy", &mut out).is_ok() {
+            if hello
+                .reject(reject::SERVER_BUSY, "server busy", &mut out)
+                .is_ok()
+            {
                 self.stateless.push_back((remote, out));
             }
             return;
@@ -310,7 +331,9 @@ impl Endpoint {
     }
 
     fn refresh(&mut self, sid: u64) {
-        let Some(e) = self.sessions.get_mut(&sid) else { return };
+        let Some(e) = self.sessions.get_mut(&sid) else {
+            return;
+        };
         while let Some(ev) = e.session.poll_event() {
             self.events.push_back((SessionHandle(sid), ev));
         }
@@ -359,7 +382,9 @@ impl Endpoint {
                 break;
             }
             self.timers.pop();
-            let Some(e) = self.sessions.get_mut(&sid) else { continue };
+            let Some(e) = self.sessions.get_mut(&sid) else {
+                continue;
+            };
             if e.scheduled != Some(t) {
                 continue;
             }
@@ -384,7 +409,9 @@ impl Endpoint {
         }
         self.process_touched();
         while let Some(sid) = self.ready.pop_front() {
-            let Some(e) = self.sessions.get_mut(&sid) else { continue };
+            let Some(e) = self.sessions.get_mut(&sid) else {
+                continue;
+            };
             match e.session.poll_transmit(now, buf) {
                 Some(t) => {
                     self.ready.push_back(sid);

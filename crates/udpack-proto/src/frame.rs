@@ -60,7 +60,11 @@ pub enum Frame {
     PathResponse([u8; 8]),
     /// The sender opens no new streams; `streams` is how many it opened in all. The
     /// session ends once both sides sent GOAWAY and every stream is done.
-    GoAway { code: u64, streams: u64, reason: Bytes },
+    GoAway {
+        code: u64,
+        streams: u64,
+        reason: Bytes,
+    },
     /// The session ends now. `app` tells an application's code (APP_CLOSE) from a
     /// transport error code (CLOSE).
     Close { app: bool, code: u64, reason: Bytes },
@@ -297,7 +301,10 @@ impl Frames {
                 let id = r.varint()?;
                 let offset = r.varint()?;
                 let len = r.varint_len()?;
-                if offset.checked_add(len as u64).is_none_or(|e| e > crate::coding::VARINT_MAX) {
+                if offset
+                    .checked_add(len as u64)
+                    .is_none_or(|e| e > crate::coding::VARINT_MAX)
+                {
                     return Err(DecodeError::Invalid("stream offset"));
                 }
                 let data = r.bytes_from(&whole, len)?;
@@ -426,8 +433,15 @@ mod tests {
             (0..V).prop_map(Frame::MaxStreams),
             any::<[u8; 8]>().prop_map(Frame::PathChallenge),
             any::<[u8; 8]>().prop_map(Frame::PathResponse),
-            (0..V, 0..V, arb_bytes(MAX_REASON_LEN)).prop_map(|(code, streams, reason)| Frame::GoAway { code, streams, reason }),
-            (any::<bool>(), 0..V, arb_bytes(MAX_REASON_LEN)).prop_map(|(app, code, reason)| Frame::Close { app, code, reason }),
+            (0..V, 0..V, arb_bytes(MAX_REASON_LEN)).prop_map(|(code, streams, reason)| {
+                Frame::GoAway {
+                    code,
+                    streams,
+                    reason,
+                }
+            }),
+            (any::<bool>(), 0..V, arb_bytes(MAX_REASON_LEN))
+                .prop_map(|(app, code, reason)| Frame::Close { app, code, reason }),
         ]
     }
 

@@ -9,7 +9,9 @@ use thiserror::Error;
 
 use crate::coding::{put_varint, DecodeError, Reader};
 use crate::keys::{PrivateKey, PublicKey};
-use crate::packet::{encode_long_header, long, PacketKeys, LONG_HEADER_LEN, MIN_HELLO_LEN, VERSION};
+use crate::packet::{
+    encode_long_header, long, PacketKeys, LONG_HEADER_LEN, MIN_HELLO_LEN, VERSION,
+};
 
 /// The Noise protocol name; part of the version's definition.
 pub const NOISE_PARAMS: &str = "Noise_NK_25519_ChaChaPoly_BLAKE2s";
@@ -120,7 +122,7 @@ pub enum Reply {
     Accepted {
         server_sid: u64,
         params: TransportParams,
-        keys: PacketKeys,
+        keys: Box<PacketKeys>,
     },
     /// Refused, authenticated by the server's static key.
     Rejected { code: u64, reason: String },
@@ -179,7 +181,7 @@ impl ClientHandshake {
                 Ok(Reply::Accepted {
                     server_sid,
                     params,
-                    keys: PacketKeys::new(&to_server, &to_client),
+                    keys: Box::new(PacketKeys::new(&to_server, &to_client)),
                 })
             }
             STATUS_REJECT => {
@@ -259,7 +261,12 @@ impl ServerHello {
     }
 
     /// Rejects with `code`: writes an authenticated REPLY datagram into `out`.
-    pub fn reject(mut self, code: u64, reason: &str, out: &mut Vec<u8>) -> Result<(), HandshakeError> {
+    pub fn reject(
+        mut self,
+        code: u64,
+        reason: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(), HandshakeError> {
         let reason = &reason.as_bytes()[..reason.len().min(MAX_REJECT_REASON)];
         let mut payload = vec![STATUS_REJECT];
         put_varint(&mut payload, code);
@@ -343,14 +350,24 @@ mod tests {
         let (mut c, h) = hello(&sk.public_key(), b"secret");
         assert!(h.len() >= MIN_HELLO_LEN);
         let (hdr, hl) = Header::decode(&h).unwrap();
-        assert!(matches!(hdr, Header::Long { ty: long::HELLO, sid: 77, .. }));
+        assert!(matches!(
+            hdr,
+            Header::Long {
+                ty: long::HELLO,
+                sid: 77,
+                ..
+            }
+        ));
         let s = ServerHello::read(&sk, 77, &h[hl..]).unwrap();
         assert_eq!(s.token, b"secret");
         assert_eq!(s.params, params());
         let mut reply = Vec::new();
         let skeys = s.accept(9, &params(), &mut reply).unwrap();
         assert!(reply.len() * 3 < h.len());
-        let Reply::Accepted { server_sid, keys, .. } = c.on_reply(&reply[BODY_OFFSET..]).unwrap() else {
+        let Reply::Accepted {
+            server_sid, keys, ..
+        } = c.on_reply(&reply[BODY_OFFSET..]).unwrap()
+        else {
             panic!("not accepted");
         };
         assert_eq!(server_sid, 9);

@@ -377,6 +377,8 @@ impl Recovery {
 }
 
 #[cfg(test)]
+// Ranges of packet numbers are what `on_ack` takes, one or many.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 
@@ -401,10 +403,21 @@ mod tests {
         assert_eq!(r.bytes_in_flight(), 10_000);
         let mut out = AckOutcome::default();
         // Ack 5..=6: packets 0..=3 are >= 3 behind 6; 4 and 5 are not.
-        r.on_ack(t0 + Duration::from_millis(100), &[5..7], Duration::ZERO, &mut out)
-            .unwrap();
-        assert_eq!(out.acked.iter().map(|p| p.0).collect::<Vec<_>>(), vec![5, 6]);
-        assert_eq!(out.lost.iter().map(|p| p.0).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+        r.on_ack(
+            t0 + Duration::from_millis(100),
+            &[5..7],
+            Duration::ZERO,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            out.acked.iter().map(|p| p.0).collect::<Vec<_>>(),
+            vec![5, 6]
+        );
+        assert_eq!(
+            out.lost.iter().map(|p| p.0).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
         assert!(out.rtt_sample.is_some());
         // Packet 4 is lost by time once its loss delay passes.
         let timer = r.timer(Duration::from_millis(25)).unwrap();
@@ -418,8 +431,13 @@ mod tests {
         );
         // Duplicate acks change nothing.
         let mut again = AckOutcome::default();
-        r.on_ack(t0 + Duration::from_millis(200), &[5..7], Duration::ZERO, &mut again)
-            .unwrap();
+        r.on_ack(
+            t0 + Duration::from_millis(200),
+            &[5..7],
+            Duration::ZERO,
+            &mut again,
+        )
+        .unwrap();
         assert!(again.acked.is_empty());
         assert_eq!(r.bytes_in_flight(), 3000);
     }

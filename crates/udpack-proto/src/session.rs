@@ -9,7 +9,7 @@
 //!  server: (created on an accepted HELLO) Established --...--> Closing/Draining --> Drained
 //! ```
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -22,9 +22,7 @@ use crate::config::{ClientConfig, TransportConfig};
 use crate::congestion::{AckSample, Controller, DeliveryRate, LossSample, Pacer};
 use crate::frame::{encode_ack, Frame, Frames, StreamFrame, MAX_REASON_LEN};
 use crate::handshake::{hello_digest, ClientHandshake, Reply, TransportParams, HELLO_DIGEST_LEN};
-use crate::packet::{
-    encode_data_header, long, PacketKeys, ReplayWindow, DATA_HEADER_LEN, TAG_LEN,
-};
+use crate::packet::{encode_data_header, long, PacketKeys, ReplayWindow, DATA_HEADER_LEN, TAG_LEN};
 use crate::range_set::RangeSet;
 use crate::recovery::{AckOutcome, Recovery, SentFrames, SentPacket, StreamRange};
 use crate::stream::{RecvBuffer, SendBuffer, StreamId};
@@ -38,6 +36,9 @@ const MIN_CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// Unprompted repeats of a CLOSE frame while closing.
 const CLOSE_REPEATS: u8 = 4;
+/// A flow-control window doubles when half of it is consumed within this many smoothed
+/// RTTs of the previous update.
+const WINDOW_GROWTH_RTTS: u32 = 8;
 
 /// Which end of the session this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +94,11 @@ pub enum CloseReason {
     Peer { code: u64, reason: String },
     /// A transport error ended the session; `by_peer` says who detected it.
     #[error("transport error {code:#x} ({}): {reason}", if *by_peer { "reported by the peer" } else { "detected locally" })]
-    Transport { code: u64, reason: String, by_peer: bool },
+    Transport {
+        code: u64,
+        reason: String,
+        by_peer: bool,
+    },
     /// Nothing was heard from the peer for the idle timeout.
     #[error("idle timeout")]
     TimedOut,
@@ -201,9 +206,13 @@ enum State {
     Handshake,
     Established,
     /// We sent CLOSE; we answer what arrives with CLOSE until `until`.
-    Closing { until: Instant },
+    Closing {
+        until: Instant,
+    },
     /// The peer sent CLOSE; we stay quiet until `until`.
-    Draining { until: Instant },
+    Draining {
+        until: Instant,
+    },
     Drained,
 }
 
@@ -335,7 +344,8 @@ pub struct Session {
     pacing_until: Option<Instant>,
     probes: u8,
 
-    streams: HashMap<StreamId, StreamState>,
+    /// Ordered, so that iteration (and with it the send order) is deterministic.
+    streams: BTreeMap<StreamId, StreamState>,
     send_queue: VecDeque<StreamId>,
     accept_queue: VecDeque<StreamId>,
     /// Streams we opened so far (next index).
@@ -437,7 +447,7 @@ impl Session {
             pacer: Pacer::new(mtu, now),
             pacing_until: None,
             probes: 0,
-            streams: HashMap::new(),
+            streams: BTreeMap::new(),
             send_queue: VecDeque::new(),
             accept_queue: VecDeque::new(),
             opened_local: 0,
@@ -493,9 +503,22 @@ impl Session {
         config: &ClientConfig,
         rng: rand::rngs::StdRng,
     ) -> Self {
-        let mut s = Session::new(Side::Client, now, local_sid, remote, config.transport.clone(), rng);
+        let mut s = Session::new(
+            Side::Client,
+            now,
+            local_sid,
+            remote,
+            config.transport.clone(),
+            rng,
+        );
         let params = Self::local_params(&s.config);
-        match ClientHandshake::start(&config.server_key, local_sid, &config.token, &params, &mut s.hello) {
+        match ClientHandshake::start(
+            &config.server_key,
+            local_sid,
+            &config.token,
+            &params,
+            &mut s.hello,
+        ) {
             Ok(hs) => {
                 s.handshake = Some(hs);
                 s.hello_due = Some(now);
@@ -549,7 +572,8 @@ impl Session {
     fn fail_connect(&mut self, e: ConnectError) {
         self.state = State::Drained;
         self.handshake = None;
-        self.events.push_back(Event::Closed(CloseReason::ConnectFailed(e)));
+        self.events
+            .push_back(Event::Closed(CloseReason::ConnectFailed(e)));
     }
 
     // ---- accessors -------------------------------------------------------------
@@ -686,7 +710,12 @@ impl Session {
         self.write_bytes_inner(id, data, want)
     }
 
-    fn write_bytes_inner(&mut self, id: StreamId, data: Bytes, want: usize) -> Result<usize, StreamError> {
+    fn write_bytes_inner(
+        &mut self,
+        id: StreamId,
+        data: Bytes,
+        want: usize,
+    ) -> Result<usize, StreamError> {
         let n = data.len();
         let Some(st) = self.streams.get_mut(&id) else {
             return Err(StreamError::UnknownStream);
@@ -713,7 +742,10 @@ impl Session {
 
     /// Ends the stream after the bytes written so far.
     pub fn finish(&mut self, id: StreamId) -> Result<(), StreamError> {
-        let st = self.streams.get_mut(&id).ok_or(StreamError::UnknownStream)?;
+        let st = self
+            .streams
+            .get_mut(&id)
+            .ok_or(StreamError::UnknownStream)?;
         if let Some(code) = st.stopped_by_peer {
             return Err(StreamError::Stopped(code));
         }
@@ -728,7 +760,10 @@ impl Session {
     /// Abandons sending on the stream: buffered data is dropped and the peer is told
     /// `code` and the final size.
     pub fn reset(&mut self, id: StreamId, code: u64) -> Result<(), StreamError> {
-        let st = self.streams.get_mut(&id).ok_or(StreamError::UnknownStream)?;
+        let st = self
+            .streams
+            .get_mut(&id)
+            .ok_or(StreamError::UnknownStream)?;
         if st.reset_sent.is_some() || (st.fin_acked && st.send.all_acked()) {
             return Ok(());
         }
@@ -742,7 +777,10 @@ impl Session {
     /// Reads up to `max` in-order bytes. `Ok(None)` is the end of the stream.
     pub fn read(&mut self, id: StreamId, max: usize) -> Result<Option<Bytes>, StreamError> {
         let closed = self.is_closed();
-        let st = self.streams.get_mut(&id).ok_or(StreamError::UnknownStream)?;
+        let st = self
+            .streams
+            .get_mut(&id)
+            .ok_or(StreamError::UnknownStream)?;
         if let Some(code) = st.reset_received {
             st.recv_done = true;
             self.maybe_remove_stream(id);
@@ -771,7 +809,10 @@ impl Session {
 
     /// Tells the peer to stop sending on `id`; unread data is discarded.
     pub fn stop(&mut self, id: StreamId, code: u64) -> Result<(), StreamError> {
-        let st = self.streams.get_mut(&id).ok_or(StreamError::UnknownStream)?;
+        let st = self
+            .streams
+            .get_mut(&id)
+            .ok_or(StreamError::UnknownStream)?;
         if st.recv_done || st.stop_sent.is_some() {
             return Ok(());
         }
@@ -789,14 +830,22 @@ impl Session {
     fn after_read(&mut self, id: StreamId) {
         let srtt = self.recovery.rtt.smoothed();
         let now_hint = self.largest_received_time;
-        let Some(st) = self.streams.get_mut(&id) else { return };
+        let mtu = u64::from(self.config.max_datagram_size);
+        let Some(st) = self.streams.get_mut(&id) else {
+            return;
+        };
         // Stream credit: refresh when less than half the window is left.
         if st.final_size.is_none() {
             let read = st.recv.read_offset();
             if st.recv_max_sent.saturating_sub(read) < st.recv_window / 2 {
+                // The peer has used all its credit: the window, not the reader, limits.
+                let peer_blocked = st.recv.max_received() + mtu >= st.recv_max_sent;
                 if let (Some(now), Some(last)) = (now_hint, st.recv_window_updated) {
-                    // The window was used up within 2 RTTs: the path needs a bigger one.
-                    if now.saturating_duration_since(last) < srtt * 2 {
+                    // Half the window was used up within a few RTTs (losses stall reads for
+                    // an RTT or more at a time): the path needs a bigger one.
+                    if peer_blocked
+                        || now.saturating_duration_since(last) < srtt * WINDOW_GROWTH_RTTS
+                    {
                         st.recv_window = (st.recv_window * 2).min(self.config.max_stream_window);
                     }
                 }
@@ -806,9 +855,11 @@ impl Session {
             }
         }
         if self.local_max_data.saturating_sub(self.data_read) < self.session_window / 2 {
+            let peer_blocked = self.data_received + mtu >= self.local_max_data;
             if let (Some(now), Some(last)) = (now_hint, self.session_window_updated) {
-                if now.saturating_duration_since(last) < srtt * 2 {
-                    self.session_window = (self.session_window * 2).min(self.config.max_session_window);
+                if peer_blocked || now.saturating_duration_since(last) < srtt * WINDOW_GROWTH_RTTS {
+                    self.session_window =
+                        (self.session_window * 2).min(self.config.max_session_window);
                 }
             }
             self.session_window_updated = now_hint;
@@ -818,7 +869,9 @@ impl Session {
     }
 
     fn maybe_remove_stream(&mut self, id: StreamId) {
-        let Some(st) = self.streams.get(&id) else { return };
+        let Some(st) = self.streams.get(&id) else {
+            return;
+        };
         if !(st.send_done() && st.recv_done) {
             return;
         }
@@ -890,7 +943,9 @@ impl Session {
             _ => return,
         }
         let linger = self.close_linger();
-        self.state = State::Closing { until: now + linger };
+        self.state = State::Closing {
+            until: now + linger,
+        };
         self.close_frame = Some(frame);
         self.close_resend = true;
         // A lost CLOSE would leave the peer waiting for its idle timeout: repeat it a
@@ -911,7 +966,9 @@ impl Session {
         if self.state != State::Established || !self.streams.is_empty() || self.pending.goaway {
             return;
         }
-        let (Some((code, reason)), Some((_, _, peer_streams))) = (&self.goaway_sent, &self.goaway_received) else {
+        let (Some((code, reason)), Some((_, _, peer_streams))) =
+            (&self.goaway_sent, &self.goaway_received)
+        else {
             return;
         };
         if self.opened_remote < *peer_streams {
@@ -951,7 +1008,9 @@ impl Session {
         }
         match ty {
             long::REPLY => {
-                let Some(hs) = self.handshake.as_mut() else { return };
+                let Some(hs) = self.handshake.as_mut() else {
+                    return;
+                };
                 match hs.on_reply(body) {
                     Ok(Reply::Accepted {
                         server_sid,
@@ -963,7 +1022,7 @@ impl Session {
                         self.hello_due = None;
                         self.connect_deadline = None;
                         self.remote_sid = server_sid;
-                        self.keys = Some(keys);
+                        self.keys = Some(*keys);
                         self.stats.packets_received += 1;
                         self.stats.bytes_received += body.len() as u64;
                         self.establish(now, params);
@@ -1060,7 +1119,8 @@ impl Session {
         }
         self.received.insert(number..number + 1);
         if let Some(max) = self.received.max() {
-            self.received.remove_below(max.saturating_sub(ReplayWindow::SIZE));
+            self.received
+                .remove_below(max.saturating_sub(ReplayWindow::SIZE));
         }
         while self.received.len() > crate::frame::MAX_ACK_RANGES * 2 {
             if let Some(first) = self.received.first() {
@@ -1068,13 +1128,19 @@ impl Session {
             }
         }
 
-        let payload = datagram.freeze().slice(DATA_HEADER_LEN..DATA_HEADER_LEN + plain);
+        let payload = datagram
+            .freeze()
+            .slice(DATA_HEADER_LEN..DATA_HEADER_LEN + plain);
         let mut eliciting = false;
         for frame in Frames::new(payload) {
             let frame = match frame {
                 Ok(f) => f,
                 Err(e) => {
-                    self.close_with_error(now, crate::session::transport_error::FRAME_ENCODING, &e.to_string());
+                    self.close_with_error(
+                        now,
+                        crate::session::transport_error::FRAME_ENCODING,
+                        &e.to_string(),
+                    );
                     return;
                 }
             };
@@ -1127,29 +1193,46 @@ impl Session {
         });
     }
 
-    fn handle_frame(&mut self, now: Instant, remote: SocketAddr, frame: Frame) -> Result<(), (u64, &'static str)> {
+    fn handle_frame(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        frame: Frame,
+    ) -> Result<(), (u64, &'static str)> {
         use transport_error::*;
         match frame {
             Frame::Padding | Frame::Ping => {}
             Frame::Ack(ack) => {
-                let max_delay = self
-                    .peer_params
-                    .map_or(Duration::from_millis(25), |p| Duration::from_millis(p.max_ack_delay_ms));
+                let max_delay = self.peer_params.map_or(Duration::from_millis(25), |p| {
+                    Duration::from_millis(p.max_ack_delay_ms)
+                });
                 let delay = Duration::from_micros(ack.delay_micros).min(max_delay);
                 let mut out = AckOutcome::default();
-                if self.recovery.on_ack(now, &ack.ranges, delay, &mut out).is_err() {
+                if self
+                    .recovery
+                    .on_ack(now, &ack.ranges, delay, &mut out)
+                    .is_err()
+                {
                     return Err((PROTOCOL_VIOLATION, "ack of an unsent packet"));
                 }
                 self.on_ack_outcome(now, out);
             }
             Frame::Stream(f) => self.on_stream_frame(f)?,
-            Frame::ResetStream { id, code, final_size } => {
+            Frame::ResetStream {
+                id,
+                code,
+                final_size,
+            } => {
                 let id = StreamId(id);
                 if !self.ensure_remote_stream(id)? {
                     return Ok(());
                 }
-                let Some(st) = self.streams.get_mut(&id) else { return Ok(()) };
-                if st.final_size.is_some_and(|f| f != final_size) || final_size < st.recv.max_received() {
+                let Some(st) = self.streams.get_mut(&id) else {
+                    return Ok(());
+                };
+                if st.final_size.is_some_and(|f| f != final_size)
+                    || final_size < st.recv.max_received()
+                {
                     return Err((FINAL_SIZE, "reset changes the final size"));
                 }
                 if final_size > st.recv_max_sent {
@@ -1213,7 +1296,8 @@ impl Session {
                     if self.open_blocked {
                         self.open_blocked = false;
                         // Reuse the writable event of no stream: the runtime retries opens.
-                        self.events.push_back(Event::StreamWritable(StreamId(u64::MAX)));
+                        self.events
+                            .push_back(Event::StreamWritable(StreamId(u64::MAX)));
                     }
                 }
             }
@@ -1231,7 +1315,11 @@ impl Session {
                     }
                 }
             }
-            Frame::GoAway { code, streams, reason } => {
+            Frame::GoAway {
+                code,
+                streams,
+                reason,
+            } => {
                 if self.goaway_received.is_none() {
                     let reason = String::from_utf8_lossy(&reason).into_owned();
                     self.goaway_received = Some((code, reason.clone(), streams));
@@ -1272,7 +1360,10 @@ impl Session {
         let ours = id.server_opened() == (self.side == Side::Server);
         if ours {
             if id.index() >= self.opened_local {
-                return Err((transport_error::PROTOCOL_VIOLATION, "frame for a stream we never opened"));
+                return Err((
+                    transport_error::PROTOCOL_VIOLATION,
+                    "frame for a stream we never opened",
+                ));
             }
             return Ok(false);
         }
@@ -1301,7 +1392,9 @@ impl Session {
         if !self.ensure_remote_stream(id)? {
             return Ok(());
         }
-        let Some(st) = self.streams.get_mut(&id) else { return Ok(()) };
+        let Some(st) = self.streams.get_mut(&id) else {
+            return Ok(());
+        };
         let end = f.offset + f.data.len() as u64;
         if end > st.recv_max_sent {
             return Err((FLOW_CONTROL, "stream data beyond credit"));
@@ -1374,7 +1467,11 @@ impl Session {
             self.on_packet_acked(p.frames);
         }
         if let Some(largest_acked_sent) = largest_sent {
-            let min_rtt = self.recovery.rtt.has_sample().then(|| self.recovery.rtt.min());
+            let min_rtt = self
+                .recovery
+                .rtt
+                .has_sample()
+                .then(|| self.recovery.rtt.min());
             let sample = AckSample {
                 acked_bytes,
                 bytes_in_flight: self.recovery.bytes_in_flight(),
@@ -1393,10 +1490,17 @@ impl Session {
             stream,
             more_stream,
             reset,
+            largest_acked,
             ..
         } = frames;
+        // The peer has seen our ACK up to there: stop repeating those ranges.
+        if let Some(l) = largest_acked {
+            self.received.remove_below(l + 1);
+        }
         for r in stream.into_iter().chain(more_stream) {
-            let Some(st) = self.streams.get_mut(&r.id) else { continue };
+            let Some(st) = self.streams.get_mut(&r.id) else {
+                continue;
+            };
             let before = st.send.buffered();
             st.send.on_ack(r.range);
             let freed = before - st.send.buffered();
@@ -1459,7 +1563,9 @@ impl Session {
     /// Queues again what a lost (or probed) packet carried.
     fn requeue_frames(&mut self, f: &SentFrames) {
         for r in f.stream_ranges() {
-            let Some(st) = self.streams.get_mut(&r.id) else { continue };
+            let Some(st) = self.streams.get_mut(&r.id) else {
+                continue;
+            };
             if st.reset_sent.is_some() {
                 continue;
             }
@@ -1476,7 +1582,11 @@ impl Session {
             self.pending.max_streams = true;
         }
         for id in &f.max_stream_data {
-            if self.streams.get(id).is_some_and(|s| s.final_size.is_none() && !s.recv_done) {
+            if self
+                .streams
+                .get(id)
+                .is_some_and(|s| s.final_size.is_none() && !s.recv_done)
+            {
                 self.pending.max_stream_data.insert(*id);
             }
         }
@@ -1518,7 +1628,9 @@ impl Session {
         if self.state != State::Established {
             return None;
         }
-        self.config.keepalive.map(|k| self.last_ack_eliciting_sent + k)
+        self.config
+            .keepalive
+            .map(|k| self.last_ack_eliciting_sent + k)
     }
 
     /// When [`Self::handle_timeout`] should next be called.
@@ -1580,7 +1692,11 @@ impl Session {
         if self.pacing_until.is_some_and(|t| now >= t) {
             self.pacing_until = None;
         }
-        if self.recovery.timer(self.config.max_ack_delay).is_some_and(|t| now >= t) {
+        if self
+            .recovery
+            .timer(self.config.max_ack_delay)
+            .is_some_and(|t| now >= t)
+        {
             let mut lost = Vec::new();
             let probe = self.recovery.on_timeout(now, &mut lost);
             if !lost.is_empty() {
@@ -1654,7 +1770,9 @@ impl Session {
             self.close_repeats_left = self.close_repeats_left.saturating_sub(1);
             self.close_repeat_at = match (self.close_repeats_left, &self.state) {
                 (0, _) => None,
-                (_, State::Closing { .. }) => Some(now + self.close_linger() / u32::from(CLOSE_REPEATS + 1)),
+                (_, State::Closing { .. }) => {
+                    Some(now + self.close_linger() / u32::from(CLOSE_REPEATS + 1))
+                }
                 _ => None,
             };
         }
@@ -1662,7 +1780,10 @@ impl Session {
             return None;
         }
         // At most one CLOSE per 50 ms however much the peer sends.
-        if self.last_close_sent.is_some_and(|t| now < t + Duration::from_millis(50)) {
+        if self
+            .last_close_sent
+            .is_some_and(|t| now < t + Duration::from_millis(50))
+        {
             return None;
         }
         self.close_resend = false;
@@ -1771,10 +1892,13 @@ impl Session {
                 may_elicit = true;
             } else if window_open {
                 let srtt = self.recovery.rtt.smoothed();
-                match self
-                    .pacer
-                    .delay(now, mtu as u64, self.cc.pacing_rate(), self.cc.window(), srtt)
-                {
+                match self.pacer.delay(
+                    now,
+                    mtu as u64,
+                    self.cc.pacing_rate(),
+                    self.cc.window(),
+                    srtt,
+                ) {
                     Some(t) if t > now => self.pacing_until = Some(t),
                     _ => may_elicit = true,
                 }
@@ -1793,8 +1917,10 @@ impl Session {
         let mut frames = SentFrames::default();
         let mut eliciting = false;
 
-        // ACK first: it is small and keeps the peer's clock running.
-        if !self.received.is_empty() && (ack_wanted || may_elicit) {
+        // ACK first: it keeps the peer's clock running. Only when something that asks
+        // for one arrived: the peer's own ACK-only packets are never acknowledged.
+        let ack_owed = ack_wanted || self.ack_eliciting_unacked > 0;
+        if !self.received.is_empty() && ack_owed {
             let delay = self
                 .largest_received_time
                 .map_or(0, |t| now.saturating_duration_since(t).as_micros() as u64);
@@ -1809,12 +1935,29 @@ impl Session {
                 Frame::Ping.encode(buf);
                 eliciting = true;
             }
+            if !eliciting {
+                // Allowed to send but nothing was sendable (flow control holds the
+                // queued data): the rate samples now understate the path.
+                self.cc.on_app_limited(self.recovery.bytes_in_flight());
+                self.rate.on_app_limited(self.recovery.bytes_in_flight());
+            }
         }
         // An ACK alone goes out only when one is due (flow-control-blocked streams
         // must not turn into a stream of ACK-only packets).
         if !eliciting && (!ack_wanted || frames.largest_acked.is_none()) {
             buf.clear();
             return None;
+        }
+        // A receiver that only sends ACKs asks for an ACK of them about once per RTT, so
+        // that it learns what the peer has seen and its ACK frames stay short.
+        if !eliciting
+            && self.received.len() > 1
+            && now.saturating_duration_since(self.last_ack_eliciting_sent)
+                >= self.recovery.rtt.smoothed()
+            && buf.len() < max_payload
+        {
+            Frame::Ping.encode(buf);
+            eliciting = true;
         }
         if frames.largest_acked.is_some() {
             self.ack_now = false;
@@ -1854,7 +1997,12 @@ impl Session {
     }
 
     /// Writes pending control frames that fit; returns true if any was written.
-    fn write_control_frames(&mut self, buf: &mut Vec<u8>, max: usize, sent: &mut SentFrames) -> bool {
+    fn write_control_frames(
+        &mut self,
+        buf: &mut Vec<u8>,
+        max: usize,
+        sent: &mut SentFrames,
+    ) -> bool {
         let start = buf.len();
         let room = |buf: &Vec<u8>, f: &Frame| buf.len() + f.encoded_len() <= max;
         if let Some((data, addr)) = self.pending.path_response {
@@ -1956,21 +2104,34 @@ impl Session {
     }
 
     /// Fills the rest of the packet with stream data, streams taken round-robin.
-    fn write_stream_frames(&mut self, buf: &mut Vec<u8>, max: usize, sent: &mut SentFrames) -> bool {
+    fn write_stream_frames(
+        &mut self,
+        buf: &mut Vec<u8>,
+        max: usize,
+        sent: &mut SentFrames,
+    ) -> bool {
         let mut wrote = false;
         let mut visited = 0;
         let queued = self.send_queue.len();
         while visited < queued && max.saturating_sub(buf.len()) > 24 {
-            let Some(id) = self.send_queue.pop_front() else { break };
+            let Some(id) = self.send_queue.pop_front() else {
+                break;
+            };
             visited += 1;
-            let Some(st) = self.streams.get_mut(&id) else { continue };
+            let Some(st) = self.streams.get_mut(&id) else {
+                continue;
+            };
             st.in_send_queue = false;
             let room = (max - buf.len()) as u64;
             let offset_guess = st.send.unsent();
-            let header = StreamFrame::header_len(id.0, offset_guess.max(st.send.end()), room as usize) as u64;
+            let header =
+                StreamFrame::header_len(id.0, offset_guess.max(st.send.end()), room as usize)
+                    as u64;
             let data_room = room.saturating_sub(header);
             let session_credit = self.peer_max_data.saturating_sub(self.data_sent);
-            let new_limit = st.send_max.min(st.send.unsent().saturating_add(session_credit));
+            let new_limit = st
+                .send_max
+                .min(st.send.unsent().saturating_add(session_credit));
             let before_unsent = st.send.unsent();
             let range = st.send.next_range(data_room, new_limit);
             let end = st.send.end();
@@ -1979,7 +2140,9 @@ impl Session {
                     let fin = st.finish_requested && r.end == end && !st.fin_acked;
                     (r, fin)
                 }
-                None if st.finish_requested && !st.fin_sent && st.send.unsent() == end => (end..end, true),
+                None if st.finish_requested && !st.fin_sent && st.send.unsent() == end => {
+                    (end..end, true)
+                }
                 None => {
                     Self::enqueue(&mut self.send_queue, id, st);
                     continue;

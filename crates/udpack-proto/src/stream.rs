@@ -282,7 +282,11 @@ mod tests {
         s.on_ack(4..11);
         assert!(!s.all_acked());
         s.on_lost(0..11);
-        assert_eq!(s.next_range(100, u64::MAX), Some(0..4), "acked bytes not resent");
+        assert_eq!(
+            s.next_range(100, u64::MAX),
+            Some(0..4),
+            "acked bytes not resent"
+        );
         s.on_ack(0..4);
         assert!(s.all_acked());
         assert_eq!(s.buffered(), 0);

@@ -21,18 +21,65 @@ fn goodput(seed: u64, rtt_ms: u64, loss: f64, warmup: Duration, window: Duration
         &client_config(seed, TransportConfig::default()),
         App::sending(vec![u64::MAX / 4]),
     );
-    sim.run_until(warmup, |_| false);
+    run_traced(&mut sim, warmup);
     let t1 = sim.now;
-    sim.run_until(window, |_| false);
+    run_traced(&mut sim, window);
     let t2 = sim.now;
     let server = &sim.nodes[0].app;
     assert!(server.errors.is_empty(), "{:?}", server.errors);
     server.bytes_between(t1, t2) as f64 * 8.0 / (t2 - t1).as_secs_f64()
 }
 
+/// Runs the simulation for `d`; with `UDPACK_SIM_TRACE` set, prints the client's
+/// session figures every 250 ms of virtual time.
+fn run_traced(sim: &mut Sim, d: Duration) {
+    if std::env::var_os("UDPACK_SIM_TRACE").is_none() {
+        sim.run_until(d, |_| false);
+        return;
+    }
+    let step = Duration::from_millis(250);
+    let mut left = d;
+    while !left.is_zero() {
+        let s = step.min(left);
+        sim.run_until(s, |_| false);
+        left -= s;
+        let t = sim.now - sim.start;
+        let read = sim.nodes[0].app.bytes_read;
+        let node = &mut sim.nodes[1];
+        if let Some(&h) = node.app.connected.first() {
+            if let Some(sess) = node.ep.session(h) {
+                let st = sess.stats();
+                eprintln!(
+                    "{:>6.2}s read {:>6.1}MB cwnd {:>8} infl {:>8} pace {:>6.1}Mb dlv {:>6.1}Mb srtt {:>5.1?} min {:>5.1?} sent {} lost {} retx {}KB wire {}MB stream {}MB",
+                    t.as_secs_f64(),
+                    read as f64 / 1e6,
+                    st.congestion_window,
+                    st.bytes_in_flight,
+                    st.pacing_rate as f64 * 8.0 / 1e6,
+                    st.delivery_rate as f64 * 8.0 / 1e6,
+                    st.smoothed_rtt,
+                    st.min_rtt,
+                    st.packets_sent,
+                    st.packets_lost,
+                    st.bytes_retransmitted / 1000,
+                    st.bytes_sent / 1_000_000,
+                    st.stream_bytes_sent / 1_000_000,
+                );
+            }
+        }
+    }
+}
+
 fn check(rtt_ms: u64, warmup: Duration, window: Duration) {
     let mut failures = Vec::new();
+    // UDPACK_SIM_LOSS=0.05 replays one loss rate alone.
+    let only: Option<f64> = std::env::var("UDPACK_SIM_LOSS")
+        .ok()
+        .and_then(|v| v.parse().ok());
     for (i, p) in [0.0, 0.01, 0.05, 0.1, 0.2].into_iter().enumerate() {
+        if only.is_some_and(|o| o != p) {
+            continue;
+        }
         let g = goodput(100 + i as u64, rtt_ms, p, warmup, window);
         let floor = 0.9 * (1.0 - p) * RATE as f64;
         eprintln!(
@@ -45,7 +92,10 @@ fn check(rtt_ms: u64, warmup: Duration, window: Duration) {
             failures.push((p, g));
         }
     }
-    assert!(failures.is_empty(), "below 0.9 x (1-p) x rate: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "below 0.9 x (1-p) x rate: {failures:?}"
+    );
 }
 
 #[test]
@@ -85,7 +135,11 @@ fn bottleneck_queueing_delay_stays_under_min_rtt() {
         q.dropped,
         g / 1e6
     );
-    assert!(q.max_queue_delay < rtt, "max queueing delay {:?}", q.max_queue_delay);
+    assert!(
+        q.max_queue_delay < rtt,
+        "max queueing delay {:?}",
+        q.max_queue_delay
+    );
     assert!(g > 0.85 * RATE as f64, "the bottleneck is not used: {g}");
 }
 
@@ -131,5 +185,8 @@ fn two_flows_share_a_bottleneck_fairly() {
         (shares[0] + shares[1]) / 1e6
     );
     assert!(ratio >= 0.8, "unfair share: {shares:?}");
-    assert!(shares[0] + shares[1] > 0.8 * RATE as f64, "link underused: {shares:?}");
+    assert!(
+        shares[0] + shares[1] > 0.8 * RATE as f64,
+        "link underused: {shares:?}"
+    );
 }

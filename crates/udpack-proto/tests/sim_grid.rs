@@ -34,7 +34,9 @@ fn case(seed: u64) -> Case {
     let budget = (rate_mbit * 1_000_000 / 8 / 4).clamp(20_000, 800_000);
     let streams = |rng: &mut StdRng| {
         let n = rng.gen_range(0..=4);
-        (0..n).map(|_| rng.gen_range(0..budget / 2)).collect::<Vec<_>>()
+        (0..n)
+            .map(|_| rng.gen_range(0..budget / 2))
+            .collect::<Vec<_>>()
     };
     let mut client_streams = streams(&mut rng);
     if client_streams.is_empty() {
@@ -82,14 +84,25 @@ fn run(c: &Case) -> Result<(), String> {
                 "\n node {i}: closed {:?} errors {:?} senders {:?} receivers {:?}",
                 n.app.closed,
                 n.app.errors,
-                n.app.senders.values().map(|s| (s.written, s.total, s.acked)).collect::<Vec<_>>(),
-                n.app.receivers.values().map(|r| (r.read, r.ended)).collect::<Vec<_>>(),
+                n.app
+                    .senders
+                    .values()
+                    .map(|s| (s.written, s.total, s.acked))
+                    .collect::<Vec<_>>(),
+                n.app
+                    .receivers
+                    .values()
+                    .map(|r| (r.read, r.ended))
+                    .collect::<Vec<_>>(),
             );
         }
         s
     };
     if !ok {
-        return Err(format!("did not finish within 600 s of virtual time:{}", describe(&sim)));
+        return Err(format!(
+            "did not finish within 600 s of virtual time:{}",
+            describe(&sim)
+        ));
     }
     let (server, client) = (&sim.nodes[0].app, &sim.nodes[1].app);
     for (who, app) in [("server", server), ("client", client)] {
@@ -109,7 +122,10 @@ fn run(c: &Case) -> Result<(), String> {
         sizes.sort_unstable();
         got.sort_unstable();
         if sizes != got {
-            return Err(format!("sent sizes {sizes:?} but read {got:?}:{}", describe(&sim)));
+            return Err(format!(
+                "sent sizes {sizes:?} but read {got:?}:{}",
+                describe(&sim)
+            ));
         }
     }
     // The client went away with code 7; either side may be the one whose CLOSE
@@ -117,7 +133,10 @@ fn run(c: &Case) -> Result<(), String> {
     let code7 = |r: &CloseReason| r.code() == Some(7);
     match (&client.closed[..], &server.closed[..]) {
         ([(_, a)], [(_, b)]) if code7(a) && code7(b) => Ok(()),
-        _ => Err(format!("close did not complete gracefully:{}", describe(&sim))),
+        _ => Err(format!(
+            "close did not complete gracefully:{}",
+            describe(&sim)
+        )),
     }
 }
 

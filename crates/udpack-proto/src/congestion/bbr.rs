@@ -58,9 +58,12 @@ const PACING_MARGIN: f64 = 0.99;
 const BW_WINDOW_ROUNDS: u64 = 10;
 /// Min-RTT filter window.
 const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
-/// Time to hold the window at `MIN_CWND_PACKETS` in ProbeRTT.
+/// Time to hold the window at the ProbeRTT window.
 const PROBE_RTT_DURATION: Duration = Duration::from_millis(200);
-/// Window in ProbeRTT, and the minimum window, in packets.
+/// ProbeRTT window as a fraction of the BDP (v2): half the BDP drains any queue the flow
+/// itself keeps, at a quarter of v1's cost in throughput.
+const PROBE_RTT_CWND_GAIN: f64 = 0.5;
+/// The minimum window, in packets.
 const MIN_CWND_PACKETS: u64 = 4;
 /// Initial window in packets (RFC 9002 §7.2).
 const INITIAL_CWND_PACKETS: u64 = 10;
@@ -436,6 +439,15 @@ impl Bbr {
         self.mtu.saturating_mul(MIN_CWND_PACKETS)
     }
 
+    /// Window held in ProbeRTT.
+    fn probe_rtt_cwnd(&self) -> u64 {
+        let (Some(min_rtt), true) = (self.min_rtt, self.bw_filter.get() > 0) else {
+            return self.min_cwnd();
+        };
+        let bdp = PROBE_RTT_CWND_GAIN * self.model_bw() as f64 * min_rtt.as_secs_f64();
+        (bdp as u64).max(self.min_cwnd())
+    }
+
     fn initial_cwnd(&self) -> u64 {
         self.mtu.saturating_mul(INITIAL_CWND_PACKETS)
     }
@@ -452,8 +464,9 @@ impl Bbr {
         let p = self.random_loss.rate(self.mtu);
         if self.standing_queue() {
             // Overshooting: the max filter of noisy lossy samples overestimates the goodput
-            // a little, so pace below it until the queue is gone (plain v1 when p = 0).
-            return bw * (1.0 - p);
+            // a little. Pace at the uncompensated estimate, below the link rate by about
+            // p, until the queue is gone (plain v1 when p = 0).
+            return bw;
         }
         bw / (1.0 - p)
     }
@@ -771,7 +784,7 @@ impl Bbr {
         }
         if self.mode == Mode::ProbeRtt {
             match self.probe_rtt_done {
-                None if self.bytes_in_flight <= self.min_cwnd() => {
+                None if self.bytes_in_flight <= self.probe_rtt_cwnd() => {
                     self.probe_rtt_done = Some(now.checked_add(PROBE_RTT_DURATION).unwrap_or(now));
                     self.probe_rtt_round_done = false;
                     self.next_round_delivered = self.conn_delivered;
@@ -813,7 +826,7 @@ impl Bbr {
             self.cwnd = self.cwnd.min(hi.max(self.min_cwnd()));
         }
         if self.mode == Mode::ProbeRtt {
-            self.cwnd = self.cwnd.min(self.min_cwnd());
+            self.cwnd = self.cwnd.min(self.probe_rtt_cwnd());
         }
     }
 
@@ -1324,7 +1337,8 @@ mod tests {
             cc.bandwidth()
         );
         let p = cc.random_loss.rate(MTU_BYTES);
-        assert!((0.07..0.13).contains(&p), "loss estimate {p}");
+        // Losses seen behind a queue are not counted, so the estimate runs a little low.
+        assert!((0.06..0.13).contains(&p), "loss estimate {p}");
         assert!(!flows[0].loss_cut);
         let goodput = flows[0].goodput(t0 + Duration::from_secs(2), end);
         assert!(goodput > 0.95 * goodput_rate, "{goodput}");
@@ -1383,8 +1397,15 @@ mod tests {
             );
             if cc.mode == Mode::ProbeRtt {
                 saw_probe_rtt = true;
-                assert!(cc.window() <= 4 * MTU_BYTES);
-                in_flight = 4 * MTU_BYTES;
+                // v2-style: half the BDP, not v1's four packets.
+                let half_bdp = (cc.bandwidth() as f64 * 0.05 / 2.0) as u64;
+                assert!(
+                    cc.window() <= half_bdp.max(4 * MTU_BYTES),
+                    "{}",
+                    cc.window()
+                );
+                assert!(cc.window() < in_flight.max(cc.prior_cwnd));
+                in_flight = cc.window();
             }
         }
         assert!(saw_probe_rtt);

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,8 +14,8 @@ use bytes::BytesMut;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use udpack_proto::{
-    ClientConfig, CloseReason, Endpoint, EndpointConfig, Event, PrivateKey, ServerConfig, SessionHandle,
-    StreamError, StreamId, TransportConfig,
+    ClientConfig, CloseReason, Endpoint, EndpointConfig, Event, PrivateKey, ServerConfig,
+    SessionHandle, StreamError, StreamId, TransportConfig,
 };
 
 /// One direction of the network.
@@ -107,8 +107,8 @@ pub struct App {
     pub connect_errors: Vec<CloseReason>,
     pub closed: Vec<(SessionHandle, CloseReason)>,
     pub goaways: Vec<(SessionHandle, u64)>,
-    pub senders: HashMap<(SessionHandle, StreamId), Sender>,
-    pub receivers: HashMap<(SessionHandle, StreamId), Receiver>,
+    pub senders: BTreeMap<(SessionHandle, StreamId), Sender>,
+    pub receivers: BTreeMap<(SessionHandle, StreamId), Receiver>,
     /// Once every stream it opened is finished and every stream it accepted ended,
     /// send GOAWAY with this code.
     pub goaway_when_done: Option<u64>,
@@ -118,6 +118,7 @@ pub struct App {
     /// (time, bytes_read) samples for goodput windows.
     pub read_log: Vec<(Instant, u64)>,
     pub errors: Vec<String>,
+    scratch: Vec<u8>,
 }
 
 pub struct Sender {
@@ -144,10 +145,36 @@ pub fn pattern_word(seed: u64, word: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Length of the pattern table: a prime, so a byte misplaced by any offset shorter than
+/// a block lands on a different table byte.
+const PATTERN_PERIOD: usize = 65_521;
+
+fn pattern_table() -> &'static [u8] {
+    static TABLE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..PATTERN_PERIOD as u64)
+            .map(|i| pattern_word(0x5eed, i) as u8)
+            .collect()
+    })
+}
+
+/// The stream pattern: a table byte, shifted per stream and whitened per table period,
+/// so that bytes from another offset or another stream do not match.
 pub fn fill_pattern(seed: u64, offset: u64, out: &mut [u8]) {
-    for (i, b) in out.iter_mut().enumerate() {
-        let off = offset + i as u64;
-        *b = (pattern_word(seed, off / 8) >> (8 * (off % 8))) as u8;
+    let table = pattern_table();
+    let shift = (seed % PATTERN_PERIOD as u64) as usize;
+    let mut done = 0;
+    while done < out.len() {
+        let off = offset + done as u64;
+        let block = off / PATTERN_PERIOD as u64;
+        let pos = ((off % PATTERN_PERIOD as u64) as usize + shift) % PATTERN_PERIOD;
+        let in_block = PATTERN_PERIOD - (off % PATTERN_PERIOD as u64) as usize;
+        let n = (PATTERN_PERIOD - pos).min(in_block).min(out.len() - done);
+        let mask = pattern_word(seed, block) as u8;
+        for (o, t) in out[done..done + n].iter_mut().zip(&table[pos..pos + n]) {
+            *o = t ^ mask;
+        }
+        done += n;
     }
 }
 
@@ -252,14 +279,15 @@ impl Sim {
             }
         }
         let now = self.now;
-        let link = if toward_server { &mut self.up } else { &mut self.down };
+        let link = if toward_server {
+            &mut self.up
+        } else {
+            &mut self.down
+        };
         let p = link.p.clone();
-        if p.loss > 0.0 && self.rng.gen_bool(p.loss) {
-            link.stats.lost += 1;
-            return;
-        }
         let mut depart = now;
-        if p.rate_bps > 0 {
+        if let Some(serialize_ns) = (data.len() as u64 * 8 * 1_000_000_000).checked_div(p.rate_bps)
+        {
             let start = now.max(link.next_free);
             let wait = start - now;
             if wait > p.queue {
@@ -271,11 +299,17 @@ impl Sim {
                 link.stats.queue_delay_sum += wait;
                 link.stats.queue_samples += 1;
             }
-            depart = start + Duration::from_nanos(data.len() as u64 * 8 * 1_000_000_000 / p.rate_bps);
+            depart = start + Duration::from_nanos(serialize_ns);
             link.next_free = depart;
         }
         link.stats.sent += 1;
         link.stats.bytes += data.len() as u64;
+        // Random loss strikes after the bottleneck: a lost packet has used its share of
+        // the rate (the stricter case for goodput).
+        if p.loss > 0.0 && self.rng.gen_bool(p.loss) {
+            link.stats.lost += 1;
+            return;
+        }
         let mut arrive = depart + p.delay;
         if !p.jitter.is_zero() {
             arrive += p.jitter.mul_f64(self.rng.gen::<f64>());
@@ -289,7 +323,14 @@ impl Sim {
         }
         if p.duplicate > 0.0 && self.rng.gen_bool(p.duplicate) {
             let extra = arrive + Duration::from_micros(self.rng.gen_range(0..2000));
-            self.push(extra, Packet { from, to, data: data.clone() });
+            self.push(
+                extra,
+                Packet {
+                    from,
+                    to,
+                    data: data.clone(),
+                },
+            );
         }
         self.push(arrive, Packet { from, to, data });
     }
@@ -366,7 +407,12 @@ impl Sim {
             }
             if next <= self.now {
                 stuck += 1;
-                assert!(stuck < 100_000, "seed {}: time does not advance at {:?}", self.seed, self.elapsed());
+                assert!(
+                    stuck < 100_000,
+                    "seed {}: time does not advance at {:?}",
+                    self.seed,
+                    self.elapsed()
+                );
             } else {
                 stuck = 0;
             }
@@ -458,11 +504,17 @@ impl App {
                 _ => {}
             }
         }
-        let mut buf = vec![0u8; 64 * 1024];
+        let buf = &mut self.scratch;
+        buf.resize(64 * 1024, 0);
         for (&(h, id), snd) in self.senders.iter_mut() {
             let Some(s) = ep.session(h) else { continue };
             while snd.written < snd.total {
-                let n = ((snd.total - snd.written) as usize).min(buf.len());
+                let room = match s.write_capacity(id) {
+                    Ok(0) => break,
+                    Ok(room) => room,
+                    Err(_) => u64::MAX,
+                };
+                let n = ((snd.total - snd.written).min(room) as usize).min(buf.len());
                 fill_pattern(snd.seed, snd.written, &mut buf[..n]);
                 match s.write(id, &buf[..n]) {
                     Ok(w) => snd.written += w as u64,
@@ -488,12 +540,14 @@ impl App {
             let Some(s) = ep.session(h) else { continue };
             match s.read(id, 1024) {
                 Ok(None) => snd.peer_ended = true,
-                Ok(Some(_)) => self.errors.push(format!("unexpected data on our stream {id}")),
+                Ok(Some(_)) => self
+                    .errors
+                    .push(format!("unexpected data on our stream {id}")),
                 Err(StreamError::Blocked) | Err(StreamError::SessionClosed) => {}
                 Err(e) => self.errors.push(format!("read our stream {id}: {e}")),
             }
         }
-        let mut expect = vec![0u8; 64 * 1024];
+        let expect = &mut self.scratch;
         for (&(h, id), rcv) in self.receivers.iter_mut() {
             if rcv.ended {
                 continue;
@@ -504,7 +558,8 @@ impl App {
                     Ok(Some(data)) => {
                         fill_pattern(rcv.seed, rcv.read, &mut expect[..data.len()]);
                         if data[..] != expect[..data.len()] {
-                            self.errors.push(format!("stream {id}: wrong bytes at offset {}", rcv.read));
+                            self.errors
+                                .push(format!("stream {id}: wrong bytes at offset {}", rcv.read));
                         }
                         rcv.read += data.len() as u64;
                         self.bytes_read += data.len() as u64;
@@ -528,7 +583,11 @@ impl App {
                 if self.goaway_sent.contains(&h) {
                     continue;
                 }
-                let sends_done = self.senders.iter().filter(|(k, _)| k.0 == h).all(|(_, s)| s.finished);
+                let sends_done = self
+                    .senders
+                    .iter()
+                    .filter(|(k, _)| k.0 == h)
+                    .all(|(_, s)| s.finished);
                 if sends_done && !self.open.is_empty() {
                     if let Some(s) = ep.session(h) {
                         s.goaway(code, "done");
