@@ -50,7 +50,7 @@ struct Entry {
     session: Session,
     scheduled: Option<Instant>,
     ready: bool,
-    hello_key: Option<(SocketAddr, u64)>,
+    hello_key: Option<u64>,
     /// The application let go; remove once drained.
     released: bool,
 }
@@ -59,9 +59,9 @@ struct Entry {
 pub struct Endpoint {
     server: Option<Arc<ServerConfig>>,
     sessions: HashMap<u64, Entry>,
-    /// Server: (client address, client session id) of accepted hellos, so a repeated
+    /// Server: client session id → (its address, our session id) of accepted hellos, so a repeated
     /// hello gets the same reply instead of a second session.
-    hellos: HashMap<(SocketAddr, u64), u64>,
+    hellos: HashMap<u64, (SocketAddr, u64)>,
     incoming: VecDeque<SessionHandle>,
     ready: VecDeque<u64>,
     touched: Vec<u64>,
@@ -147,7 +147,7 @@ impl Endpoint {
         SessionHandle(sid)
     }
 
-    fn insert(&mut self, sid: u64, session: Session, hello_key: Option<(SocketAddr, u64)>) {
+    fn insert(&mut self, sid: u64, session: Session, hello_key: Option<u64>) {
         self.sessions.insert(
             sid,
             Entry {
@@ -251,10 +251,17 @@ impl Endpoint {
             self.stateless.push_back((remote, out));
             return;
         }
-        if let Some(&sid) = self.hellos.get(&(remote, client_sid)) {
-            if let Some(e) = self.sessions.get_mut(&sid) {
-                e.session.on_repeated_hello(datagram.len());
-                self.touched.push(sid);
+        // A hello for a client session id we already accepted is a retransmission (same
+        // address: answer it again) or a replay (another address: ignore it), never a
+        // second session.
+        if let Some(&(addr, sid)) = self.hellos.get(&client_sid) {
+            if addr == remote {
+                if let Some(e) = self.sessions.get_mut(&sid) {
+                    e.session.on_repeated_hello(datagram.len());
+                    self.touched.push(sid);
+                }
+            } else {
+                self.stats.datagrams_dropped += 1;
             }
             return;
         }
@@ -314,8 +321,8 @@ impl Endpoint {
             rng,
         );
         self.stats.sessions_accepted += 1;
-        self.hellos.insert((remote, client_sid), sid);
-        self.insert(sid, session, Some((remote, client_sid)));
+        self.hellos.insert(client_sid, (remote, sid));
+        self.insert(sid, session, Some(client_sid));
         self.incoming.push_back(SessionHandle(sid));
     }
 

@@ -130,6 +130,8 @@ pub enum Event {
     StreamWritable(StreamId),
     /// Everything written to a finished stream was acknowledged.
     StreamFinished(StreamId),
+    /// The peer raised our stream limit after [`StreamError::LimitReached`]: retry opens.
+    StreamsAvailable,
     /// The peer asked us to stop sending on a stream; it was reset with `code`.
     StreamStopped { id: StreamId, code: u64 },
     /// The peer will open no new streams and accepts none; the session closes when the
@@ -157,7 +159,7 @@ pub enum StreamError {
     /// The peer does not want more data (STOP_SENDING with this code).
     #[error("peer stopped the stream (code {0})")]
     Stopped(u64),
-    /// The peer's stream limit is reached; wait for [`Event::StreamWritable`]-like credit.
+    /// The peer's stream limit is reached; wait for [`Event::StreamsAvailable`].
     #[error("stream limit reached")]
     LimitReached,
     /// A GOAWAY was sent or received: no new streams.
@@ -1096,6 +1098,11 @@ impl Session {
         self.reset_idle(now);
 
         if let State::Closing { .. } = self.state {
+            // As below: an authentic packet from the peer's address proves it, so the
+            // CLOSE answer is not held back by the amplification limit.
+            if remote == self.remote {
+                self.validated = true;
+            }
             self.close_resend = true;
             return;
         }
@@ -1295,9 +1302,7 @@ impl Session {
                     self.max_local_streams = v;
                     if self.open_blocked {
                         self.open_blocked = false;
-                        // Reuse the writable event of no stream: the runtime retries opens.
-                        self.events
-                            .push_back(Event::StreamWritable(StreamId(u64::MAX)));
+                        self.events.push_back(Event::StreamsAvailable);
                     }
                 }
             }
@@ -1625,7 +1630,10 @@ impl Session {
     }
 
     fn keepalive_deadline(&self) -> Option<Instant> {
-        if self.state != State::Established {
+        // A PING already queued (the window or the amplification limit holds it back)
+        // needs no timer: a deadline left in the past would make the timer fire
+        // again and again without progress.
+        if self.state != State::Established || self.pending.ping {
             return None;
         }
         self.config
@@ -1786,8 +1794,6 @@ impl Session {
         {
             return None;
         }
-        self.close_resend = false;
-        self.last_close_sent = Some(now);
         let frame = self.close_frame.clone()?;
         let keys = self.keys.as_ref()?;
         let pn = self.recovery.next_packet_number();
@@ -1799,6 +1805,18 @@ impl Session {
         encode_ack(buf, &self.received, delay, 200);
         frame.encode(buf);
         keys.seal(pn, buf, DATA_HEADER_LEN);
+        if !self.validated {
+            // An unproven address gets at most three times what it sent, CLOSE included.
+            let budget = (self.amp_received * 3).saturating_sub(self.amp_sent);
+            if buf.len() as u64 > budget {
+                // Still owed: it goes out once the peer proves its address.
+                buf.clear();
+                return None;
+            }
+            self.amp_sent += buf.len() as u64;
+        }
+        self.close_resend = false;
+        self.last_close_sent = Some(now);
         self.recovery.on_sent(SentPacket {
             time: now,
             size: buf.len() as u16,
@@ -1879,6 +1897,13 @@ impl Session {
             let budget = (self.amp_received * 3).saturating_sub(self.amp_sent);
             limit = limit.min(budget as usize);
             if limit < DATA_HEADER_LEN + TAG_LEN + 16 {
+                // Only input (more bytes from the peer, or its address validated) lifts
+                // the limit: an ACK that came due waits for that as owed at once, not
+                // as a timer left in the past that would fire without end.
+                if self.ack_deadline.is_some_and(|t| now >= t) {
+                    self.ack_deadline = None;
+                    self.ack_now = true;
+                }
                 return None;
             }
         }

@@ -73,6 +73,16 @@ struct Packet {
     data: Vec<u8>,
 }
 
+/// A datagram seen leaving a node: after any NAT rewrite of its source, before the
+/// link's loss, corruption or duplication.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub at: Instant,
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub data: Vec<u8>,
+}
+
 /// Node 0 is the server; the others are clients. Packets toward the server cross the
 /// `up` link, packets from it the `down` link.
 pub struct Sim {
@@ -88,6 +98,11 @@ pub struct Sim {
     seq: u64,
     /// Client address rewrites after a time (NAT rebinding): (node, at, new address).
     pub rebind: Option<(usize, Instant, SocketAddr)>,
+    /// With `rebind`: packets addressed to the node's old address are lost from the
+    /// rebinding on (the NAT forgot the old mapping).
+    pub rebind_drops_old: bool,
+    /// When set, every datagram a node sends is recorded here.
+    pub capture: Option<Vec<Captured>>,
     buf: Vec<u8>,
 }
 
@@ -118,6 +133,8 @@ pub struct App {
     /// (time, bytes_read) samples for goodput windows.
     pub read_log: Vec<(Instant, u64)>,
     pub errors: Vec<String>,
+    /// When set, every event is recorded here with the time it was polled.
+    pub event_log: Option<Vec<(Instant, SessionHandle, Event)>>,
     scratch: Vec<u8>,
 }
 
@@ -210,6 +227,8 @@ impl Sim {
             packets: HashMap::new(),
             seq: 0,
             rebind: None,
+            rebind_drops_old: false,
+            capture: None,
             buf: Vec::with_capacity(2048),
         }
     }
@@ -269,6 +288,16 @@ impl Sim {
         &self.up.stats
     }
 
+    pub fn down_stats(&self) -> &LinkStats {
+        &self.down.stats
+    }
+
+    /// The parameters of the links toward the server (up) and from it (down), to
+    /// change conditions mid-run.
+    pub fn links_mut(&mut self) -> (&mut LinkParams, &mut LinkParams) {
+        (&mut self.up.p, &mut self.down.p)
+    }
+
     fn send(&mut self, from: SocketAddr, to: SocketAddr, mut data: Vec<u8>) {
         let server = self.nodes[0].addr;
         let toward_server = to == server;
@@ -277,6 +306,14 @@ impl Sim {
             if self.now >= at && from == self.nodes[node].addr {
                 from = new;
             }
+        }
+        if let Some(c) = &mut self.capture {
+            c.push(Captured {
+                at: self.now,
+                from,
+                to,
+                data: data.clone(),
+            });
         }
         let now = self.now;
         let link = if toward_server {
@@ -368,7 +405,10 @@ impl Sim {
     fn deliver(&mut self, p: Packet) {
         // Rebound client: packets to its new address reach it.
         let mut to = p.to;
-        if let Some((node, _, new)) = self.rebind {
+        if let Some((node, at, new)) = self.rebind {
+            if self.rebind_drops_old && self.now >= at && to == self.nodes[node].addr {
+                return;
+            }
             if to == new {
                 to = self.nodes[node].addr;
             }
@@ -447,6 +487,9 @@ impl App {
             self.sessions.push(h);
         }
         while let Some((h, ev)) = ep.poll_event() {
+            if let Some(log) = &mut self.event_log {
+                log.push((now, h, ev.clone()));
+            }
             match ev {
                 Event::Connected => {
                     self.connected.push(h);

@@ -1,0 +1,301 @@
+//! A stream: reliable, ordered bytes in both directions, independent of the session's
+//! other streams.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use udpack_proto::{StreamError, StreamId};
+
+use crate::error::stream_io_error;
+use crate::session::Session;
+
+/// One stream of a session. Implements tokio's `AsyncRead` and `AsyncWrite`.
+///
+/// A write resolves once its bytes are taken into the session's send buffer and waits
+/// while that buffer (or the peer's flow-control credit) is full: the back-pressure of
+/// the seed's `write(buf, cb)`. Dropping a stream finishes its sending side (what was
+/// written is still delivered) and stops its receiving side.
+pub struct Stream {
+    session: Session,
+    id: StreamId,
+    write_closed: bool,
+    read_done: bool,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("session", &self.session.id_str())
+            .field("id", &self.id.0)
+            .finish()
+    }
+}
+
+/// What a poll of the state machine gave for a read.
+enum ReadOutcome {
+    Data(Bytes),
+    End,
+}
+
+impl Stream {
+    pub(crate) fn new(session: Session, id: StreamId) -> Self {
+        tracing::trace!(target: "udpack", session = %session.id_str(), stream = id.0, "stream");
+        Stream {
+            session,
+            id,
+            write_closed: false,
+            read_done: false,
+        }
+    }
+
+    /// The stream id (its lowest bit says which side opened it).
+    pub fn id(&self) -> u64 {
+        self.id.0
+    }
+
+    /// The session this stream belongs to.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    fn poll_read_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Result<ReadOutcome, StreamError>> {
+        if self.read_done {
+            return Poll::Ready(Ok(ReadOutcome::End));
+        }
+        let shared = self.session.shared().clone();
+        let h = self.session.handle();
+        let mut st = shared.lock();
+        let st = &mut *st;
+        let Some(s) = st.proto.session(h) else {
+            return Poll::Ready(Err(StreamError::SessionClosed));
+        };
+        let r = s.read(self.id, max);
+        match r {
+            Ok(Some(data)) => {
+                // Reading frees credit: the driver may owe the peer a window update.
+                st.wake_driver();
+                Poll::Ready(Ok(ReadOutcome::Data(data)))
+            }
+            Ok(None) => {
+                self.read_done = true;
+                Poll::Ready(Ok(ReadOutcome::End))
+            }
+            Err(StreamError::Blocked) => {
+                if let Some(slot) = st.sessions.get_mut(&h) {
+                    if slot.close.is_some() {
+                        return Poll::Ready(Err(StreamError::SessionClosed));
+                    }
+                    slot.read_wakers.insert(self.id, cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            Err(e) => {
+                self.read_done = true;
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+
+    /// Reads the next chunk as it arrived, without copying; `None` at the end of the
+    /// stream.
+    pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
+        match poll_fn(|cx| self.poll_read_chunk(cx, max)).await? {
+            ReadOutcome::Data(d) => Ok(Some(d)),
+            ReadOutcome::End => Ok(None),
+        }
+    }
+
+    /// Writes all of `data`, waiting for room as needed.
+    pub async fn write_all_bytes(&mut self, mut data: Bytes) -> Result<(), StreamError> {
+        while !data.is_empty() {
+            let n = poll_fn(|cx| self.poll_write_inner(cx, WriteInput::Bytes(&data))).await?;
+            let _ = data.split_to(n);
+        }
+        Ok(())
+    }
+
+    fn poll_write_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: WriteInput<'_>,
+    ) -> Poll<Result<usize, StreamError>> {
+        let shared = self.session.shared().clone();
+        let h = self.session.handle();
+        let mut st = shared.lock();
+        let st = &mut *st;
+        let Some(s) = st.proto.session(h) else {
+            return Poll::Ready(Err(StreamError::SessionClosed));
+        };
+        let r = match data {
+            WriteInput::Slice(b) => s.write(self.id, b),
+            WriteInput::Bytes(b) => s.write_bytes(self.id, b.clone()),
+        };
+        match r {
+            Ok(n) => {
+                st.wake_driver();
+                Poll::Ready(Ok(n))
+            }
+            Err(StreamError::Blocked) => {
+                if let Some(slot) = st.sessions.get_mut(&h) {
+                    if slot.close.is_some() {
+                        return Poll::Ready(Err(StreamError::SessionClosed));
+                    }
+                    slot.write_wakers.insert(self.id, cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    /// Ends the sending side: the peer reads everything written, then the end of the
+    /// stream. Returns at once; [`Stream::finished`] waits for the acknowledgment.
+    pub fn finish(&mut self) -> Result<(), StreamError> {
+        if self.write_closed {
+            return Ok(());
+        }
+        let mut st = self.session.shared().lock();
+        let s = st
+            .proto
+            .session(self.session.handle())
+            .ok_or(StreamError::SessionClosed)?;
+        s.finish(self.id)?;
+        self.write_closed = true;
+        st.wake_driver();
+        Ok(())
+    }
+
+    /// Resolves once everything written before [`Stream::finish`] was acknowledged by
+    /// the peer.
+    pub async fn finished(&mut self) -> Result<(), StreamError> {
+        self.finish()?;
+        let shared = self.session.shared().clone();
+        let h = self.session.handle();
+        let id = self.id;
+        poll_fn(|cx| {
+            let mut st = shared.lock();
+            let Some(slot) = st.sessions.get_mut(&h) else {
+                return Poll::Ready(Err(StreamError::SessionClosed));
+            };
+            if let Some(i) = slot.finished.iter().position(|x| *x == id) {
+                slot.finished.swap_remove(i);
+                return Poll::Ready(Ok(()));
+            }
+            if slot.close.is_some() {
+                return Poll::Ready(Err(StreamError::SessionClosed));
+            }
+            slot.finish_wakers.insert(id, cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Abandons the sending side with `code`: unsent data is dropped and the peer's
+    /// reads fail with [`StreamError::Reset`].
+    pub fn reset(&mut self, code: u64) -> Result<(), StreamError> {
+        let mut st = self.session.shared().lock();
+        let s = st
+            .proto
+            .session(self.session.handle())
+            .ok_or(StreamError::SessionClosed)?;
+        s.reset(self.id, code)?;
+        self.write_closed = true;
+        st.wake_driver();
+        Ok(())
+    }
+
+    /// Tells the peer to stop sending on this stream with `code`; unread data is
+    /// discarded.
+    pub fn stop(&mut self, code: u64) -> Result<(), StreamError> {
+        let mut st = self.session.shared().lock();
+        let s = st
+            .proto
+            .session(self.session.handle())
+            .ok_or(StreamError::SessionClosed)?;
+        s.stop(self.id, code)?;
+        self.read_done = true;
+        st.wake_driver();
+        Ok(())
+    }
+}
+
+enum WriteInput<'a> {
+    Slice(&'a [u8]),
+    Bytes(&'a Bytes),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        match this.poll_read_chunk(cx, buf.remaining()) {
+            Poll::Ready(Ok(ReadOutcome::Data(d))) => {
+                buf.put_slice(&d);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Ok(ReadOutcome::End)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(stream_io_error(e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        this.poll_write_inner(cx, WriteInput::Slice(buf))
+            .map_err(stream_io_error)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Written bytes are already in the session's send buffer, on their way.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.get_mut().finish().map_err(stream_io_error))
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let mut st = self.session.shared().lock();
+        let h = self.session.handle();
+        if let Some(slot) = st.sessions.get_mut(&h) {
+            slot.read_wakers.remove(&self.id);
+            slot.write_wakers.remove(&self.id);
+            slot.finish_wakers.remove(&self.id);
+            slot.finished.retain(|x| *x != self.id);
+        }
+        if let Some(s) = st.proto.session(h) {
+            if !self.write_closed {
+                let _ = s.finish(self.id);
+            }
+            if !self.read_done {
+                let _ = s.stop(self.id, 0);
+            }
+        }
+        st.wake_driver();
+    }
+}
