@@ -150,6 +150,24 @@ impl Driver {
 
     /// With no handle left anywhere, closes every session; true once all are gone.
     fn wind_down(&mut self, st: &mut State, now: Instant) -> bool {
+        let flushed = self.out_sent == self.out_meta.len();
+        if st.endpoint_refs == 0 && st.closing {
+            // Closed and no endpoint handle left: the CLOSE frames went out with the
+            // last flush; free the socket now (its port may be bound again at once)
+            // rather than linger for peers that may never answer.
+            if flushed {
+                for slot in st.sessions.values_mut() {
+                    if slot.close.is_none() {
+                        slot.close = Some(CloseReason::Local {
+                            code: 0,
+                            reason: "endpoint closed".into(),
+                        });
+                    }
+                }
+                st.wake_all_sessions();
+            }
+            return flushed;
+        }
         if st.endpoint_refs > 0 || st.session_refs() > 0 {
             return false;
         }
@@ -164,7 +182,7 @@ impl Driver {
                 }
             }
         }
-        st.proto.session_count() == 0 && self.out_sent == self.out_meta.len()
+        st.proto.session_count() == 0 && flushed
     }
 
     fn fail(&mut self, st: &mut State, error: std::io::Error) {

@@ -230,6 +230,8 @@ impl Endpoint {
     pub fn close(&self, code: u64, reason: &str) {
         let mut st = self.inner.shared.lock();
         st.closing = true;
+        // New hellos get no answer at all.
+        st.proto.set_server_config(None);
         let now = Instant::now();
         let handles: Vec<SessionHandle> = st.sessions.keys().copied().collect();
         for h in handles {
@@ -250,6 +252,7 @@ impl Endpoint {
         {
             let mut st = shared.lock();
             st.closing = true;
+            st.proto.set_server_config(None);
             let handles: Vec<SessionHandle> = st.sessions.keys().copied().collect();
             for h in handles {
                 if let Some(s) = st.proto.session(h) {

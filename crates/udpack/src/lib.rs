@@ -40,7 +40,7 @@ pub use endpoint::{Endpoint, EndpointBuilder};
 pub use error::{ConnectError, StreamError};
 pub use session::Session;
 pub use speed::Speed;
-pub use stream::Stream;
+pub use stream::{RecvStream, SendStream, Stream};
 pub use udpack_proto::{
     reject, transport_error, ClientConfig, CloseReason, ControllerKind, EndpointStats, KeyError,
     PrivateKey, PublicKey, ServerConfig, SessionStats, TransportConfig,

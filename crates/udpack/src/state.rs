@@ -178,6 +178,20 @@ impl State {
         }
     }
 
+    /// Wakes everyone waiting on any session (the driver is going away).
+    pub fn wake_all_sessions(&mut self) {
+        for slot in self.sessions.values_mut() {
+            slot.wake_all();
+        }
+        for w in self
+            .accept_wakers
+            .drain(..)
+            .chain(self.idle_wakers.drain(..))
+        {
+            w.wake();
+        }
+    }
+
     pub fn wake_driver(&mut self) {
         if let Some(w) = &self.driver {
             w.wake_by_ref();

@@ -19,16 +19,40 @@ use crate::session::Session;
 /// while that buffer (or the peer's flow-control credit) is full: the back-pressure of
 /// the seed's `write(buf, cb)`. Dropping a stream finishes its sending side (what was
 /// written is still delivered) and stops its receiving side.
+///
+/// [`Stream::into_split`] gives the two directions as separate handles, for a reader
+/// and a writer in different tasks.
 pub struct Stream {
+    send: SendStream,
+    recv: RecvStream,
+}
+
+/// The sending half of a [`Stream`]; dropping it finishes the stream.
+pub struct SendStream {
     session: Session,
     id: StreamId,
     write_closed: bool,
+}
+
+/// The receiving half of a [`Stream`]; dropping it before the end stops the stream.
+pub struct RecvStream {
+    session: Session,
+    id: StreamId,
     read_done: bool,
 }
 
-impl std::fmt::Debug for Stream {
+impl std::fmt::Debug for SendStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stream")
+        f.debug_struct("SendStream")
+            .field("session", &self.session.id_str())
+            .field("id", &self.id.0)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RecvStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvStream")
             .field("session", &self.session.id_str())
             .field("id", &self.id.0)
             .finish()
@@ -41,18 +65,81 @@ enum ReadOutcome {
     End,
 }
 
+enum WriteInput<'a> {
+    Slice(&'a [u8]),
+    Bytes(&'a Bytes),
+}
+
 impl Stream {
     pub(crate) fn new(session: Session, id: StreamId) -> Self {
         tracing::trace!(target: "udpack", session = %session.id_str(), stream = id.0, "stream");
         Stream {
-            session,
-            id,
-            write_closed: false,
-            read_done: false,
+            send: SendStream {
+                session: session.clone(),
+                id,
+                write_closed: false,
+            },
+            recv: RecvStream {
+                session,
+                id,
+                read_done: false,
+            },
         }
     }
 
     /// The stream id (its lowest bit says which side opened it).
+    pub fn id(&self) -> u64 {
+        self.send.id.0
+    }
+
+    /// The session this stream belongs to.
+    pub fn session(&self) -> &Session {
+        &self.send.session
+    }
+
+    /// The two directions as separate handles.
+    pub fn into_split(self) -> (SendStream, RecvStream) {
+        (self.send, self.recv)
+    }
+
+    /// Reads the next chunk as it arrived, without copying; `None` at the end of the
+    /// stream.
+    pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
+        self.recv.read_chunk(max).await
+    }
+
+    /// Writes all of `data`, waiting for room as needed.
+    pub async fn write_all_bytes(&mut self, data: Bytes) -> Result<(), StreamError> {
+        self.send.write_all_bytes(data).await
+    }
+
+    /// Ends the sending side: the peer reads everything written, then the end of the
+    /// stream. Returns at once; [`Stream::finished`] waits for the acknowledgment.
+    pub fn finish(&mut self) -> Result<(), StreamError> {
+        self.send.finish()
+    }
+
+    /// Resolves once everything written before [`Stream::finish`] was acknowledged by
+    /// the peer.
+    pub async fn finished(&mut self) -> Result<(), StreamError> {
+        self.send.finished().await
+    }
+
+    /// Abandons the sending side with `code`: unsent data is dropped and the peer's
+    /// reads fail with [`StreamError::Reset`].
+    pub fn reset(&mut self, code: u64) -> Result<(), StreamError> {
+        self.send.reset(code)
+    }
+
+    /// Tells the peer to stop sending on this stream with `code`; unread data is
+    /// discarded.
+    pub fn stop(&mut self, code: u64) -> Result<(), StreamError> {
+        self.recv.stop(code)
+    }
+}
+
+impl RecvStream {
+    /// The stream id.
     pub fn id(&self) -> u64 {
         self.id.0
     }
@@ -77,8 +164,7 @@ impl Stream {
         let Some(s) = st.proto.session(h) else {
             return Poll::Ready(Err(StreamError::SessionClosed));
         };
-        let r = s.read(self.id, max);
-        match r {
+        match s.read(self.id, max) {
             Ok(Some(data)) => {
                 // Reading frees credit: the driver may owe the peer a window update.
                 st.wake_driver();
@@ -113,13 +199,33 @@ impl Stream {
         }
     }
 
-    /// Writes all of `data`, waiting for room as needed.
-    pub async fn write_all_bytes(&mut self, mut data: Bytes) -> Result<(), StreamError> {
-        while !data.is_empty() {
-            let n = poll_fn(|cx| self.poll_write_inner(cx, WriteInput::Bytes(&data))).await?;
-            let _ = data.split_to(n);
+    /// Tells the peer to stop sending on this stream with `code`; unread data is
+    /// discarded.
+    pub fn stop(&mut self, code: u64) -> Result<(), StreamError> {
+        if self.read_done {
+            return Ok(());
         }
+        let mut st = self.session.shared().lock();
+        let s = st
+            .proto
+            .session(self.session.handle())
+            .ok_or(StreamError::SessionClosed)?;
+        s.stop(self.id, code)?;
+        self.read_done = true;
+        st.wake_driver();
         Ok(())
+    }
+}
+
+impl SendStream {
+    /// The stream id.
+    pub fn id(&self) -> u64 {
+        self.id.0
+    }
+
+    /// The session this stream belongs to.
+    pub fn session(&self) -> &Session {
+        &self.session
     }
 
     fn poll_write_inner(
@@ -156,8 +262,17 @@ impl Stream {
         }
     }
 
+    /// Writes all of `data`, waiting for room as needed; no copy on the way in.
+    pub async fn write_all_bytes(&mut self, mut data: Bytes) -> Result<(), StreamError> {
+        while !data.is_empty() {
+            let n = poll_fn(|cx| self.poll_write_inner(cx, WriteInput::Bytes(&data))).await?;
+            let _ = data.split_to(n);
+        }
+        Ok(())
+    }
+
     /// Ends the sending side: the peer reads everything written, then the end of the
-    /// stream. Returns at once; [`Stream::finished`] waits for the acknowledgment.
+    /// stream. Returns at once; [`SendStream::finished`] waits for the acknowledgment.
     pub fn finish(&mut self) -> Result<(), StreamError> {
         if self.write_closed {
             return Ok(());
@@ -173,8 +288,8 @@ impl Stream {
         Ok(())
     }
 
-    /// Resolves once everything written before [`Stream::finish`] was acknowledged by
-    /// the peer.
+    /// Resolves once everything written before [`SendStream::finish`] was acknowledged
+    /// by the peer.
     pub async fn finished(&mut self) -> Result<(), StreamError> {
         self.finish()?;
         let shared = self.session.shared().clone();
@@ -211,28 +326,9 @@ impl Stream {
         st.wake_driver();
         Ok(())
     }
-
-    /// Tells the peer to stop sending on this stream with `code`; unread data is
-    /// discarded.
-    pub fn stop(&mut self, code: u64) -> Result<(), StreamError> {
-        let mut st = self.session.shared().lock();
-        let s = st
-            .proto
-            .session(self.session.handle())
-            .ok_or(StreamError::SessionClosed)?;
-        s.stop(self.id, code)?;
-        self.read_done = true;
-        st.wake_driver();
-        Ok(())
-    }
 }
 
-enum WriteInput<'a> {
-    Slice(&'a [u8]),
-    Bytes(&'a Bytes),
-}
-
-impl AsyncRead for Stream {
+impl AsyncRead for RecvStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -254,7 +350,7 @@ impl AsyncRead for Stream {
     }
 }
 
-impl AsyncWrite for Stream {
+impl AsyncWrite for SendStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -278,21 +374,61 @@ impl AsyncWrite for Stream {
     }
 }
 
-impl Drop for Stream {
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().recv).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().send).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().send).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().send).poll_shutdown(cx)
+    }
+}
+
+impl Drop for SendStream {
+    fn drop(&mut self) {
+        let mut st = self.session.shared().lock();
+        let h = self.session.handle();
+        if let Some(slot) = st.sessions.get_mut(&h) {
+            slot.write_wakers.remove(&self.id);
+            slot.finish_wakers.remove(&self.id);
+            slot.finished.retain(|x| *x != self.id);
+        }
+        if !self.write_closed {
+            if let Some(s) = st.proto.session(h) {
+                let _ = s.finish(self.id);
+            }
+        }
+        st.wake_driver();
+    }
+}
+
+impl Drop for RecvStream {
     fn drop(&mut self) {
         let mut st = self.session.shared().lock();
         let h = self.session.handle();
         if let Some(slot) = st.sessions.get_mut(&h) {
             slot.read_wakers.remove(&self.id);
-            slot.write_wakers.remove(&self.id);
-            slot.finish_wakers.remove(&self.id);
-            slot.finished.retain(|x| *x != self.id);
         }
-        if let Some(s) = st.proto.session(h) {
-            if !self.write_closed {
-                let _ = s.finish(self.id);
-            }
-            if !self.read_done {
+        if !self.read_done {
+            if let Some(s) = st.proto.session(h) {
                 let _ = s.stop(self.id, 0);
             }
         }

@@ -274,12 +274,13 @@ async fn goaway_code_reaches_the_peer_after_streams_finish() {
     s.read_to_end(&mut got).await.expect("read");
     assert_eq!(digest(&got), digest(&data));
     drop(s);
+    // The client's stream is done once it lets go of it (its end was never read).
+    drop(writer.await.expect("writer"));
     let r = tokio::time::timeout(Duration::from_secs(10), accepted.closed())
         .await
         .expect("closed");
     assert_eq!(r.code(), Some(7), "{r:?}");
     assert_eq!(accepted.goaway_received().map(|g| g.0), Some(7));
-    drop(writer.await.expect("writer"));
     let r = session.closed().await;
     assert_eq!(r.code(), Some(7), "{r:?}");
 }

@@ -1,0 +1,422 @@
+//! A channel: one stream of a socket carrying `[event, data]` messages both ways.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{oneshot, watch, Notify};
+use udpack::{RecvStream, SendStream, Stream, StreamError};
+
+use crate::error::{codes, ChannelClosed, Error};
+use crate::message::{self, Kind, Message, FRAME_HEADER_LEN};
+use crate::socket::Socket;
+
+/// Messages queued for `recv` before the channel stops reading (back-pressure).
+const MAX_QUEUED: usize = 64;
+
+type Handler = Arc<dyn Fn(Message) + Send + Sync>;
+
+/// Limits of a channel.
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelLimits {
+    pub max_message_size: usize,
+    pub ack_timeout: Duration,
+}
+
+#[derive(Default)]
+struct Inbox {
+    queue: VecDeque<Message>,
+    handlers: HashMap<String, Handler>,
+}
+
+pub(crate) struct Core {
+    id: u64,
+    socket: Socket,
+    writer: tokio::sync::Mutex<Option<SendStream>>,
+    next_ack: AtomicU64,
+    acks: Mutex<HashMap<u64, oneshot::Sender<Message>>>,
+    inbox: Mutex<Inbox>,
+    inbox_changed: Notify,
+    closed: watch::Sender<Option<ChannelClosed>>,
+    reader: Mutex<Option<tokio::task::AbortHandle>>,
+    limits: ChannelLimits,
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.reader.lock() {
+            if let Some(h) = r.take() {
+                h.abort();
+            }
+        }
+    }
+}
+
+/// Sends replies for received messages; weak, so queued messages do not keep their
+/// channel alive.
+#[derive(Clone)]
+pub(crate) struct Replier {
+    core: Weak<Core>,
+}
+
+impl std::fmt::Debug for Replier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Replier")
+    }
+}
+
+impl Replier {
+    pub(crate) async fn send_reply<R: Serialize + ?Sized>(
+        &self,
+        id: u64,
+        data: &R,
+    ) -> Result<(), Error> {
+        let core = self.core.upgrade().ok_or(Error::ChannelClosed)?;
+        let frame = message::encode_reply(id, data)?;
+        core.write_frame(frame).await
+    }
+}
+
+impl Core {
+    async fn write_frame(&self, frame: Vec<u8>) -> Result<(), Error> {
+        let body = frame.len() - FRAME_HEADER_LEN;
+        if body > self.limits.max_message_size {
+            return Err(Error::TooLarge(body));
+        }
+        let mut w = self.writer.lock().await;
+        let w = w.as_mut().ok_or(Error::ChannelClosed)?;
+        w.write_all_bytes(Bytes::from(frame)).await?;
+        Ok(())
+    }
+
+    fn set_closed(&self, why: ChannelClosed) {
+        self.closed.send_if_modified(|c| {
+            if c.is_none() {
+                *c = Some(why);
+                true
+            } else {
+                false
+            }
+        });
+        self.inbox_changed.notify_waiters();
+        if let Ok(mut acks) = self.acks.lock() {
+            acks.clear();
+        }
+    }
+}
+
+/// A channel (the seed's `Channel`, over a UDPack stream). Cheap to clone; the stream
+/// is closed when the last clone is dropped.
+#[derive(Clone)]
+pub struct Channel {
+    core: Arc<Core>,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("socket", &self.core.socket.id_str())
+            .field("id", &self.core.id)
+            .finish()
+    }
+}
+
+impl Channel {
+    pub(crate) fn new(stream: Stream, socket: Socket, limits: ChannelLimits) -> Self {
+        let id = stream.id();
+        let (send, recv) = stream.into_split();
+        let (closed, _) = watch::channel(None);
+        let core = Arc::new(Core {
+            id,
+            socket,
+            writer: tokio::sync::Mutex::new(Some(send)),
+            next_ack: AtomicU64::new(0),
+            acks: Mutex::new(HashMap::new()),
+            inbox: Mutex::new(Inbox::default()),
+            inbox_changed: Notify::new(),
+            closed,
+            reader: Mutex::new(None),
+            limits,
+        });
+        let task = tokio::spawn(read_loop(Arc::downgrade(&core), recv));
+        if let Ok(mut r) = core.reader.lock() {
+            *r = Some(task.abort_handle());
+        }
+        tracing::debug!(target: "udpack.io", socket = %core.socket.id_str(), channel = id, "channel open");
+        Channel { core }
+    }
+
+    /// The stream id.
+    pub fn id(&self) -> u64 {
+        self.core.id
+    }
+
+    /// The socket (session) this channel belongs to.
+    pub fn socket(&self) -> &Socket {
+        &self.core.socket
+    }
+
+    /// Sends `[event, data]`. Resolves when the message is taken into the send buffer
+    /// (the seed's callback), so a sender that awaits each send cannot outrun the link.
+    pub async fn send<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), Error> {
+        let frame = message::encode_event(event, data, None)?;
+        tracing::trace!(target: "udpack.io", socket = %self.core.socket.id_str(), channel = self.core.id, event, len = frame.len(), "send");
+        self.core.write_frame(frame).await
+    }
+
+    /// Sends `[event, data, id]` and waits for the peer's reply, decoded as `R`, for at
+    /// most the channel's ack timeout (Socket.IO's `emitWithAck`).
+    pub async fn send_with_ack<T: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        event: &str,
+        data: &T,
+    ) -> Result<R, Error> {
+        self.send_with_ack_timeout(event, data, self.core.limits.ack_timeout)
+            .await
+    }
+
+    /// [`Channel::send_with_ack`] with its own timeout.
+    pub async fn send_with_ack_timeout<T: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        event: &str,
+        data: &T,
+        timeout: Duration,
+    ) -> Result<R, Error> {
+        let id = self.core.next_ack.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        if self.core.closed.borrow().is_some() {
+            return Err(Error::ChannelClosed);
+        }
+        self.core
+            .acks
+            .lock()
+            .map_err(|_| Error::ChannelClosed)?
+            .insert(id, tx);
+        let frame = message::encode_event(event, data, Some(id))?;
+        let sent = self.core.write_frame(frame).await;
+        let result = match sent {
+            Err(e) => Err(e),
+            Ok(()) => match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(reply)) => reply.data(),
+                Ok(Err(_)) => Err(Error::ChannelClosed),
+                Err(_) => Err(Error::AckTimeout),
+            },
+        };
+        if result.is_err() {
+            if let Ok(mut acks) = self.core.acks.lock() {
+                acks.remove(&id);
+            }
+        }
+        result
+    }
+
+    /// The next message without a registered handler; `None` once the channel is
+    /// closed and drained.
+    pub async fn recv(&self) -> Option<Message> {
+        loop {
+            let notified = self.core.inbox_changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let next = self
+                .core
+                .inbox
+                .lock()
+                .ok()
+                .and_then(|mut i| i.queue.pop_front());
+            if let Some(m) = next {
+                self.core.inbox_changed.notify_waiters();
+                return Some(m);
+            }
+            if self.core.closed.borrow().is_some() {
+                return None;
+            }
+            notified.await;
+        }
+    }
+
+    /// Calls `handler` for every message with this event (including ones that arrived
+    /// before it was registered and are still queued). Replaces an earlier handler.
+    pub fn on<F: Fn(Message) + Send + Sync + 'static>(&self, event: &str, handler: F) {
+        let handler: Handler = Arc::new(handler);
+        let queued: Vec<Message> = match self.core.inbox.lock() {
+            Ok(mut inbox) => {
+                inbox.handlers.insert(event.to_string(), handler.clone());
+                let (mine, rest): (Vec<_>, Vec<_>) =
+                    inbox.queue.drain(..).partition(|m| m.event() == event);
+                inbox.queue = rest.into();
+                mine
+            }
+            Err(_) => Vec::new(),
+        };
+        if !queued.is_empty() {
+            self.core.inbox_changed.notify_waiters();
+        }
+        for m in queued {
+            handler(m);
+        }
+    }
+
+    /// [`Channel::on`] with the data decoded as `T`; a message whose data does not
+    /// decode is logged and dropped.
+    pub fn on_data<T, F>(&self, event: &str, handler: F)
+    where
+        T: DeserializeOwned,
+        F: Fn(T) + Send + Sync + 'static,
+    {
+        let name = event.to_string();
+        let socket = self.core.socket.id_str();
+        let channel = self.core.id;
+        self.on(event, move |m| match m.data::<T>() {
+            Ok(d) => handler(d),
+            Err(e) => {
+                tracing::warn!(target: "udpack.io", socket = %socket, channel, event = %name, error = %e, "dropped a message whose data did not decode");
+            }
+        });
+    }
+
+    /// Closes the channel: what was sent is still delivered, then the peer sees the
+    /// end; nothing more is read.
+    pub async fn close(&self) {
+        if let Some(mut w) = self.core.writer.lock().await.take() {
+            let _ = w.finish();
+        }
+        if let Ok(mut r) = self.core.reader.lock() {
+            if let Some(h) = r.take() {
+                h.abort();
+            }
+        }
+        self.core.set_closed(ChannelClosed::Local);
+    }
+
+    /// Resolves when the channel ends, with why (the seed's `close` event).
+    pub async fn closed(&self) -> ChannelClosed {
+        let mut rx = self.core.closed.subscribe();
+        let why = match rx.wait_for(|c| c.is_some()).await {
+            Ok(c) => c.clone().unwrap_or(ChannelClosed::Local),
+            Err(_) => ChannelClosed::Local,
+        };
+        why
+    }
+
+    /// Why the channel ended, if it has.
+    pub fn close_reason(&self) -> Option<ChannelClosed> {
+        self.core.closed.borrow().clone()
+    }
+}
+
+/// Reads frames until the stream ends, dispatching each message.
+async fn read_loop(core: Weak<Core>, mut rs: RecvStream) {
+    let why = loop {
+        let Some(c) = core.upgrade() else { return };
+        let max = c.limits.max_message_size;
+        drop(c);
+        let mut head = [0u8; FRAME_HEADER_LEN];
+        match read_full(&mut rs, &mut head).await {
+            Ok(0) => break ChannelClosed::Finished,
+            Ok(n) if n < FRAME_HEADER_LEN => {
+                tracing::warn!(target: "udpack.io", "channel ended inside a frame header");
+                break ChannelClosed::Finished;
+            }
+            Ok(_) => {}
+            Err(e) => break closed_by(e),
+        }
+        let len = u32::from_be_bytes(head) as usize;
+        if len > max {
+            tracing::warn!(target: "udpack.io", len, max, "message over the size limit: closing the channel");
+            let _ = rs.stop(codes::MESSAGE_TOO_LARGE);
+            if let Some(c) = core.upgrade() {
+                if let Some(mut w) = c.writer.lock().await.take() {
+                    let _ = w.reset(codes::MESSAGE_TOO_LARGE);
+                }
+            }
+            break ChannelClosed::MessageTooLarge(len);
+        }
+        let mut body = BytesMut::zeroed(len);
+        match read_full(&mut rs, &mut body).await {
+            Ok(n) if n == len => {}
+            Ok(_) => {
+                tracing::warn!(target: "udpack.io", "channel ended inside a message");
+                break ChannelClosed::Finished;
+            }
+            Err(e) => break closed_by(e),
+        }
+        let Some(c) = core.upgrade() else { return };
+        match message::decode(body.freeze()) {
+            Ok(m) => dispatch(&c, m).await,
+            Err(e) => {
+                tracing::warn!(target: "udpack.io", socket = %c.socket.id_str(), channel = c.id, len, error = %e, "dropped a message that did not decode");
+            }
+        }
+    };
+    tracing::debug!(target: "udpack.io", reason = %why, "channel closed");
+    if let Some(c) = core.upgrade() {
+        c.set_closed(why);
+    }
+}
+
+async fn dispatch(core: &Arc<Core>, mut m: Message) {
+    if let Kind::Reply { id } = m.kind {
+        let waiter = core.acks.lock().ok().and_then(|mut a| a.remove(&id));
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(m);
+            }
+            None => tracing::debug!(target: "udpack.io", id, "reply to no pending request"),
+        }
+        return;
+    }
+    m.reply_to = Some(Replier {
+        core: Arc::downgrade(core),
+    });
+    let handler = core
+        .inbox
+        .lock()
+        .ok()
+        .and_then(|i| i.handlers.get(m.event()).cloned());
+    if let Some(h) = handler {
+        h(m);
+        return;
+    }
+    loop {
+        let notified = core.inbox_changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let Ok(mut inbox) = core.inbox.lock() else {
+                return;
+            };
+            if inbox.queue.len() < MAX_QUEUED {
+                inbox.queue.push_back(m);
+                break;
+            }
+        }
+        notified.await;
+    }
+    core.inbox_changed.notify_waiters();
+}
+
+/// Reads until `buf` is full or the stream ends; returns how much was read.
+async fn read_full(rs: &mut RecvStream, buf: &mut [u8]) -> Result<usize, std::io::Error> {
+    let mut n = 0;
+    while n < buf.len() {
+        let got = rs.read(&mut buf[n..]).await?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+    }
+    Ok(n)
+}
+
+fn closed_by(e: std::io::Error) -> ChannelClosed {
+    match e.get_ref().and_then(|r| r.downcast_ref::<StreamError>()) {
+        Some(StreamError::Reset(code)) => ChannelClosed::Reset(*code),
+        Some(other) => ChannelClosed::SessionClosed(other.to_string()),
+        None => ChannelClosed::SessionClosed(e.to_string()),
+    }
+}

@@ -1,0 +1,230 @@
+//! The server: accepts sockets and their channels, and reports them as events.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Mutex};
+use udpack::{CloseReason, Endpoint, PrivateKey, ServerConfig, Speed, TransportConfig};
+
+use crate::channel::{Channel, ChannelLimits};
+use crate::error::Error;
+use crate::message::DEFAULT_MAX_MESSAGE_SIZE;
+use crate::socket::Socket;
+
+/// Events queued for the application before the server stops accepting.
+const EVENT_QUEUE: usize = 1024;
+
+type AuthFn = dyn Fn(&[u8]) -> bool + Send + Sync;
+
+/// What a server needs: the seed's `{ host, port, prikey, authToken }`, plus limits.
+#[derive(Clone)]
+pub struct ServerOptions {
+    pub host: String,
+    pub port: u16,
+    pub private_key: PrivateKey,
+    auth: Arc<AuthFn>,
+    pub transport: TransportConfig,
+    /// Largest message accepted; a bigger one closes its channel.
+    pub max_message_size: usize,
+    /// How long `send_with_ack` waits for a reply.
+    pub ack_timeout: Duration,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("public_key", &self.private_key.public_key())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerOptions {
+    /// Listens on 0.0.0.0:45456 (the seed's port) with this key; refuses every token
+    /// until [`ServerOptions::auth`] is set.
+    pub fn new(private_key: PrivateKey) -> Self {
+        ServerOptions {
+            host: "0.0.0.0".into(),
+            port: 45456,
+            private_key,
+            auth: Arc::new(|_| false),
+            transport: TransportConfig::default(),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            ack_timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Decides who may connect (the seed's `authToken(token)`).
+    pub fn auth<F: Fn(&[u8]) -> bool + Send + Sync + 'static>(mut self, f: F) -> Self {
+        self.auth = Arc::new(f);
+        self
+    }
+
+    pub fn transport(mut self, t: TransportConfig) -> Self {
+        self.transport = t;
+        self
+    }
+
+    pub fn max_message_size(mut self, n: usize) -> Self {
+        self.max_message_size = n;
+        self
+    }
+
+    pub fn ack_timeout(mut self, d: Duration) -> Self {
+        self.ack_timeout = d;
+        self
+    }
+}
+
+/// What happens on a server (the seed's server events).
+#[derive(Debug)]
+pub enum ServerEvent {
+    /// Bound and accepting, on this address (first event).
+    Listening(SocketAddr),
+    /// A client connected.
+    Connection(Socket),
+    /// A client opened a channel.
+    Channel(Channel),
+    /// A socket ended, and why (with the goaway code, if any).
+    Disconnect(Socket, CloseReason),
+    /// Throughput of the whole server over the last second.
+    Speed(Speed),
+}
+
+/// A udpack.io server.
+pub struct Server {
+    endpoint: Endpoint,
+    events: Mutex<mpsc::Receiver<ServerEvent>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.endpoint.local_addr())
+            .finish()
+    }
+}
+
+impl Server {
+    /// Binds and starts accepting.
+    pub async fn bind(opts: ServerOptions) -> Result<Server, Error> {
+        let auth = opts.auth.clone();
+        let config = ServerConfig::new(opts.private_key.clone())
+            .auth(move |t| auth(t))
+            .transport(opts.transport.clone());
+        let endpoint = Endpoint::server(config)
+            .bind((opts.host.as_str(), opts.port))
+            .await?;
+        let local = endpoint.local_addr();
+        tracing::info!(target: "udpack.io", %local, "listening");
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let _ = tx.try_send(ServerEvent::Listening(local));
+        let limits = ChannelLimits {
+            max_message_size: opts.max_message_size,
+            ack_timeout: opts.ack_timeout,
+        };
+        let accept = tokio::spawn(accept_loop(endpoint.clone(), tx.clone(), limits));
+        let speed = tokio::spawn(speed_loop(endpoint.clone(), tx));
+        Ok(Server {
+            endpoint,
+            events: Mutex::new(rx),
+            tasks: vec![accept, speed],
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr()
+    }
+
+    /// The next event; `None` once the server is closed and every event was taken.
+    pub async fn next_event(&self) -> Option<ServerEvent> {
+        self.events.lock().await.recv().await
+    }
+
+    /// The underlying endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Closes every socket at once with `code` and stops accepting.
+    pub fn close(&self, code: u64) {
+        self.endpoint.close(code, "server closing");
+    }
+
+    /// Stops accepting, lets every socket finish what was sent, and resolves when all
+    /// are closed.
+    pub async fn shutdown(&self) {
+        self.endpoint.shutdown().await;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.endpoint.close(0, "server dropped");
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn accept_loop(endpoint: Endpoint, tx: mpsc::Sender<ServerEvent>, limits: ChannelLimits) {
+    while let Some(session) = endpoint.accept().await {
+        let socket = Socket::new(session, limits.clone());
+        tracing::debug!(target: "udpack.io", socket = %socket.id_str(), remote = ?socket.remote_addr(), "connection");
+        if tx
+            .send(ServerEvent::Connection(socket.clone()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::spawn(socket_loop(socket, tx.clone()));
+    }
+}
+
+/// Reports the channels a socket's peer opens, then the socket's end.
+pub(crate) async fn socket_loop_events<E>(
+    socket: Socket,
+    tx: mpsc::Sender<E>,
+    channel: fn(Channel) -> E,
+) -> CloseReason {
+    while let Some(stream) = socket.session().accept_stream().await {
+        let ch = Channel::new(stream, socket.clone(), socket.limits().clone());
+        if tx.send(channel(ch)).await.is_err() {
+            break;
+        }
+    }
+    let reason = socket.closed().await;
+    tracing::debug!(target: "udpack.io", socket = %socket.id_str(), %reason, "socket closed");
+    reason
+}
+
+async fn socket_loop(socket: Socket, tx: mpsc::Sender<ServerEvent>) {
+    let reason = socket_loop_events(socket.clone(), tx.clone(), ServerEvent::Channel).await;
+    let _ = tx.send(ServerEvent::Disconnect(socket, reason)).await;
+}
+
+async fn speed_loop(endpoint: Endpoint, tx: mpsc::Sender<ServerEvent>) {
+    let mut speed = endpoint.speed();
+    while speed.changed().await.is_ok() {
+        let s = *speed.borrow();
+        // Figures are only of use fresh: drop them if the application lags.
+        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(ServerEvent::Speed(s)) {
+            return;
+        }
+    }
+}
