@@ -67,7 +67,8 @@ pub type AuthFn = dyn Fn(&[u8]) -> bool + Send + Sync;
 pub mod reject {
     /// The auth callback refused the token.
     pub const TOKEN_REJECTED: u64 = 1;
-    /// The server is not accepting sessions (closing or at its session limit).
+    /// The server holds as many sessions as its limit allows
+    /// ([`super::ServerConfig::max_sessions`]).
     pub const SERVER_BUSY: u64 = 2;
 }
 
@@ -165,7 +166,8 @@ impl ClientConfig {
         self
     }
 
-    /// First interval between hello retransmissions (it doubles each time).
+    /// First interval between hello retransmissions; it doubles after each one, up to
+    /// 1 s.
     pub fn hello_retry(mut self, d: Duration) -> Self {
         self.hello_retry = d;
         self

@@ -36,7 +36,14 @@ pub struct EndpointStats {
     /// Hellos refused (bad token, busy) and hellos that did not decrypt.
     pub hellos_rejected: u64,
     pub sessions_accepted: u64,
+    /// Stateless answers (rejects, UNDECRYPTABLE, VERSION_MISMATCH) not sent because
+    /// [`MAX_STATELESS_QUEUE`] of them were already waiting.
+    pub answers_dropped: u64,
 }
+
+/// Most stateless answers waiting to go out at once; more are dropped, so a flood of
+/// hellos that is not drained by [`Endpoint::poll_transmit`] cannot grow memory.
+pub const MAX_STATELESS_QUEUE: usize = 256;
 
 /// Endpoint-wide settings.
 #[derive(Debug, Clone, Default)]
@@ -67,7 +74,8 @@ pub struct Endpoint {
     touched: Vec<u64>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     events: VecDeque<(SessionHandle, Event)>,
-    /// Stateless answers (rejects, key mismatch, version) waiting to go out.
+    /// Stateless answers (rejects, key mismatch, version) waiting to go out, at most
+    /// [`MAX_STATELESS_QUEUE`].
     stateless: VecDeque<(SocketAddr, Vec<u8>)>,
     rng: StdRng,
     stats: EndpointStats,
@@ -248,7 +256,7 @@ impl Endpoint {
         if version != VERSION {
             let mut out = Vec::new();
             encode_version_mismatch(client_sid, datagram, &mut out);
-            self.stateless.push_back((remote, out));
+            self.queue_stateless(remote, out);
             return;
         }
         // A hello for a client session id we already accepted is a retransmission (same
@@ -271,7 +279,7 @@ impl Endpoint {
                 self.stats.hellos_rejected += 1;
                 let mut out = Vec::new();
                 encode_undecryptable(client_sid, datagram, &mut out);
-                self.stateless.push_back((remote, out));
+                self.queue_stateless(remote, out);
                 return;
             }
             Err(_) => {
@@ -286,7 +294,7 @@ impl Endpoint {
                 .reject(reject::TOKEN_REJECTED, "token rejected", &mut out)
                 .is_ok()
             {
-                self.stateless.push_back((remote, out));
+                self.queue_stateless(remote, out);
             }
             return;
         }
@@ -296,7 +304,7 @@ impl Endpoint {
                 .reject(reject::SERVER_BUSY, "server busy", &mut out)
                 .is_ok()
             {
-                self.stateless.push_back((remote, out));
+                self.queue_stateless(remote, out);
             }
             return;
         }
@@ -324,6 +332,15 @@ impl Endpoint {
         self.hellos.insert(client_sid, (remote, sid));
         self.insert(sid, session, Some(client_sid));
         self.incoming.push_back(SessionHandle(sid));
+    }
+
+    /// Queues a stateless answer, unless the queue is full.
+    fn queue_stateless(&mut self, to: SocketAddr, data: Vec<u8>) {
+        if self.stateless.len() >= MAX_STATELESS_QUEUE {
+            self.stats.answers_dropped += 1;
+            return;
+        }
+        self.stateless.push_back((to, data));
     }
 
     /// Brings the scheduler up to date with sessions changed since the last call.
@@ -444,5 +461,70 @@ impl Endpoint {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::PrivateKey;
+    use crate::packet::{MIN_HELLO_LEN, VERSION};
+
+    /// A hello from client session `sid`: with another version, or with our version
+    /// and a Noise message that does not decrypt.
+    fn bad_hello(sid: u64, version: u32) -> BytesMut {
+        let mut d = vec![0u8; MIN_HELLO_LEN];
+        d[0] = long::HELLO;
+        d[1..5].copy_from_slice(&version.to_be_bytes());
+        d[5..13].copy_from_slice(&sid.to_be_bytes());
+        d[13..15].copy_from_slice(&100u16.to_be_bytes());
+        for (i, b) in d[15..115].iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(37).wrapping_add(sid as u8);
+        }
+        BytesMut::from(&d[..])
+    }
+
+    fn addr(i: usize) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, (i % 250) as u8 + 1], 1000 + i as u16))
+    }
+
+    #[test]
+    fn stateless_answers_wait_in_a_bounded_queue() {
+        let key = PrivateKey::generate_from(&mut StdRng::seed_from_u64(1));
+        let server = Arc::new(ServerConfig::new(key));
+        let mut ep = Endpoint::new(EndpointConfig { rng_seed: Some(2) }, Some(server));
+        let now = Instant::now();
+        // A flood of hellos that each earn an answer, with nobody draining the answers.
+        let extra = 40;
+        for i in 0..MAX_STATELESS_QUEUE + extra {
+            ep.handle(now, addr(i), bad_hello(i as u64 + 1, VERSION + 1));
+        }
+        for i in 0..extra {
+            ep.handle(now, addr(i), bad_hello(i as u64 + 10_000, VERSION));
+        }
+        let st = ep.stats();
+        assert_eq!(
+            st.hellos_rejected, extra as u64,
+            "the hellos did not decrypt"
+        );
+        assert_eq!(st.answers_dropped, 2 * extra as u64);
+        assert_eq!(st.datagrams_dropped, 0);
+        let mut buf = Vec::new();
+        let mut answers = Vec::new();
+        while let Some(t) = ep.poll_transmit(now, &mut buf) {
+            assert_eq!(t.size, buf.len());
+            answers.push((t.destination, buf[0]));
+        }
+        assert_eq!(answers.len(), MAX_STATELESS_QUEUE);
+        // The oldest are kept, in order.
+        for (i, (to, ty)) in answers.iter().enumerate() {
+            assert_eq!((*to, *ty), (addr(i), long::VERSION_MISMATCH));
+        }
+        // Drained, the queue takes answers again.
+        ep.handle(now, addr(7), bad_hello(20_000, VERSION));
+        let t = ep.poll_transmit(now, &mut buf).expect("an answer");
+        assert_eq!((t.destination, buf[0]), (addr(7), long::UNDECRYPTABLE));
+        assert_eq!(ep.stats().answers_dropped, 2 * extra as u64);
+        assert_eq!(ep.poll_transmit(now, &mut buf), None);
     }
 }

@@ -137,7 +137,8 @@ pub struct SentPacket {
     pub time: Instant,
     pub size: u16,
     pub ack_eliciting: bool,
-    /// Counted in bytes in flight (ack-eliciting or padded probes).
+    /// Counted in bytes in flight: every ack-eliciting packet except path probes
+    /// (ACK-only and CLOSE packets are not either).
     pub in_flight: bool,
     pub rate: Option<RateSnapshot>,
     pub frames: SentFrames,

@@ -4,10 +4,12 @@
 //! events come out.
 //!
 //! ```text
-//!  client: Handshake --REPLY accept--> Established --close()/CLOSE--> Closing/Draining --3 PTO--> Drained
+//!  client: Handshake --REPLY accept--> Established --close()/CLOSE--> Closing/Draining --linger--> Drained
 //!               \--REPLY reject / UNDECRYPTABLE / timeout--> Drained
 //!  server: (created on an accepted HELLO) Established --...--> Closing/Draining --> Drained
 //! ```
+//!
+//! The linger of Closing and Draining is `max(3 PTO, 1 s)`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -34,6 +36,9 @@ const MAX_HELLO_INTERVAL: Duration = Duration::from_secs(1);
 /// retransmissions to reach us and be answered with CLOSE on a lossy path.
 const MIN_CLOSE_LINGER: Duration = Duration::from_secs(1);
 
+/// Probe timeouts a new peer address gets to answer a PATH_CHALLENGE before it is
+/// given up.
+const PATH_PROBE_TRIES: u32 = 8;
 /// Unprompted repeats of a CLOSE frame while closing.
 const CLOSE_REPEATS: u8 = 4;
 /// A flow-control window doubles when half of it is consumed within this many smoothed
@@ -86,10 +91,12 @@ pub enum ConnectError {
 /// Why a session ended.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CloseReason {
-    /// This side's application closed the session with `code`.
+    /// This side's application closed the session with `code`, or a GOAWAY this side
+    /// sent first completed (with the code of that GOAWAY).
     #[error("closed locally (code {code}): {reason}")]
     Local { code: u64, reason: String },
-    /// The peer's application closed the session with `code` (the seed's goaway code).
+    /// The peer's application closed the session with `code`, or a GOAWAY the peer
+    /// sent first completed (with the code of that GOAWAY).
     #[error("closed by the peer (code {code}): {reason}")]
     Peer { code: u64, reason: String },
     /// A transport error ended the session; `by_peer` says who detected it.
@@ -254,6 +261,13 @@ impl StreamState {
     fn send_done(&self) -> bool {
         (self.reset_sent.is_some() && self.reset_acked)
             || (self.finish_requested && self.fin_acked && self.send.all_acked())
+    }
+
+    /// The receive half is over: the application saw its end or stopped it, and the
+    /// final size is known, so every byte the peer counts against the session credit
+    /// has been counted here too.
+    fn recv_finished(&self) -> bool {
+        self.recv_done && self.final_size.is_some()
     }
 
     fn write_closed(&self) -> bool {
@@ -585,7 +599,7 @@ impl Session {
         self.local_sid
     }
 
-    /// The session id as 16 hex digits (the seed's `netSessionIdStr()`).
+    /// The session id as 16 hex digits, as logs show it.
     pub fn id_str(&self) -> String {
         format!("{:016x}", self.local_sid)
     }
@@ -760,7 +774,8 @@ impl Session {
     }
 
     /// Abandons sending on the stream: buffered data is dropped and the peer is told
-    /// `code` and the final size.
+    /// `code` and the final size: the highest offset sent, so bytes written but never
+    /// sent take no session credit on either side.
     pub fn reset(&mut self, id: StreamId, code: u64) -> Result<(), StreamError> {
         let st = self
             .streams
@@ -809,7 +824,10 @@ impl Session {
         Err(StreamError::Blocked)
     }
 
-    /// Tells the peer to stop sending on `id`; unread data is discarded.
+    /// Tells the peer to stop sending on `id`; unread data is discarded, and so is
+    /// what arrives later. The stream is kept until its final size is known (the
+    /// peer answers with a reset), so that every byte the peer sent is counted as
+    /// consumed and its session credit given back.
     pub fn stop(&mut self, id: StreamId, code: u64) -> Result<(), StreamError> {
         let st = self
             .streams
@@ -820,12 +838,15 @@ impl Session {
         }
         st.stop_sent = Some(code);
         st.recv_done = true;
-        // Unread bytes count as consumed so the session's credit is not lost.
+        // Unread bytes count as consumed so the session's credit is not lost (and so do
+        // the bytes that arrive later, up to the final size).
         let unread = st.recv.max_received().saturating_sub(st.recv.read_offset());
-        st.recv.clear();
+        st.recv.discard_to(st.recv.max_received());
         self.data_read += unread;
         self.pending.stop.insert(id);
+        self.pending.max_stream_data.remove(&id);
         self.maybe_remove_stream(id);
+        self.update_session_credit();
         Ok(())
     }
 
@@ -856,6 +877,16 @@ impl Session {
                 self.pending.max_stream_data.insert(id);
             }
         }
+        self.update_session_credit();
+    }
+
+    /// Session credit: refresh when less than half the window is left unconsumed.
+    /// Bytes count as consumed when the application reads them, and when it will never
+    /// read them (the stream was stopped or reset).
+    fn update_session_credit(&mut self) {
+        let srtt = self.recovery.rtt.smoothed();
+        let now_hint = self.largest_received_time;
+        let mtu = u64::from(self.config.max_datagram_size);
         if self.local_max_data.saturating_sub(self.data_read) < self.session_window / 2 {
             let peer_blocked = self.data_received + mtu >= self.local_max_data;
             if let (Some(now), Some(last)) = (now_hint, self.session_window_updated) {
@@ -874,7 +905,7 @@ impl Session {
         let Some(st) = self.streams.get(&id) else {
             return;
         };
-        if !(st.send_done() && st.recv_done) {
+        if !(st.send_done() && st.recv_finished()) {
             return;
         }
         if st.in_send_queue {
@@ -958,14 +989,22 @@ impl Session {
         self.events.push_back(Event::Closed(reason));
     }
 
-    /// Closes the session once both sides sent GOAWAY, every stream the peer opened
-    /// has arrived, and every stream is done both ways.
+    /// How long Closing and Draining last: `max(3 PTO, 1 s)`.
     fn close_linger(&self) -> Duration {
         (self.recovery.rtt.pto(self.config.max_ack_delay) * 3).max(MIN_CLOSE_LINGER)
     }
 
+    /// Closes the session once both sides sent GOAWAY, every stream the peer opened
+    /// has arrived, and every stream is done both ways. Only the side that sent the
+    /// first GOAWAY closes (and reports [`CloseReason::Local`]); the other side waits
+    /// for its APP_CLOSE (and reports [`CloseReason::Peer`]), both with the code of
+    /// that first GOAWAY.
     fn check_goaway_done(&mut self) {
-        if self.state != State::Established || !self.streams.is_empty() || self.pending.goaway {
+        if self.state != State::Established
+            || !self.goaway_initiator
+            || !self.streams.is_empty()
+            || self.pending.goaway
+        {
             return;
         }
         let (Some((code, reason)), Some((_, _, peer_streams))) =
@@ -977,17 +1016,6 @@ impl Session {
             return;
         }
         let (code, reason) = (*code, reason.clone());
-        let why = if self.goaway_initiator {
-            CloseReason::Local {
-                code,
-                reason: reason.clone(),
-            }
-        } else {
-            CloseReason::Peer {
-                code,
-                reason: reason.clone(),
-            }
-        };
         self.enter_closing(
             self.now,
             Frame::Close {
@@ -995,7 +1023,10 @@ impl Session {
                 code,
                 reason: Bytes::copy_from_slice(reason.as_bytes()),
             },
-            why,
+            CloseReason::Local {
+                code,
+                reason: reason.clone(),
+            },
         );
     }
 
@@ -1245,22 +1276,31 @@ impl Session {
                 if final_size > st.recv_max_sent {
                     return Err((FLOW_CONTROL, "reset beyond stream credit"));
                 }
-                if st.reset_received.is_some() || st.recv_done {
+                let stopped = st.stop_sent.is_some();
+                if st.reset_received.is_some() || (st.recv_done && !stopped) {
                     return Ok(());
                 }
+                // The final size counts against the session credit, as the peer counted
+                // it when it sent those bytes.
                 let new = final_size - st.recv.max_received();
                 self.data_received += new;
                 if self.data_received > self.local_max_data {
                     return Err((FLOW_CONTROL, "reset beyond session credit"));
                 }
-                // Bytes the application will never read give their credit back.
+                // Bytes the application will never read give their credit back (after
+                // stop(), those up to the highest offset received did already).
                 let unread = final_size - st.recv.read_offset();
                 st.final_size = Some(final_size);
-                st.reset_received = Some(code);
-                st.recv.clear();
+                st.recv.discard_to(final_size);
                 self.data_read += unread;
                 self.pending.max_stream_data.remove(&id);
-                self.report_readable(id);
+                if stopped {
+                    self.maybe_remove_stream(id);
+                } else {
+                    st.reset_received = Some(code);
+                    self.report_readable(id);
+                }
+                self.update_session_credit();
             }
             Frame::StopSending { id, code } => {
                 let id = StreamId(id);
@@ -1415,13 +1455,26 @@ impl Session {
             }
             st.final_size = Some(end);
         }
-        if st.reset_received.is_some() || st.stop_sent.is_some() {
+        if st.reset_received.is_some() {
+            // The final size was counted when the reset arrived.
             return Ok(());
         }
         let grew = end.saturating_sub(st.recv.max_received());
         self.data_received += grew;
         if self.data_received > self.local_max_data {
             return Err((FLOW_CONTROL, "data beyond session credit"));
+        }
+        if st.stop_sent.is_some() {
+            // Discarded on arrival: consumed as far as the session credit goes.
+            let unread = end.saturating_sub(st.recv.read_offset());
+            st.recv.discard_to(end);
+            let final_known = st.final_size.is_some();
+            self.data_read += unread;
+            if final_known {
+                self.maybe_remove_stream(id);
+            }
+            self.update_session_credit();
+            return Ok(());
         }
         st.recv.insert(f.offset, f.data);
         if st.final_size.is_some() {
@@ -1841,15 +1894,17 @@ impl Session {
             return None;
         }
         let keys = self.keys.as_ref()?;
-        let size = DATA_HEADER_LEN + 1 + 8 + 1 + 8 + TAG_LEN;
-        if probe.bytes_sent + size as u64 > probe.bytes_received * 3 {
-            // Wait for the peer to send more from there.
-            probe.next_send = now + self.recovery.rtt.pto(self.config.max_ack_delay);
-            return None;
-        }
-        if probe.tries >= 8 {
+        if probe.tries >= PATH_PROBE_TRIES {
             // The address never answered: stay where we were.
             self.probe = None;
+            return None;
+        }
+        let size = DATA_HEADER_LEN + 1 + 8 + 1 + 8 + TAG_LEN;
+        if probe.bytes_sent + size as u64 > probe.bytes_received * 3 {
+            // Wait for the peer to send more from there. The wait counts as a try, so
+            // an address that stays silent is given up like one that does not answer.
+            probe.tries += 1;
+            probe.next_send = now + self.recovery.rtt.pto(self.config.max_ack_delay);
             return None;
         }
         let pn = self.recovery.next_packet_number();
@@ -1998,6 +2053,7 @@ impl Session {
             self.rate
                 .on_sent(now, size as u64, self.recovery.bytes_in_flight())
         });
+        let sent_goaway = frames.goaway;
         self.recovery.on_sent(SentPacket {
             time: now,
             size: size as u16,
@@ -2015,6 +2071,10 @@ impl Session {
         }
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += size as u64;
+        if sent_goaway {
+            // Our GOAWAY was the last thing the close waited for, maybe.
+            self.check_goaway_done();
+        }
         Some(Transmit {
             destination: self.remote,
             size,
@@ -2196,4 +2256,281 @@ fn truncate_reason(reason: &str) -> String {
         end -= 1;
     }
     reason[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::BytesMut;
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::config::ServerConfig;
+    use crate::endpoint::{Endpoint, EndpointConfig, SessionHandle};
+    use crate::keys::PrivateKey;
+    use crate::packet::DATA_PACKET;
+
+    /// What becomes of a datagram the client sends.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Fate {
+        Deliver,
+        Lose,
+        /// Kept aside until the test delivers or drops it.
+        Hold,
+    }
+
+    /// A client and a server endpoint on a wire that delivers at once, in order.
+    struct Wire {
+        now: Instant,
+        client: Endpoint,
+        server: Endpoint,
+        client_addr: SocketAddr,
+        server_addr: SocketAddr,
+        ch: SessionHandle,
+        sh: SessionHandle,
+        held: Vec<Vec<u8>>,
+        /// Datagrams the server sent to addresses other than the client's.
+        elsewhere: Vec<(SocketAddr, usize)>,
+    }
+
+    impl Wire {
+        fn connect(server: TransportConfig) -> Wire {
+            let key = PrivateKey::generate_from(&mut rand::rngs::StdRng::seed_from_u64(5));
+            let client_config = ClientConfig::new(key.public_key());
+            let server_config = ServerConfig::new(key).auth(|_| true).transport(server);
+            let now = Instant::now();
+            let server_addr: SocketAddr = "10.0.0.1:4000".parse().expect("address");
+            let mut client = Endpoint::new(EndpointConfig { rng_seed: Some(1) }, None);
+            let ch = client.connect(now, server_addr, &client_config);
+            let mut w = Wire {
+                now,
+                client,
+                server: Endpoint::new(
+                    EndpointConfig { rng_seed: Some(2) },
+                    Some(Arc::new(server_config)),
+                ),
+                client_addr: "10.0.1.1:5000".parse().expect("address"),
+                server_addr,
+                ch,
+                sh: SessionHandle(0),
+                held: Vec::new(),
+                elsewhere: Vec::new(),
+            };
+            w.run(Duration::from_millis(100), |_| Fate::Deliver);
+            w.sh = w.server.accept().expect("the server accepted the session");
+            assert!(w.client().is_established() && w.server().is_established());
+            w
+        }
+
+        fn client(&mut self) -> &mut Session {
+            self.client.session(self.ch).expect("client session")
+        }
+
+        fn server(&mut self) -> &mut Session {
+            self.server.session(self.sh).expect("server session")
+        }
+
+        fn deliver_to_server(&mut self, from: SocketAddr, datagram: &[u8]) {
+            self.server.handle(self.now, from, BytesMut::from(datagram));
+        }
+
+        /// Exchanges datagrams and fires timers for `d`; `fate` decides about each
+        /// datagram of the client.
+        fn run(&mut self, d: Duration, mut fate: impl FnMut(&[u8]) -> Fate) {
+            let end = self.now + d;
+            let mut buf = Vec::new();
+            let mut rounds = 0u32;
+            loop {
+                rounds += 1;
+                assert!(rounds < 1_000_000, "time does not advance");
+                let mut busy = true;
+                while busy {
+                    busy = false;
+                    while let Some(t) = self.client.poll_transmit(self.now, &mut buf) {
+                        busy = true;
+                        let datagram = buf[..t.size].to_vec();
+                        match fate(&datagram) {
+                            Fate::Deliver => self.deliver_to_server(self.client_addr, &datagram),
+                            Fate::Lose => {}
+                            Fate::Hold => self.held.push(datagram),
+                        }
+                    }
+                    while let Some(t) = self.server.poll_transmit(self.now, &mut buf) {
+                        busy = true;
+                        if t.destination == self.client_addr {
+                            self.client.handle(
+                                self.now,
+                                self.server_addr,
+                                BytesMut::from(&buf[..t.size]),
+                            );
+                        } else {
+                            self.elsewhere.push((t.destination, t.size));
+                        }
+                    }
+                }
+                while self.client.poll_event().is_some() || self.server.poll_event().is_some() {}
+                let next = [self.client.poll_timeout(), self.server.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                match next {
+                    Some(t) if t <= end => {
+                        self.now = self.now.max(t);
+                        self.client.handle_timeout(self.now);
+                        self.server.handle_timeout(self.now);
+                    }
+                    _ => {
+                        self.now = end;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Both sides count the same stream bytes against the session credit, the server
+    /// consumed all of them, and the client has at least half a window to send.
+    fn assert_session_credit_in_step(w: &mut Wire, window: u64, what: &str) {
+        let (sent, peer_max) = {
+            let c = w.client();
+            (c.data_sent, c.peer_max_data)
+        };
+        let s = w.server();
+        assert!(s.is_established(), "{what}: {:?}", s.state);
+        assert_eq!(sent, s.data_received, "{what}: counted against the credit");
+        assert_eq!(s.data_read, s.data_received, "{what}: all consumed");
+        assert_eq!(
+            peer_max, s.local_max_data,
+            "{what}: the credit as announced"
+        );
+        assert!(
+            s.local_max_data - s.data_read >= window / 2,
+            "{what}: {} of {window} bytes of credit left",
+            s.local_max_data - s.data_read
+        );
+    }
+
+    #[test]
+    fn resets_and_stops_leave_both_sides_counting_the_same_session_credit() {
+        let window = 64 * 1024;
+        let mut w = Wire::connect(TransportConfig {
+            initial_session_window: window,
+            max_session_window: window,
+            ..TransportConfig::default()
+        });
+
+        // Written far beyond the session credit, then reset: the final size is what
+        // was sent.
+        let a = w.client().open_stream().expect("open");
+        assert_eq!(w.client().write(a, &[1; 200_000]), Ok(200_000));
+        w.run(Duration::from_millis(200), |_| Fate::Deliver);
+        assert_eq!(w.client().data_sent, window);
+        w.client().reset(a, 1).expect("reset");
+        w.run(Duration::from_millis(200), |_| Fate::Deliver);
+        assert_eq!(w.server().read(a, 100), Err(StreamError::Reset(1)));
+        assert_session_credit_in_step(&mut w, window, "after the reset");
+
+        // A stream the server stops after its first packet: the packets after it
+        // arrive late, the last ones never, and the reset tells their final size. The
+        // server finishes its own half at once, so the stream could be forgotten as
+        // soon as the client acknowledges that, before the reset.
+        let x = w.client().open_stream().expect("open");
+        assert_eq!(w.client().write(x, &[2; 40_000]), Ok(40_000));
+        w.run(Duration::from_millis(5), |d| {
+            if d[0] == DATA_PACKET {
+                Fate::Hold
+            } else {
+                Fate::Deliver
+            }
+        });
+        let held = std::mem::take(&mut w.held);
+        assert!(held.len() >= 6, "{} packets sent", held.len());
+        w.deliver_to_server(w.client_addr, &held[0]);
+        assert!(w.server().streams.contains_key(&x));
+        w.server().finish(x).expect("finish");
+        w.server().stop(x, 2).expect("stop");
+        for d in &held[1..held.len() / 2] {
+            w.deliver_to_server(w.client_addr, d);
+        }
+        let received = w.server().streams[&x].recv.max_received();
+        w.run(Duration::from_secs(2), |_| Fate::Deliver);
+        let st = &w.client().streams[&x];
+        assert!(st.reset_sent == Some(2) && st.reset_acked);
+        let final_size = st.send.end();
+        assert!(
+            received < final_size,
+            "received {received} of the final size {final_size}"
+        );
+        assert!(
+            !w.server().streams.contains_key(&x),
+            "the stopped stream is forgotten once its final size is known"
+        );
+        assert_session_credit_in_step(&mut w, window, "after the stop");
+
+        // A stream that arrived whole, stopped unread: its credit is announced again
+        // at once.
+        let left = {
+            let s = w.server();
+            s.local_max_data - s.data_read
+        };
+        let y = w.client().open_stream().expect("open");
+        let len = left as usize - 1000;
+        assert_eq!(w.client().write(y, &vec![3; len]), Ok(len));
+        w.client().finish(y).expect("finish");
+        w.run(Duration::from_millis(200), |_| Fate::Deliver);
+        assert_eq!(w.server().streams[&y].final_size, Some(len as u64));
+        w.server().stop(y, 3).expect("stop");
+        let s = w.server();
+        assert!(s.pending.max_data);
+        assert!(s.local_max_data - s.data_read >= window / 2);
+        w.run(Duration::from_millis(200), |_| Fate::Deliver);
+        assert_session_credit_in_step(&mut w, window, "after the second stop");
+    }
+
+    #[test]
+    fn a_path_probe_held_back_by_the_amplification_limit_gives_up() {
+        let mut w = Wire::connect(TransportConfig::default());
+        // A small authentic packet of the client's, replayed from another address
+        // before the original arrives (which is then lost): the server probes the new
+        // address, within three times that packet's size.
+        w.client().pending.ping = true;
+        let mut copy = None;
+        w.run(Duration::from_millis(1), |d| {
+            if copy.is_none() && d[0] == DATA_PACKET {
+                copy = Some(d.to_vec());
+                Fate::Lose
+            } else {
+                Fate::Deliver
+            }
+        });
+        let copy = copy.expect("the client sent a packet");
+        let victim: SocketAddr = "192.0.2.7:9999".parse().expect("address");
+        w.deliver_to_server(victim, &copy);
+        w.run(Duration::from_millis(1), |_| Fate::Deliver);
+        let probe = w.server().probe.as_ref().expect("probing the new address");
+        assert_eq!(probe.addr, victim);
+        assert!(
+            probe.bytes_sent > 0 && probe.bytes_sent <= 3 * copy.len() as u64,
+            "sent {} for {}",
+            probe.bytes_sent,
+            copy.len()
+        );
+        let server = w.server();
+        let pto = server.recovery.rtt.pto(server.config.max_ack_delay);
+        // The address stays silent. Each probe timeout counts, sent or held back.
+        w.run(pto * (PATH_PROBE_TRIES + 2), |_| Fate::Deliver);
+        assert!(w.server().probe.is_none(), "the probe never gave up");
+        assert_eq!(w.server().remote_addr(), w.client_addr);
+        let probes = w.elsewhere.len();
+        assert!(
+            (1..PATH_PROBE_TRIES as usize).contains(&probes)
+                && w.elsewhere.iter().all(|(to, _)| *to == victim),
+            "{:?}",
+            w.elsewhere
+        );
+        w.run(Duration::from_secs(5), |_| Fate::Deliver);
+        assert_eq!(w.elsewhere.len(), probes);
+        assert!(w.server().is_established());
+    }
 }

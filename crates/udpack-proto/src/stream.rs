@@ -65,7 +65,8 @@ impl SendBuffer {
         self.end += len;
     }
 
-    /// Offset one past the last written byte (the stream's size so far).
+    /// Offset one past the last written byte (the stream's size so far; after
+    /// [`Self::clear`], its final size).
     pub fn end(&self) -> u64 {
         self.end
     }
@@ -166,13 +167,14 @@ impl SendBuffer {
         }
     }
 
-    /// Drops everything (after a reset).
+    /// Drops everything (after a reset), bytes never sent included: the stream now
+    /// ends at the highest offset sent, which [`Self::end`] returns from then on.
     pub fn clear(&mut self) {
         self.chunks.clear();
         self.acked = RangeSet::new();
         self.retransmit = RangeSet::new();
-        self.base = self.end;
-        self.unsent = self.end;
+        self.end = self.unsent;
+        self.base = self.unsent;
     }
 }
 
@@ -255,9 +257,12 @@ impl RecvBuffer {
         self.chunks.keys().next() == Some(&self.read)
     }
 
-    /// Drops everything buffered.
-    pub fn clear(&mut self) {
+    /// Drops everything buffered and counts every byte below `end` as received and
+    /// read: the application will never see them (the stream was stopped or reset).
+    pub fn discard_to(&mut self, end: u64) {
         self.chunks.clear();
+        self.read = self.read.max(end);
+        self.max_received = self.max_received.max(end);
     }
 }
 
@@ -290,6 +295,43 @@ mod tests {
         s.on_ack(0..4);
         assert!(s.all_acked());
         assert_eq!(s.buffered(), 0);
+    }
+
+    #[test]
+    fn send_buffer_clear_ends_the_stream_at_the_highest_offset_sent() {
+        let mut s = SendBuffer::default();
+        s.write(Bytes::from(vec![7u8; 1000]));
+        assert_eq!(s.next_range(300, u64::MAX), Some(0..300));
+        assert_eq!(s.next_range(300, u64::MAX), Some(300..600));
+        s.on_ack(0..300);
+        s.on_lost(300..600);
+        s.clear();
+        assert_eq!(s.end(), 600, "the 400 bytes never sent are not part of it");
+        assert_eq!(s.unsent(), 600);
+        assert_eq!(s.buffered(), 0);
+        assert!(s.all_acked());
+        assert!(!s.has_retransmit());
+        assert_eq!(s.next_range(1000, u64::MAX), None);
+        s.on_ack(300..600);
+        s.on_lost(0..600);
+        assert_eq!(s.next_range(1000, u64::MAX), None);
+    }
+
+    #[test]
+    fn recv_buffer_discard_counts_bytes_as_received_and_read() {
+        let mut r = RecvBuffer::default();
+        r.insert(0, Bytes::from_static(b"abcdef"));
+        r.insert(10, Bytes::from_static(b"xyz"));
+        assert_eq!(r.read(2).as_deref(), Some(&b"ab"[..]));
+        r.discard_to(r.max_received());
+        assert_eq!((r.read_offset(), r.max_received()), (13, 13));
+        assert!(!r.readable());
+        r.discard_to(20);
+        assert_eq!((r.read_offset(), r.max_received()), (20, 20));
+        r.discard_to(5);
+        assert_eq!((r.read_offset(), r.max_received()), (20, 20));
+        assert_eq!(r.insert(15, Bytes::from_static(b"late")), 0);
+        assert_eq!(r.read(100), None);
     }
 
     proptest! {

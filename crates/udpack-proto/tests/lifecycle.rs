@@ -522,75 +522,101 @@ fn without_keepalive_an_idle_session_times_out() {
 #[test]
 fn goaway_reaches_the_peer_and_closes_after_the_streams_finish() {
     let seed = 37;
-    let mut sim = pair(
-        seed,
-        link(25, 20_000_000),
-        vec![400_000, 150_000, 1],
-        vec![250_000],
-    );
-    for n in &mut sim.nodes {
-        n.app.event_log = Some(Vec::new());
-    }
-    // The client says GOAWAY as soon as it has written everything: long before the
-    // data is through.
-    sim.nodes[1].app.goaway_when_done = Some(42);
-    assert!(sim.run_until(Duration::from_secs(5), |s| !s.nodes[0]
-        .app
-        .goaways
-        .is_empty()));
-    let (sh, ch) = (server_handle(&sim), client_handle(&sim));
-    assert_eq!(sim.nodes[0].app.goaways, vec![(sh, 42)]);
-    assert!(!streams_done(&sim), "GOAWAY arrived after the data");
-    // Neither side may open streams any more.
-    for (node, h) in [(0, sh), (1, ch)] {
-        let s = sim.nodes[node].ep.session(h).expect("session");
-        assert_eq!(s.open_stream(), Err(StreamError::GoingAway), "node {node}");
-        assert!(s.is_established(), "node {node}");
-    }
-    assert!(sim.run_until(Duration::from_secs(30), |s| {
-        s.nodes.iter().all(|n| !n.app.closed.is_empty())
-    }));
-    check_transfer(&sim);
-    // Everything both sides sent was acknowledged before the close.
-    for n in &sim.nodes {
-        assert!(n.app.senders.values().all(|s| s.acked));
-    }
-    let log = sim.nodes[0].app.event_log.as_ref().expect("event log");
-    let goaway_at = log
-        .iter()
-        .find(|(_, _, e)| {
-            *e == Event::GoAway {
-                code: 42,
-                reason: "done".into(),
-            }
-        })
-        .map(|(t, _, _)| *t)
-        .expect("the server saw GoAway with the client's reason");
-    let last_read = log
-        .iter()
-        .filter(|(_, _, e)| matches!(e, Event::StreamReadable(_)))
-        .map(|(t, _, _)| *t)
-        .max()
-        .expect("data arrived");
-    let (server_closed, server_why) = closed_at(&sim, 0);
-    assert!(goaway_at < last_read && last_read <= server_closed);
-    assert_eq!(
-        server_why,
-        CloseReason::Peer {
-            code: 42,
-            reason: "done".into()
+    // With a stream of its own, the server is done after the client; without one, its
+    // last stream ends (the client's data read to the end) before the client learns that
+    // its data arrived. Either way only the client, which sent the first GOAWAY, closes.
+    for server_streams in [vec![250_000], vec![]] {
+        let case = format!("server streams {server_streams:?}");
+        let mut sim = pair(
+            seed,
+            link(25, 20_000_000),
+            vec![400_000, 150_000, 1],
+            server_streams,
+        );
+        for n in &mut sim.nodes {
+            n.app.event_log = Some(Vec::new());
         }
-    );
-    let (_, client_why) = closed_at(&sim, 1);
-    assert!(
-        matches!(&client_why, CloseReason::Local { code: 42, reason } | CloseReason::Peer { code: 42, reason } if reason == "done"),
-        "client closed with {client_why:?}"
-    );
-    // Both sessions drain and are done with timers.
-    sim.run_until(Duration::from_secs(10), |_| false);
-    for (node, h) in [(0, sh), (1, ch)] {
-        assert!(sim.nodes[node].ep.session(h).expect("session").is_drained());
-        assert_eq!(sim.nodes[node].ep.poll_timeout(), None, "node {node}");
+        // The client says GOAWAY as soon as it has written everything: long before the
+        // data is through.
+        sim.nodes[1].app.goaway_when_done = Some(42);
+        assert!(sim.run_until(Duration::from_secs(5), |s| !s.nodes[0]
+            .app
+            .goaways
+            .is_empty()));
+        let (sh, ch) = (server_handle(&sim), client_handle(&sim));
+        assert_eq!(sim.nodes[0].app.goaways, vec![(sh, 42)], "{case}");
+        assert!(!streams_done(&sim), "{case}: GOAWAY arrived after the data");
+        // Neither side may open streams any more.
+        for (node, h) in [(0, sh), (1, ch)] {
+            let s = sim.nodes[node].ep.session(h).expect("session");
+            assert_eq!(
+                s.open_stream(),
+                Err(StreamError::GoingAway),
+                "{case}: node {node}"
+            );
+            assert!(s.is_established(), "{case}: node {node}");
+        }
+        assert!(sim.run_until(Duration::from_secs(30), |s| {
+            s.nodes.iter().all(|n| !n.app.closed.is_empty())
+        }));
+        check_transfer(&sim);
+        // Everything both sides sent was acknowledged before the close.
+        for n in &sim.nodes {
+            assert!(n.app.senders.values().all(|s| s.acked), "{case}");
+        }
+        let log = sim.nodes[0].app.event_log.as_ref().expect("event log");
+        let goaway_at = log
+            .iter()
+            .find(|(_, _, e)| {
+                *e == Event::GoAway {
+                    code: 42,
+                    reason: "done".into(),
+                }
+            })
+            .map(|(t, _, _)| *t)
+            .expect("the server saw GoAway with the client's reason");
+        let last_read = log
+            .iter()
+            .filter(|(_, _, e)| matches!(e, Event::StreamReadable(_)))
+            .map(|(t, _, _)| *t)
+            .max()
+            .expect("data arrived");
+        let (server_closed, server_why) = closed_at(&sim, 0);
+        assert!(
+            goaway_at < last_read && last_read <= server_closed,
+            "{case}"
+        );
+        // The client sent the first GOAWAY: its session ends as its own close, and the
+        // server's as the peer's, when the client's APP_CLOSE arrives.
+        assert_eq!(
+            server_why,
+            CloseReason::Peer {
+                code: 42,
+                reason: "done".into()
+            },
+            "{case}"
+        );
+        let (client_closed, client_why) = closed_at(&sim, 1);
+        assert_eq!(
+            client_why,
+            CloseReason::Local {
+                code: 42,
+                reason: "done".into()
+            },
+            "{case}"
+        );
+        assert!(client_closed < server_closed, "{case}");
+        // Both sessions drain and are done with timers.
+        sim.run_until(Duration::from_secs(10), |_| false);
+        for (node, h) in [(0, sh), (1, ch)] {
+            assert!(sim.nodes[node].ep.session(h).expect("session").is_drained());
+            assert_eq!(
+                sim.nodes[node].ep.poll_timeout(),
+                None,
+                "{case}: node {node}"
+            );
+            assert_eq!(sim.nodes[node].app.closed.len(), 1, "{case}: node {node}");
+        }
     }
 }
 

@@ -135,6 +135,9 @@ pub struct App {
     pub errors: Vec<String>,
     /// When set, every event is recorded here with the time it was polled.
     pub event_log: Option<Vec<(Instant, SessionHandle, Event)>>,
+    /// When set, the application only takes sessions and records events (connections,
+    /// closes, the event log): the test drives the streams itself.
+    pub passive: bool,
     scratch: Vec<u8>,
 }
 
@@ -513,7 +516,7 @@ impl App {
                         }
                     }
                 }
-                Event::StreamOpened(_) => {
+                Event::StreamOpened(_) if !self.passive => {
                     if let Some(s) = ep.session(h) {
                         while let Some(id) = s.accept_stream() {
                             // This side sends nothing back on the peer's streams.
@@ -546,6 +549,9 @@ impl App {
                 Event::GoAway { code, .. } => self.goaways.push((h, code)),
                 _ => {}
             }
+        }
+        if self.passive {
+            return;
         }
         let buf = &mut self.scratch;
         buf.resize(64 * 1024, 0);

@@ -1,0 +1,322 @@
+//! Stream ends and session flow control, in the simulator with applications the tests
+//! drive by hand: resets and STOP_SENDING must leave both sides counting the same bytes
+//! against the session credit, so that the credit is neither exceeded nor lost.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use udpack_proto::{Event, Session, SessionHandle, StreamError, StreamId, TransportConfig};
+
+/// A client and a server whose applications do nothing by themselves, connected.
+fn hand_driven_pair(seed: u64, link: LinkParams, server: TransportConfig) -> Sim {
+    let mut sim = Sim::new(seed, link.clone(), link);
+    sim.add_server(server_config(seed, server));
+    sim.add_client(
+        &client_config(seed, TransportConfig::default()),
+        App::default(),
+    );
+    for n in &mut sim.nodes {
+        n.app.passive = true;
+        n.app.event_log = Some(Vec::new());
+    }
+    assert!(
+        sim.run_until(Duration::from_secs(5), |s| s
+            .nodes
+            .iter()
+            .all(|n| !n.app.connected.is_empty())),
+        "handshake did not complete"
+    );
+    sim
+}
+
+/// A server session window of `window` bytes that never grows.
+fn fixed_session_window(window: u64) -> TransportConfig {
+    TransportConfig {
+        initial_session_window: window,
+        max_session_window: window,
+        ..TransportConfig::default()
+    }
+}
+
+fn handle(sim: &Sim, node: usize) -> SessionHandle {
+    sim.nodes[node].app.sessions[0]
+}
+
+fn session(sim: &mut Sim, node: usize) -> &mut Session {
+    let h = handle(sim, node);
+    sim.nodes[node].ep.session(h).expect("session held")
+}
+
+/// Neither side saw its session end.
+fn assert_open(sim: &Sim, what: &str) {
+    for (i, n) in sim.nodes.iter().enumerate() {
+        assert!(
+            n.app.closed.is_empty(),
+            "{what}: node {i}: {:?}",
+            n.app.closed
+        );
+    }
+}
+
+/// Writes `data_len` patterned bytes to `id`; returns how many were taken.
+fn write(sim: &mut Sim, node: usize, id: StreamId, seed: u64, data_len: usize) -> usize {
+    let mut data = vec![0u8; data_len];
+    fill_pattern(seed, 0, &mut data);
+    session(sim, node).write(id, &data).expect("write")
+}
+
+/// True once node `node` logged an event that `f` accepts.
+fn logged(sim: &Sim, node: usize, f: impl Fn(&Event) -> bool) -> bool {
+    sim.nodes[node]
+        .app
+        .event_log
+        .as_ref()
+        .expect("event log is on")
+        .iter()
+        .any(|(_, _, e)| f(e))
+}
+
+/// Reads `id` on `node` from offset `from` to its end within `limit` of virtual time,
+/// checking the pattern of `seed`; returns the final offset.
+fn read_to_end(
+    sim: &mut Sim,
+    node: usize,
+    id: StreamId,
+    seed: u64,
+    from: u64,
+    limit: Duration,
+) -> u64 {
+    let deadline = sim.now + limit;
+    let mut read = from;
+    let mut expect = Vec::new();
+    loop {
+        match session(sim, node).read(id, 64 * 1024) {
+            Ok(Some(data)) => {
+                expect.resize(data.len(), 0);
+                fill_pattern(seed, read, &mut expect);
+                assert!(data[..] == expect[..], "stream {id}: wrong bytes at {read}");
+                read += data.len() as u64;
+            }
+            Ok(None) => return read,
+            Err(StreamError::Blocked) => {
+                assert!(
+                    sim.now < deadline,
+                    "stream {id} stalled after {read} bytes; closed: {:?} / {:?}",
+                    sim.nodes[0].app.closed,
+                    sim.nodes[1].app.closed
+                );
+                sim.run_until(Duration::from_millis(1), |_| false);
+            }
+            Err(e) => panic!("read {id}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn reset_final_size_is_what_was_sent_not_what_was_written() {
+    // The server grants 64 KiB of session credit and reads nothing: the client can
+    // write far more than that (the stream credit is 512 KiB) but sends only 64 KiB.
+    let window = 64 * 1024;
+    let mut sim = hand_driven_pair(
+        51,
+        LinkParams::new(Duration::from_millis(10), 100_000_000),
+        fixed_session_window(window),
+    );
+    let a = session(&mut sim, 1).open_stream().expect("open");
+    assert_eq!(write(&mut sim, 1, a, 1, 300_000), 300_000);
+    sim.run_until(Duration::from_millis(500), |_| false);
+    assert_open(&sim, "before the reset");
+    assert_eq!(
+        session(&mut sim, 1).write_capacity(a),
+        Ok(512 * 1024 - 300_000),
+        "the write is limited by stream credit only"
+    );
+
+    // The final size is the 64 KiB sent: within the credit, so no FLOW_CONTROL error.
+    session(&mut sim, 1).reset(a, 9).expect("reset");
+    sim.run_until(Duration::from_millis(500), |_| false);
+    assert_open(&sim, "after the reset");
+    assert_eq!(
+        session(&mut sim, 0).read(a, 1024),
+        Err(StreamError::Reset(9))
+    );
+
+    // Both sides counted the same 64 KiB: the next stream fills the credit the reset
+    // gave back without overrunning it while the server reads nothing, then goes
+    // through as the server reads.
+    let b = session(&mut sim, 1).open_stream().expect("open");
+    assert_eq!(write(&mut sim, 1, b, 2, 400_000), 400_000);
+    session(&mut sim, 1).finish(b).expect("finish");
+    sim.run_until(Duration::from_millis(500), |_| false);
+    assert_open(&sim, "after the second stream filled the credit");
+    let read = read_to_end(&mut sim, 0, b, 2, 0, Duration::from_secs(10));
+    assert_eq!(read, 400_000);
+    assert_open(&sim, "at the end");
+}
+
+#[test]
+fn reset_of_unsent_bytes_keeps_both_sides_session_credit_in_step() {
+    // The stream credit (4 MiB) is far above the session credit (256 KiB).
+    let window = 256 * 1024;
+    let server = TransportConfig {
+        initial_stream_window: 4 * 1024 * 1024,
+        ..fixed_session_window(window)
+    };
+    let mut sim = hand_driven_pair(
+        52,
+        LinkParams::new(Duration::from_millis(10), 100_000_000),
+        server,
+    );
+    // Some of the stream goes out, then it is reset: most of it was never sent.
+    let a = session(&mut sim, 1).open_stream().expect("open");
+    assert_eq!(write(&mut sim, 1, a, 1, 200_000), 200_000);
+    sim.run_until(Duration::from_millis(15), |_| false);
+    session(&mut sim, 1).reset(a, 4).expect("reset");
+    sim.run_until(Duration::from_millis(200), |_| false);
+    assert_open(&sim, "after the reset");
+    assert!(logged(&sim, 0, |e| *e == Event::StreamReadable(a)));
+
+    // The client now sends as much as its credit allows while the server reads
+    // nothing: it must not overrun the credit as the server counts it.
+    let b = session(&mut sim, 1).open_stream().expect("open");
+    assert_eq!(write(&mut sim, 1, b, 2, 1_000_000), 1_000_000);
+    session(&mut sim, 1).finish(b).expect("finish");
+    sim.run_until(Duration::from_secs(1), |_| false);
+    assert_open(&sim, "with the credit used up");
+    assert_eq!(
+        session(&mut sim, 0).read(a, 1024),
+        Err(StreamError::Reset(4))
+    );
+    let read = read_to_end(&mut sim, 0, b, 2, 0, Duration::from_secs(10));
+    assert_eq!(read, 1_000_000);
+    assert_open(&sim, "at the end");
+}
+
+#[test]
+fn stopped_streams_give_back_all_their_session_credit() {
+    // Over and over, the client opens a stream that the server stops as soon as it
+    // appears, then a stream that the server reads. The stopped streams' bytes that
+    // arrive after the stop, and their final sizes, must count on both sides, or the
+    // session credit shrinks with every round until nothing moves.
+    let window = 64 * 1024;
+    let mut link = LinkParams::new(Duration::from_millis(10), 100_000_000);
+    link.loss = 0.03;
+    let mut sim = hand_driven_pair(53, link, fixed_session_window(window));
+    let mut stopped = Vec::new();
+    for round in 0..12u64 {
+        let x = session(&mut sim, 1).open_stream().expect("open");
+        assert_eq!(write(&mut sim, 1, x, 100 + round, 48_000), 48_000);
+        session(&mut sim, 1).finish(x).expect("finish");
+        assert!(
+            sim.run_until(Duration::from_secs(10), |s| logged(s, 0, |e| *e
+                == Event::StreamOpened(x))),
+            "round {round}: stream {x} never arrived"
+        );
+        // The server answers nothing on it and wants none of it.
+        let server = session(&mut sim, 0);
+        assert_eq!(server.accept_stream(), Some(x));
+        server.finish(x).expect("finish");
+        server.stop(x, 3).expect("stop");
+        stopped.push(x);
+
+        let b = session(&mut sim, 1).open_stream().expect("open");
+        assert_eq!(write(&mut sim, 1, b, 200 + round, 48_000), 48_000);
+        session(&mut sim, 1).finish(b).expect("finish");
+        assert!(
+            sim.run_until(Duration::from_secs(10), |s| logged(s, 0, |e| *e
+                == Event::StreamOpened(b))),
+            "round {round}: stream {b} never arrived"
+        );
+        let server = session(&mut sim, 0);
+        assert_eq!(server.accept_stream(), Some(b));
+        server.finish(b).expect("finish");
+        let read = read_to_end(&mut sim, 0, b, 200 + round, 0, Duration::from_secs(10));
+        assert_eq!(read, 48_000, "round {round}");
+        assert_open(&sim, &format!("round {round}"));
+    }
+    sim.run_until(Duration::from_secs(2), |_| false);
+    for x in stopped {
+        assert!(logged(&sim, 1, |e| *e == Event::StreamStopped { id: x, code: 3 }));
+    }
+    assert_open(&sim, "at the end");
+}
+
+#[test]
+fn a_stopped_stream_gives_its_credit_back_without_another_read() {
+    // The client sends almost a whole session window on a stream; the server reads a
+    // part and stops it. What arrived unread, what arrives later and what was lost on
+    // the way (known from the final size in the reset) count as consumed, and the
+    // credit is announced again: the next stream gets at least half a window through
+    // before the server reads any more. (The session unit tests check the exact
+    // counts on both sides.)
+    let window = 64 * 1024;
+    let mut sim = hand_driven_pair(
+        54,
+        LinkParams::new(Duration::from_millis(10), 100_000_000),
+        fixed_session_window(window),
+    );
+    sim.capture = Some(Vec::new());
+    let x = session(&mut sim, 1).open_stream().expect("open");
+    assert_eq!(write(&mut sim, 1, x, 1, 60_000), 60_000);
+    assert!(
+        sim.run_until(Duration::from_secs(5), |s| logged(s, 0, |e| *e
+            == Event::StreamOpened(x)))
+    );
+    assert_eq!(session(&mut sim, 0).accept_stream(), Some(x));
+    let mut read = 0;
+    while read < 20_000 {
+        match session(&mut sim, 0).read(x, 1 << 20) {
+            Ok(Some(data)) => read += data.len(),
+            Ok(None) => panic!("stream {x} ended"),
+            Err(_) => {
+                sim.run_until(Duration::from_millis(1), |_| false);
+            }
+        }
+    }
+    let server = session(&mut sim, 0);
+    server.finish(x).expect("finish");
+    server.stop(x, 3).expect("stop");
+    // What the client sends until it hears of the stop is lost.
+    sim.links_mut().0.loss = 1.0;
+    let blackout = sim.now;
+    assert!(
+        sim.run_until(Duration::from_secs(5), |s| logged(s, 1, |e| *e
+            == Event::StreamStopped { id: x, code: 3 }))
+    );
+    sim.links_mut().0.loss = 0.0;
+    let client_addr = sim.nodes[1].addr;
+    let lost: usize = sim
+        .capture
+        .as_ref()
+        .expect("capture")
+        .iter()
+        .filter(|c| c.from == client_addr && c.at >= blackout)
+        .map(|c| c.data.len())
+        .sum();
+    assert!(lost > 10_000, "only {lost} bytes were lost");
+    sim.run_until(Duration::from_secs(1), |_| false);
+    assert_open(&sim, "after the stop");
+    assert_eq!(
+        session(&mut sim, 1).write_capacity(x),
+        Err(StreamError::Stopped(3))
+    );
+
+    // Unread, the next stream gets at least half a window through.
+    let b = session(&mut sim, 1).open_stream().expect("open");
+    assert_eq!(write(&mut sim, 1, b, 2, 100_000), 100_000);
+    session(&mut sim, 1).finish(b).expect("finish");
+    sim.run_until(Duration::from_secs(1), |_| false);
+    let mut arrived = 0;
+    while let Ok(Some(data)) = session(&mut sim, 0).read(b, 1 << 20) {
+        arrived += data.len() as u64;
+    }
+    assert!(
+        arrived >= window / 2,
+        "only {arrived} bytes arrived with a {window}-byte window"
+    );
+    let end = read_to_end(&mut sim, 0, b, 2, arrived, Duration::from_secs(10));
+    assert_eq!(end, 100_000);
+    assert_open(&sim, "at the end");
+}
