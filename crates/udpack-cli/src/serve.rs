@@ -4,12 +4,14 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio::fs::{File, OpenOptions};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::Notify;
 use udpack_io::{Channel, PrivateKey, Server, ServerEvent, ServerOptions};
 
 use crate::error::CliError;
@@ -30,11 +32,26 @@ pub struct ServeOptions {
     pub show_progress: bool,
 }
 
+/// How long a new session waits for an upload of the same content it takes over.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
+
+/// An upload in progress.
+struct Active {
+    id: u64,
+    socket: String,
+    sha256: Vec<u8>,
+    /// Asks the upload to stop and keep its part file (another session resumes it).
+    stop: Arc<Notify>,
+}
+
 /// Shared by the uploads in progress.
 struct State {
     out: PathBuf,
     /// `.part` files being written: two uploads of one file cannot interleave.
-    active: Mutex<HashSet<PathBuf>>,
+    active: Mutex<HashMap<PathBuf, Active>>,
+    /// Signalled whenever an upload leaves `active`.
+    released: Notify,
+    next_id: AtomicU64,
     /// Completed files per socket.
     completed: Mutex<HashMap<String, usize>>,
     progress: Progress,
@@ -79,7 +96,9 @@ impl Receiver {
             server,
             state: Arc::new(State {
                 out: opts.out,
-                active: Mutex::new(HashSet::new()),
+                active: Mutex::new(HashMap::new()),
+                released: Notify::new(),
+                next_id: AtomicU64::new(0),
                 completed: Mutex::new(HashMap::new()),
                 progress: Progress::new("recv", 0),
                 show_progress: opts.show_progress,
@@ -101,7 +120,7 @@ impl Receiver {
         loop {
             tokio::select! {
                 _ = &mut stop => {
-                    tracing::info!("stopping");
+                    tracing::info!(target: "udpack_cli::serve", "stopping");
                     break;
                 }
                 Some(_) = uploads.join_next(), if !uploads.is_empty() => {}
@@ -114,14 +133,14 @@ impl Receiver {
                             }
                         }
                         ServerEvent::Connection(socket) => {
-                            tracing::info!(socket = %socket.id_str(), remote = ?socket.remote_addr(), "connection");
+                            tracing::info!(target: "udpack_cli::serve", socket = %socket.id_str(), remote = ?socket.remote_addr(), "connection");
                         }
                         ServerEvent::Channel(channel) => {
                             let state = self.state.clone();
                             uploads.spawn(async move { receive(channel, state).await });
                         }
                         ServerEvent::Disconnect(socket, reason) => {
-                            tracing::info!(socket = %socket.id_str(), %reason, "disconnected");
+                            tracing::info!(target: "udpack_cli::serve", socket = %socket.id_str(), %reason, "disconnected");
                             let done = self
                                 .state
                                 .completed
@@ -179,7 +198,7 @@ async fn receive(channel: Channel, state: Arc<State>) {
     let rel = match sanitize(&offer.filename) {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(name = %offer.filename.escape_debug(), error = %e, "refused a path");
+            tracing::warn!(target: "udpack_cli::serve", name = %offer.filename.escape_debug(), error = %e, "refused a path");
             let _ = first
                 .reply(&refuse(
                     code::BAD_PATH,
@@ -197,11 +216,47 @@ async fn receive(channel: Channel, state: Arc<State>) {
     }
     let target = state.out.join(&rel);
     let part = with_suffix(&target, ".part");
-    let claimed = state
-        .active
-        .lock()
-        .map(|mut active| active.insert(part.clone()))
-        .unwrap_or(false);
+    // A client that died mid-upload holds its part until its session times out; a new
+    // session offering the same content takes the part over and resumes it.
+    let id = state.next_id.fetch_add(1, Ordering::Relaxed);
+    let stop = Arc::new(Notify::new());
+    let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
+    let claimed = loop {
+        let released = state.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        let holder = match state.active.lock() {
+            Ok(mut active) => match active.get(&part) {
+                None => {
+                    active.insert(
+                        part.clone(),
+                        Active {
+                            id,
+                            socket: socket.clone(),
+                            sha256: offer.sha256.clone(),
+                            stop: stop.clone(),
+                        },
+                    );
+                    None
+                }
+                Some(a) if a.socket != socket && a.sha256 == offer.sha256 => {
+                    a.stop.notify_one();
+                    Some(true)
+                }
+                Some(_) => Some(false),
+            },
+            Err(_) => Some(false),
+        };
+        match holder {
+            None => break true,
+            Some(false) => break false,
+            Some(true) => {
+                if tokio::time::timeout_at(deadline, released).await.is_err() {
+                    break false;
+                }
+            }
+        }
+    };
     if !claimed {
         let _ = first
             .reply(&refuse(
@@ -211,10 +266,16 @@ async fn receive(channel: Channel, state: Arc<State>) {
             .await;
         return;
     }
-    let result = receive_file(&channel, &first, &offer, &rel, &target, &part, &state).await;
+    let result = receive_file(
+        &channel, &first, &offer, &rel, &target, &part, &state, &stop,
+    )
+    .await;
     if let Ok(mut active) = state.active.lock() {
-        active.remove(&part);
+        if active.get(&part).is_some_and(|a| a.id == id) {
+            active.remove(&part);
+        }
     }
+    state.released.notify_waiters();
     match result {
         Ok(Some(name)) => {
             if let Ok(mut c) = state.completed.lock() {
@@ -229,7 +290,7 @@ async fn receive(channel: Channel, state: Arc<State>) {
             state.note(&offer.filename, "interrupted; kept for resuming");
         }
         Err(e) => {
-            tracing::warn!(name = %offer.filename, error = %e, "upload failed");
+            tracing::warn!(target: "udpack_cli::serve", name = %offer.filename, error = %e, "upload failed");
             state.note(&offer.filename, &format!("failed: {e}"));
         }
     }
@@ -250,7 +311,8 @@ fn sidecar(part: &Path) -> PathBuf {
 }
 
 /// Receives into `part`; `Ok(Some(final name))` when complete, `Ok(None)` when the
-/// client went away (the part stays for resuming).
+/// client went away or `stop` was signalled (the part stays for resuming).
+#[allow(clippy::too_many_arguments)]
 async fn receive_file(
     channel: &Channel,
     first: &udpack_io::Message,
@@ -259,6 +321,7 @@ async fn receive_file(
     target: &Path,
     part: &Path,
     state: &State,
+    stop: &Notify,
 ) -> Result<Option<String>, String> {
     let started = Instant::now();
     let expected_hex = hex::encode(&offer.sha256);
@@ -326,7 +389,7 @@ async fn receive_file(
         }
     };
     if offset > 0 {
-        tracing::info!(name = %offer.filename, offset, "resuming");
+        tracing::info!(target: "udpack_cli::serve", name = %offer.filename, offset, "resuming");
     }
     state.progress.add_total(offer.filesize);
     state
@@ -344,7 +407,15 @@ async fn receive_file(
 
     let mut received = offset;
     let finish = loop {
-        let Some(m) = channel.recv().await else {
+        let next = tokio::select! {
+            m = channel.recv() => m,
+            _ = stop.notified() => {
+                let _ = file.flush().await;
+                fail(channel, code::BUSY, "taken over by another upload of the same file").await;
+                return Ok(None);
+            }
+        };
+        let Some(m) = next else {
             let _ = file.flush().await;
             return Ok(None);
         };
@@ -353,7 +424,7 @@ async fn receive_file(
                 let c: Chunk = match m.data() {
                     Ok(c) => c,
                     Err(e) => {
-                        tracing::warn!(error = %e, "dropped a malformed chunk");
+                        tracing::warn!(target: "udpack_cli::serve", error = %e, "dropped a malformed chunk");
                         continue;
                     }
                 };
@@ -375,7 +446,9 @@ async fn receive_file(
                     .advance(&offer.filename, c.chunk.len() as u64);
             }
             FINISH => break m,
-            other => tracing::warn!(event = other, "unexpected event during an upload"),
+            other => {
+                tracing::warn!(target: "udpack_cli::serve", event = other, "unexpected event during an upload")
+            }
         }
     };
     let answer = |ok: bool, name: String, code: &str, message: String| FinishAnswer {
@@ -429,7 +502,7 @@ async fn receive_file(
         .unwrap_or(&final_path)
         .to_string_lossy()
         .into_owned();
-    tracing::info!(%name, bytes = received, secs = started.elapsed().as_secs_f64(), "received");
+    tracing::info!(target: "udpack_cli::serve", %name, bytes = received, secs = started.elapsed().as_secs_f64(), "received");
     finish
         .reply(&answer(true, name.clone(), "", String::new()))
         .await

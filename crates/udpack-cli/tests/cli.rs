@@ -1,0 +1,1295 @@
+//! End-to-end tests of the `udpack` binary: keys, exit codes, uploads, resuming,
+//! hostile names, signals, logs, and a lossy link between network namespaces.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+const TOKEN: &str = "s3cret-token";
+const MIB: usize = 1024 * 1024;
+
+fn bin() -> PathBuf {
+    assert_cmd::cargo::cargo_bin("udpack")
+}
+
+/// The binary with a clean environment for the variables it reads.
+fn udpack() -> Command {
+    let mut c = Command::new(bin());
+    c.env_remove("UDPACK_TOKEN")
+        .env_remove("UDPACK_TEST_FAULTS")
+        .env_remove("RUST_LOG");
+    c
+}
+
+/// Deterministic pseudo-random bytes (splitmix64), distinct per seed.
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    while out.len() < len {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        out.extend_from_slice(&z.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn write_file(path: &Path, bytes: &[u8]) {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("create the directory");
+    }
+    std::fs::write(path, bytes).expect("write the file");
+}
+
+fn sha256_of(path: &Path) -> Vec<u8> {
+    let mut f =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; MIB];
+    loop {
+        let n = f.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    h.finalize().to_vec()
+}
+
+/// Marks a directory in [`tree`].
+const DIR: u64 = u64::MAX;
+
+/// Everything under `root` by relative path: a file's size, or [`DIR`].
+fn tree(root: &Path) -> BTreeMap<PathBuf, u64> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, u64>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries {
+            let e = e.expect("dir entry");
+            let p = e.path();
+            let meta = std::fs::symlink_metadata(&p).expect("metadata");
+            let rel = p.strip_prefix(root).expect("prefix").to_path_buf();
+            if meta.is_dir() {
+                out.insert(rel, DIR);
+                walk(root, &p, out);
+            } else {
+                out.insert(rel, meta.len());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Waits for a child, killing it (and failing) after `limit`; collects its output.
+fn finish(mut child: Child, limit: Duration, what: &str) -> Output {
+    let mut so = child.stdout.take();
+    let mut se = child.stderr.take();
+    let out_t = thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(s) = so.as_mut() {
+            let _ = s.read_to_end(&mut v);
+        }
+        v
+    });
+    let err_t = thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(s) = se.as_mut() {
+            let _ = s.read_to_end(&mut v);
+        }
+        v
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stdout = String::from_utf8_lossy(&out_t.join().unwrap_or_default()).into_owned();
+            let stderr = String::from_utf8_lossy(&err_t.join().unwrap_or_default()).into_owned();
+            panic!("{what} did not finish within {limit:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    }
+}
+
+fn run(mut cmd: Command, limit: Duration, what: &str) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    finish(child, limit, what)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn describe(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        text(&o.stdout),
+        text(&o.stderr)
+    )
+}
+
+fn assert_code(o: &Output, code: i32, what: &str) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "{what}: expected exit {code}\n{}",
+        describe(o)
+    );
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig})");
+}
+
+/// Polls `cond` every few milliseconds until it holds or `limit` passes.
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if started.elapsed() > limit {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A scratch directory with a key pair made by `udpack keygen`.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = udpack();
+        c.arg("keygen").arg("--out").arg(dir.path().join("keys"));
+        let o = run(c, Duration::from_secs(20), "keygen");
+        assert_code(&o, 0, "keygen");
+        Setup { dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn prikey(&self) -> PathBuf {
+        self.path("keys/prikey.pem")
+    }
+
+    fn pubkey(&self) -> PathBuf {
+        self.path("keys/pubkey.pem")
+    }
+
+    fn out(&self) -> PathBuf {
+        self.path("out")
+    }
+
+    /// `udpack serve` on 127.0.0.1 (a port the system picks) into `out`.
+    fn serve(&self, extra: &[&str]) -> Server {
+        let mut c = udpack();
+        c.arg("serve")
+            .arg("--key")
+            .arg(self.prikey())
+            .args(["--listen", "127.0.0.1:0", "--token", TOKEN, "--out"])
+            .arg(self.out())
+            .args(extra);
+        Server::start(c)
+    }
+
+    /// `udpack send` to `server` with the right key and token (as arguments).
+    fn send(&self, server: SocketAddr, paths: &[PathBuf]) -> Command {
+        let mut c = udpack();
+        c.arg("send")
+            .arg("--server")
+            .arg(server.to_string())
+            .arg("--pubkey")
+            .arg(self.pubkey())
+            .args(["--token", TOKEN])
+            .args(paths);
+        c
+    }
+}
+
+/// A running `udpack serve`: killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts the server and waits for its `listening on ADDR` line.
+    fn start(mut cmd: Command) -> Server {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the server");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel::<SocketAddr>();
+        {
+            let lines = stdout.clone();
+            let pipe = child.stdout.take().expect("stdout");
+            thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(a) = line.strip_prefix("listening on ") {
+                        if let Ok(a) = a.trim().parse() {
+                            let _ = tx.send(a);
+                        }
+                    }
+                    lines.lock().expect("lock").push(line);
+                }
+            });
+        }
+        {
+            let lines = stderr.clone();
+            let pipe = child.stderr.take().expect("stderr");
+            thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    lines.lock().expect("lock").push(line);
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!(
+                    "the server did not report its address ({status:?})\nstdout: {:?}\nstderr: {:?}",
+                    stdout.lock().expect("lock"),
+                    stderr.lock().expect("lock")
+                );
+            }
+        };
+        Server {
+            child,
+            addr,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Waits for the server to exit by itself, up to `limit`.
+    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return Some(s);
+            }
+            if started.elapsed() > limit {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn output(&self) -> String {
+        format!(
+            "server stdout:\n{}\nserver stderr:\n{}",
+            self.stdout.lock().expect("lock").join("\n"),
+            self.stderr.lock().expect("lock").join("\n")
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A child process killed (SIGKILL) when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The `sent N file(s), B bytes (S over the network) in T s` line: (N, B, S).
+fn summary(stdout: &str) -> (u64, u64, u64) {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("sent ") && l.contains(" over the network) in "))
+        .unwrap_or_else(|| panic!("no summary line in:\n{stdout}"));
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit() && c != '.')
+        .filter(|s| !s.is_empty() && !s.contains('.'))
+        .take(3)
+        .map(|s| s.parse().expect("number"))
+        .collect();
+    assert_eq!(nums.len(), 3, "cannot parse {line:?}");
+    (nums[0], nums[1], nums[2])
+}
+
+// 1.
+#[test]
+fn keygen_writes_a_key_pair_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keys = dir.path().join("k");
+    let (pri, publ) = (keys.join("prikey.pem"), keys.join("pubkey.pem"));
+    let keygen = |force: bool| {
+        let mut c = udpack();
+        c.arg("keygen").arg("--out").arg(&keys);
+        if force {
+            c.arg("--force");
+        }
+        run(c, Duration::from_secs(20), "keygen")
+    };
+
+    let o = keygen(false);
+    assert_code(&o, 0, "first keygen");
+    assert!(pri.is_file() && publ.is_file(), "{}", describe(&o));
+    let mode = std::fs::metadata(&pri)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "prikey.pem mode {mode:o}");
+    let pri1 = std::fs::read(&pri).expect("read");
+    let pub1 = std::fs::read(&publ).expect("read");
+    assert!(text(&pri1).contains("-----BEGIN PRIVATE KEY-----"));
+    assert!(text(&pub1).contains("-----BEGIN PUBLIC KEY-----"));
+
+    match Command::new("openssl")
+        .args(["pkey", "-in"])
+        .arg(&pri)
+        .arg("-pubout")
+        .output()
+    {
+        Ok(o) if o.status.success() => assert_eq!(
+            text(&o.stdout).trim(),
+            text(&pub1).trim(),
+            "openssl derives another public key from prikey.pem"
+        ),
+        Ok(o) => panic!("openssl cannot read prikey.pem: {}", text(&o.stderr)),
+        Err(e) => println!("note: openssl not available ({e}); public key check skipped"),
+    }
+
+    let o = keygen(false);
+    assert_code(&o, 1, "keygen over existing keys");
+    assert!(text(&o.stderr).contains("--force"), "{}", describe(&o));
+    assert_eq!(
+        std::fs::read(&pri).expect("read"),
+        pri1,
+        "prikey.pem changed"
+    );
+    assert_eq!(
+        std::fs::read(&publ).expect("read"),
+        pub1,
+        "pubkey.pem changed"
+    );
+
+    let o = keygen(true);
+    assert_code(&o, 0, "keygen --force");
+    let pri2 = std::fs::read(&pri).expect("read");
+    let pub2 = std::fs::read(&publ).expect("read");
+    assert_ne!(pri2, pri1, "--force kept the old private key");
+    assert_ne!(pub2, pub1, "--force kept the old public key");
+    let mode = std::fs::metadata(&pri)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "replaced prikey.pem mode {mode:o}");
+}
+
+// 2.
+#[test]
+fn serve_without_token_and_bad_arguments_exit_2() {
+    let s = Setup::new();
+    let limit = Duration::from_secs(20);
+
+    let mut c = udpack();
+    c.arg("serve")
+        .arg("--key")
+        .arg(s.prikey())
+        .args(["--listen", "127.0.0.1:0", "--out"])
+        .arg(s.out());
+    let o = run(c, limit, "serve without a token");
+    assert_code(&o, 2, "serve without a token");
+    let err = text(&o.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got:\n{err}");
+    assert!(lines[0].contains("token"), "unclear message: {err}");
+
+    // An empty UDPACK_TOKEN and a tokens file with only comments are no tokens either.
+    let tokens = s.path("tokens.txt");
+    write_file(&tokens, b"# nobody\n\n   # still nobody\n");
+    let mut c = udpack();
+    c.env("UDPACK_TOKEN", "")
+        .arg("serve")
+        .arg("--key")
+        .arg(s.prikey())
+        .args(["--listen", "127.0.0.1:0", "--tokens-file"])
+        .arg(&tokens)
+        .arg("--out")
+        .arg(s.out());
+    let o = run(c, limit, "serve with an empty tokens file");
+    assert_code(&o, 2, "serve with an empty tokens file");
+
+    let key = s.prikey();
+    let key = key.to_str().expect("utf-8 path");
+    let missing = s.path("missing.pem");
+    let missing = missing.to_str().expect("utf-8 path");
+    let pubkey = s.pubkey();
+    let pubkey = pubkey.to_str().expect("utf-8 path");
+    let bad: &[&[&str]] = &[
+        &[],
+        &["frobnicate"],
+        &["serve", "--token", "t"],
+        &[
+            "serve",
+            "--key",
+            key,
+            "--token",
+            "t",
+            "--listen",
+            "not-an-address",
+        ],
+        &["serve", "--key", key, "--token", "t", "--bogus"],
+        &[
+            "serve",
+            "--key",
+            missing,
+            "--token",
+            "t",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[
+            "send",
+            "--server",
+            "127.0.0.1:9",
+            "--pubkey",
+            pubkey,
+            "--token",
+            "t",
+        ],
+        &["send", "--server", "127.0.0.1:9", "--token", "t", "x"],
+        &[
+            "send",
+            "--server",
+            "127.0.0.1:9",
+            "--pubkey",
+            pubkey,
+            "--token",
+            "t",
+            "--timeout",
+            "0",
+            "x",
+        ],
+        &[
+            "send",
+            "--server",
+            "127.0.0.1:9",
+            "--pubkey",
+            pubkey,
+            "--token",
+            "t",
+            "--timeout",
+            "abc",
+            "x",
+        ],
+        &[
+            "send",
+            "--server",
+            "127.0.0.1:9",
+            "--pubkey",
+            missing,
+            "--token",
+            "t",
+            "x",
+        ],
+    ];
+    for args in bad {
+        let mut c = udpack();
+        c.args(*args);
+        let o = run(c, limit, &format!("udpack {args:?}"));
+        assert_code(&o, 2, &format!("udpack {args:?}"));
+        assert!(!o.stderr.is_empty(), "udpack {args:?}: nothing on stderr");
+    }
+    assert!(
+        !s.out().exists(),
+        "a refused server created its out directory"
+    );
+}
+
+// 3.
+#[test]
+fn send_exit_codes() {
+    let s = Setup::new();
+    let mut server = s.serve(&[]);
+    let file = s.path("src/one.bin");
+    write_file(&file, &data(300_000, 1));
+    let limit = Duration::from_secs(30);
+
+    // Wrong token: 3.
+    let mut c = udpack();
+    c.arg("send")
+        .arg("--server")
+        .arg(server.addr.to_string())
+        .arg("--pubkey")
+        .arg(s.pubkey())
+        .args(["--token", "wrong-token"])
+        .arg(&file);
+    let o = run(c, limit, "send with a wrong token");
+    assert_code(&o, 3, "wrong token");
+
+    // Someone else's public key: 4.
+    let other = tempfile::tempdir().expect("tempdir");
+    let mut c = udpack();
+    c.arg("keygen").arg("--out").arg(other.path());
+    assert_code(&run(c, limit, "keygen"), 0, "second keygen");
+    let mut c = udpack();
+    c.arg("send")
+        .arg("--server")
+        .arg(server.addr.to_string())
+        .arg("--pubkey")
+        .arg(other.path().join("pubkey.pem"))
+        .args(["--token", TOKEN, "--timeout", "3"])
+        .arg(&file);
+    let o = run(c, limit, "send with a wrong public key");
+    assert_code(&o, 4, "wrong public key");
+
+    // No token at all: 2.
+    let mut c = udpack();
+    c.arg("send")
+        .arg("--server")
+        .arg(server.addr.to_string())
+        .arg("--pubkey")
+        .arg(s.pubkey())
+        .arg(&file);
+    let o = run(c, limit, "send without a token");
+    assert_code(&o, 2, "missing token");
+    assert!(text(&o.stderr).contains("token"), "{}", describe(&o));
+
+    // Nobody answers (a bound socket that never replies): 5 after --timeout.
+    let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let started = Instant::now();
+    let mut c = udpack();
+    c.arg("send")
+        .arg("--server")
+        .arg(silent.local_addr().expect("addr").to_string())
+        .arg("--pubkey")
+        .arg(s.pubkey())
+        .args(["--token", TOKEN, "--timeout", "1"])
+        .arg(&file);
+    let o = run(c, limit, "send to a silent port");
+    let took = started.elapsed();
+    assert_code(&o, 5, "silent server");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "timed out after {took:?} with --timeout 1"
+    );
+    drop(silent);
+
+    // Nothing bound on the port at all: 5 as well, within the timeout.
+    let closed_port = UdpSocket::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let started = Instant::now();
+    let mut c = udpack();
+    c.arg("send")
+        .arg("--server")
+        .arg(closed_port.to_string())
+        .arg("--pubkey")
+        .arg(s.pubkey())
+        .args(["--token", TOKEN, "--timeout", "1"])
+        .arg(&file);
+    let o = run(c, limit, "send to a closed port");
+    let took = started.elapsed();
+    assert_code(&o, 5, "closed port");
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+
+    // A damaged upload: 6, and nothing kept on the server.
+    let mut c = s.send(server.addr, std::slice::from_ref(&file));
+    c.env("UDPACK_TEST_FAULTS", "flip-first-byte");
+    let o = run(c, limit, "send with a flipped byte");
+    assert_code(&o, 6, "flipped byte");
+    assert!(text(&o.stderr).contains("integrity"), "{}", describe(&o));
+    let out = s.out();
+    for name in [
+        "one.bin",
+        "one.bin.part",
+        "one.bin.part.sha256",
+        "one.bin.1",
+    ] {
+        assert!(
+            !out.join(name).exists(),
+            "{name} exists after a failed integrity check: {:?}",
+            tree(&out)
+        );
+    }
+
+    // The server survived all of that and still takes a good upload.
+    assert!(server.running(), "the server died\n{}", server.output());
+    let o = run(
+        s.send(server.addr, std::slice::from_ref(&file)),
+        limit,
+        "send",
+    );
+    assert_code(&o, 0, "good upload after the failures");
+    assert_eq!(sha256_of(&out.join("one.bin")), sha256_of(&file));
+    assert_eq!(
+        tree(&out).keys().cloned().collect::<Vec<_>>(),
+        vec![PathBuf::from("one.bin")]
+    );
+}
+
+// 4.
+#[test]
+fn upload_files_and_directories_keeps_paths_and_never_overwrites() {
+    let s = Setup::new();
+    let server = s.serve(&[]);
+    let src = s.path("src");
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("a.txt", b"hello, udpack\n".to_vec()),
+        ("tree/empty.bin", Vec::new()),
+        ("tree/space name.txt", data(1000, 2)),
+        ("tree/sub/deeper/five.bin", data(5 * MIB, 3)),
+        ("tree/sub/note.txt", data(70_000, 4)),
+        ("tree/été/日本.txt", data(10, 5)),
+    ];
+    for (rel, bytes) in &files {
+        write_file(&src.join(rel), bytes);
+    }
+    let total: usize = files.iter().map(|(_, b)| b.len()).sum();
+
+    // The token from the environment this time.
+    let mut c = udpack();
+    c.env("UDPACK_TOKEN", TOKEN)
+        .arg("send")
+        .arg("--server")
+        .arg(server.addr.to_string())
+        .arg("--pubkey")
+        .arg(s.pubkey())
+        .arg(src.join("a.txt"))
+        .arg(src.join("tree"));
+    let o = run(c, Duration::from_secs(60), "send a tree");
+    assert_code(&o, 0, "send a tree");
+    let stdout = text(&o.stdout);
+    let (n, bytes, sent) = summary(&stdout);
+    assert_eq!(n, files.len() as u64, "{stdout}");
+    assert_eq!(bytes, total as u64, "{stdout}");
+    assert_eq!(sent, total as u64, "{stdout}");
+
+    let out = s.out();
+    for (rel, bytes) in &files {
+        let got = out.join(rel);
+        assert!(got.is_file(), "{rel} missing: {:?}", tree(&out));
+        assert_eq!(
+            sha256_of(&got),
+            Sha256::digest(bytes).to_vec(),
+            "{rel} differs"
+        );
+    }
+    let got_files: Vec<PathBuf> = tree(&out)
+        .into_iter()
+        .filter(|(_, len)| *len != DIR)
+        .map(|(p, _)| p)
+        .collect();
+    let mut want: Vec<PathBuf> = files.iter().map(|(r, _)| PathBuf::from(r)).collect();
+    want.sort();
+    assert_eq!(got_files, want, "unexpected files on the server");
+
+    // The same file again: a new name, the first copy untouched.
+    let o = run(
+        s.send(server.addr, &[src.join("a.txt")]),
+        Duration::from_secs(30),
+        "send again",
+    );
+    assert_code(&o, 0, "send again");
+    assert!(
+        text(&o.stdout).contains("sent as a.txt.1"),
+        "{}",
+        describe(&o)
+    );
+    assert_eq!(
+        std::fs::read(out.join("a.txt.1")).expect("read"),
+        files[0].1
+    );
+
+    // Another file with the same name: yet another name, nothing overwritten.
+    let other = s.path("other/a.txt");
+    write_file(&other, b"different content");
+    let o = run(
+        s.send(server.addr, std::slice::from_ref(&other)),
+        Duration::from_secs(30),
+        "send a different a.txt",
+    );
+    assert_code(&o, 0, "send a different a.txt");
+    assert_eq!(
+        std::fs::read(out.join("a.txt.2")).expect("read"),
+        b"different content"
+    );
+    assert_eq!(std::fs::read(out.join("a.txt")).expect("read"), files[0].1);
+    assert_eq!(
+        std::fs::read(out.join("a.txt.1")).expect("read"),
+        files[0].1
+    );
+}
+
+// 5.
+#[test]
+fn interrupted_upload_resumes_from_the_part_file() {
+    const SIZE: usize = 300 * MIB;
+    const CUT: u64 = 30 * MIB as u64;
+    let s = Setup::new();
+    let mut server = s.serve(&[]);
+    let big = s.path("src/big.bin");
+    write_file(&big, &data(SIZE, 6));
+    let want = sha256_of(&big);
+    let out = s.out();
+    let part = out.join("big.bin.part");
+
+    let child = s
+        .send(server.addr, std::slice::from_ref(&big))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn send");
+    let mut client = KillOnDrop(child);
+    let mut seen = 0;
+    let cut = wait_until(Duration::from_secs(60), || {
+        seen = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        seen > CUT
+    });
+    assert!(
+        cut,
+        "big.bin.part never exceeded {CUT} bytes (last {seen})\n{}",
+        server.output()
+    );
+    client.0.kill().expect("kill the client");
+    let status = client.0.wait().expect("wait");
+    assert!(
+        !status.success(),
+        "the client finished before it was killed"
+    );
+    assert!(
+        !out.join("big.bin").exists(),
+        "big.bin exists after the kill"
+    );
+    let kept = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    assert!(kept > CUT, "the part shrank to {kept}");
+    assert!(kept < SIZE as u64, "the whole file arrived before the kill");
+
+    let o = run(
+        s.send(server.addr, std::slice::from_ref(&big)),
+        Duration::from_secs(120),
+        "resumed send",
+    );
+    assert_code(&o, 0, "resumed send");
+    let (n, bytes, sent) = summary(&text(&o.stdout));
+    assert_eq!((n, bytes), (1, SIZE as u64));
+    assert!(
+        sent <= SIZE as u64 - CUT,
+        "{sent} bytes went over the network for a resumed upload of {SIZE} (part had {kept})"
+    );
+    assert_eq!(sha256_of(&out.join("big.bin")), want, "big.bin differs");
+    assert!(!part.exists(), "the part file is still there");
+    assert!(
+        !out.join("big.bin.part.sha256").exists(),
+        "the sidecar is still there"
+    );
+    assert!(!out.join("big.bin.1").exists(), "a second copy appeared");
+    assert!(server.running(), "the server died\n{}", server.output());
+}
+
+// 6.
+#[derive(serde::Serialize)]
+struct FileOffer {
+    filename: String,
+    filesize: u64,
+    #[serde(with = "serde_bytes")]
+    sha256: Vec<u8>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct FileAnswer {
+    ok: bool,
+    offset: u64,
+    code: String,
+    message: String,
+}
+
+#[derive(serde::Serialize)]
+struct Chunk<'a> {
+    #[serde(with = "serde_bytes")]
+    chunk: &'a [u8],
+}
+
+#[derive(serde::Serialize)]
+struct Finish {}
+
+#[derive(Debug, serde::Deserialize)]
+struct FinishAnswer {
+    ok: bool,
+    name: String,
+    code: String,
+    message: String,
+}
+
+#[test]
+fn hostile_names_are_refused_and_nothing_lands_outside_out() {
+    let s = Setup::new();
+    let root = s.path("root");
+    let out = root.join("out");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let mut c = udpack();
+    c.arg("serve")
+        .arg("--key")
+        .arg(s.prikey())
+        .args(["--listen", "127.0.0.1:0", "--token", TOKEN, "--out"])
+        .arg(&out);
+    let server = Server::start(c);
+    let before_root = tree(&root);
+    let before_dir = tree(s.dir.path()).keys().cloned().collect::<Vec<_>>();
+    let abs_evil = root.join("abs-evil.txt");
+    let abs_evil_name = abs_evil.to_str().expect("utf-8").to_string();
+    let etc_x = Path::new("/etc/x");
+    let etc_x_existed = etc_x.exists();
+
+    let names: Vec<String> = [
+        "../evil.txt",
+        "/etc/x",
+        "a/../../x",
+        "CON",
+        "x\u{0}y",
+        "dir\\x",
+        "..",
+        "./../evil.txt",
+        "sub/../../../evil.txt",
+        "nul.txt",
+        "evil.txt.part",
+        "",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([abs_evil_name])
+    .collect();
+
+    let pubkey = udpack::PublicKey::load(s.pubkey()).expect("public key");
+    let addr = server.addr;
+    let payload = data(4096, 7);
+    let payload_sha = Sha256::digest(&payload).to_vec();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (answers, good) = rt.block_on(async {
+        let client = udpack_io::Client::bind(
+            udpack_io::ClientOptions::new(pubkey)
+                .token(TOKEN)
+                .handshake_timeout(Duration::from_secs(10))
+                .reconnect(udpack_io::Reconnect::off()),
+        )
+        .await
+        .expect("bind");
+        let socket = client.connect(addr.to_string()).await.expect("connect");
+        let mut answers = Vec::new();
+        for name in &names {
+            let channel = client.open_channel().await.expect("channel");
+            let a: FileAnswer = channel
+                .send_with_ack_timeout(
+                    "file",
+                    &FileOffer {
+                        filename: name.clone(),
+                        filesize: payload.len() as u64,
+                        sha256: payload_sha.clone(),
+                    },
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{name:?}: no answer: {e}"));
+            channel.close().await;
+            answers.push((name.clone(), a));
+        }
+        // The same raw client with a plain name works: the refusals are about names.
+        let channel = client.open_channel().await.expect("channel");
+        let a: FileAnswer = channel
+            .send_with_ack_timeout(
+                "file",
+                &FileOffer {
+                    filename: "fine.txt".into(),
+                    filesize: payload.len() as u64,
+                    sha256: payload_sha.clone(),
+                },
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("answer");
+        assert!(a.ok && a.offset == 0, "fine.txt refused: {a:?}");
+        channel
+            .send("chunk", &Chunk { chunk: &payload })
+            .await
+            .expect("chunk");
+        let f: FinishAnswer = channel
+            .send_with_ack_timeout("finish", &Finish {}, Duration::from_secs(10))
+            .await
+            .expect("finish answer");
+        channel.close().await;
+        socket.close(0, "done");
+        let _ = tokio::time::timeout(Duration::from_secs(3), socket.closed()).await;
+        client.close();
+        (answers, f)
+    });
+
+    for (name, a) in &answers {
+        assert!(!a.ok, "{name:?} was accepted: {a:?}");
+        assert_eq!(a.code, "bad_path", "{name:?}: {a:?}");
+        assert!(!a.message.is_empty(), "{name:?}: no message");
+    }
+    assert!(
+        good.ok && good.name == "fine.txt",
+        "fine.txt: {} {}",
+        good.code,
+        good.message
+    );
+    assert_eq!(
+        std::fs::read(out.join("fine.txt")).expect("fine.txt"),
+        payload
+    );
+
+    // Only fine.txt appeared, inside out; nothing next to it or above it.
+    let mut after_root = tree(&root);
+    assert_eq!(after_root.remove(Path::new("out/fine.txt")), Some(4096));
+    assert_eq!(after_root, before_root, "something changed around --out");
+    assert_eq!(
+        tree(s.dir.path()).keys().cloned().collect::<Vec<_>>().len(),
+        before_dir.len() + 1,
+        "files appeared next to the root"
+    );
+    assert!(!abs_evil.exists());
+    assert!(!root.join("evil.txt").exists() && !s.path("evil.txt").exists());
+    assert!(!root.join("x").exists());
+    assert_eq!(etc_x.exists(), etc_x_existed, "/etc/x was created");
+    drop(server);
+}
+
+// 7.
+#[test]
+fn two_clients_at_once() {
+    let s = Setup::new();
+    let mut server = s.serve(&[]);
+    let a = s.path("src/first.bin");
+    let b = s.path("src/second.bin");
+    write_file(&a, &data(20 * MIB, 8));
+    write_file(&b, &data(20 * MIB, 9));
+    let spawn = |p: &PathBuf| {
+        s.send(server.addr, std::slice::from_ref(p))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn send")
+    };
+    let (ca, cb) = (spawn(&a), spawn(&b));
+    let ta = thread::spawn(move || finish(ca, Duration::from_secs(90), "first send"));
+    let tb = thread::spawn(move || finish(cb, Duration::from_secs(90), "second send"));
+    let oa = ta.join().expect("first");
+    let ob = tb.join().expect("second");
+    assert_code(&oa, 0, "first client");
+    assert_code(&ob, 0, "second client");
+    let out = s.out();
+    assert_eq!(sha256_of(&out.join("first.bin")), sha256_of(&a));
+    assert_eq!(sha256_of(&out.join("second.bin")), sha256_of(&b));
+    assert!(server.running(), "the server died\n{}", server.output());
+}
+
+// 8.
+#[test]
+fn once_exits_after_the_first_upload() {
+    let s = Setup::new();
+    let mut server = s.serve(&["--once"]);
+    let f = s.path("src/only.bin");
+    write_file(&f, &data(2 * MIB, 10));
+    assert!(server.running(), "--once server exited before any upload");
+    let o = run(
+        s.send(server.addr, std::slice::from_ref(&f)),
+        Duration::from_secs(30),
+        "send",
+    );
+    assert_code(&o, 0, "send to a --once server");
+    let status = server
+        .wait_exit(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("the --once server is still running\n{}", server.output()));
+    assert_eq!(status.code(), Some(0), "{}", server.output());
+    assert_eq!(sha256_of(&s.out().join("only.bin")), sha256_of(&f));
+}
+
+// 9.
+#[test]
+fn log_dir_gets_the_three_logs() {
+    let s = Setup::new();
+    let server_logs = s.path("logs/server");
+    let client_logs = s.path("logs/client");
+    let mut server = s.serve(&["--log-dir", server_logs.to_str().expect("utf-8")]);
+    let f = s.path("src/logged.bin");
+    write_file(&f, &data(MIB, 11));
+    let mut c = s.send(server.addr, std::slice::from_ref(&f));
+    c.arg("--log-dir").arg(&client_logs);
+    let o = run(c, Duration::from_secs(30), "send with --log-dir");
+    assert_code(&o, 0, "send with --log-dir");
+
+    // Logs are complete once the server has stopped.
+    signal(server.pid(), libc::SIGTERM);
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("the server did not stop");
+    assert_eq!(status.code(), Some(0));
+
+    let read =
+        |p: PathBuf| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    for dir in [&server_logs, &client_logs] {
+        for name in ["udpack.log", "udpack.io.log"] {
+            assert!(
+                dir.join(name).is_file(),
+                "{} missing",
+                dir.join(name).display()
+            );
+        }
+    }
+    let server_log = read(server_logs.join("server.log"));
+    let client_log = read(client_logs.join("client.log"));
+    let server_io = read(server_logs.join("udpack.io.log"));
+    assert!(
+        !server_log.is_empty() || !server_io.is_empty(),
+        "server.log and udpack.io.log are both empty"
+    );
+    assert!(
+        server_log.contains("received") && server_log.contains("logged.bin"),
+        "server.log does not mention the upload:\n{server_log}"
+    );
+    assert!(
+        client_log.contains("connected"),
+        "client.log does not mention the connection:\n{client_log}"
+    );
+    // Application lines stay out of the transport's file.
+    let transport = read(server_logs.join("udpack.log"));
+    assert!(!transport.contains("logged.bin"), "{transport}");
+}
+
+// 10.
+#[test]
+fn sigterm_and_sigint_stop_the_server_with_0() {
+    let s = Setup::new();
+    // Several rounds: the signal comes right after "listening on", the earliest moment
+    // a script can know the server is up.
+    let rounds = [libc::SIGTERM, libc::SIGINT].repeat(4);
+    for sig in rounds {
+        let mut server = s.serve(&[]);
+        assert!(server.running());
+        signal(server.pid(), sig);
+        let status = server
+            .wait_exit(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("signal {sig} did not stop the server"));
+        assert_eq!(status.code(), Some(0), "signal {sig}\n{}", server.output());
+    }
+}
+
+// 11.
+/// The link emulator between namespaces ue_a and ue_b: stopped with SIGTERM when
+/// dropped (it then removes the namespaces).
+struct Linkem(Child);
+
+impl Drop for Linkem {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            signal(self.0.id(), libc::SIGTERM);
+            let started = Instant::now();
+            while self.0.try_wait().ok().flatten().is_none() {
+                if started.elapsed() > Duration::from_secs(10) {
+                    let _ = self.0.kill();
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn netns_exists(name: &str) -> bool {
+    Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| {
+            text(&o.stdout)
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(name))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn upload_through_a_lossy_link() {
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipped: the lossy link needs root (network namespaces)");
+        return;
+    }
+    let linkem = std::env::var_os("UDPACK_LINKEM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/linkem.py")
+        });
+    if !linkem.is_file() {
+        println!(
+            "skipped: {} not found (set UDPACK_LINKEM)",
+            linkem.display()
+        );
+        return;
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        println!("skipped: the `ip` command is missing");
+        return;
+    }
+    if Command::new("python3").arg("--version").output().is_err() {
+        println!("skipped: python3 is missing");
+        return;
+    }
+    if netns_exists("ue_a") || netns_exists("ue_b") {
+        println!("skipped: namespaces ue_a/ue_b exist already (another link emulator running?)");
+        return;
+    }
+
+    let mut child = Command::new("python3")
+        .arg(&linkem)
+        .args([
+            "--delay-ms",
+            "20",
+            "--loss",
+            "0.05",
+            "--rate-mbit",
+            "100",
+            "--queue-ms",
+            "50",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn linkem");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let link = Linkem(child);
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.trim() == "ready" {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let link_stats = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut s);
+        s
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+        "linkem did not become ready"
+    );
+
+    let s = Setup::new();
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", "ue_b"])
+        .arg(bin())
+        .env_remove("UDPACK_TOKEN")
+        .env_remove("UDPACK_TEST_FAULTS")
+        .arg("serve")
+        .arg("--key")
+        .arg(s.prikey())
+        .args(["--listen", "198.18.0.2:0", "--token", TOKEN, "--out"])
+        .arg(s.out());
+    let mut server = Server::start(c);
+    assert_eq!(server.addr.ip().to_string(), "198.18.0.2");
+
+    const SIZE: usize = 32 * MIB;
+    let f = s.path("src/lossy.bin");
+    write_file(&f, &data(SIZE, 12));
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", "ue_a"])
+        .arg(bin())
+        .env_remove("UDPACK_TOKEN")
+        .env_remove("UDPACK_TEST_FAULTS")
+        .arg("send")
+        .arg("--server")
+        .arg(server.addr.to_string())
+        .arg("--pubkey")
+        .arg(s.pubkey())
+        .args(["--token", TOKEN])
+        .arg(&f);
+    let started = Instant::now();
+    let o = run(c, Duration::from_secs(120), "send over the lossy link");
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_code(&o, 0, "send over the lossy link");
+    assert_eq!(sha256_of(&s.out().join("lossy.bin")), sha256_of(&f));
+    assert!(server.running(), "the server died\n{}", server.output());
+    drop(server);
+    drop(link);
+    let stats = link_stats.join().unwrap_or_default();
+    println!(
+        "lossy link (20 ms one way, 5% loss, 100 Mbit/s, 50 ms queue): {} MiB in {elapsed:.2} s, goodput {:.2} Mbit/s ({:.2} MB/s)\nclient: {}\nlinkem: {}",
+        SIZE / MIB,
+        SIZE as f64 * 8.0 / 1e6 / elapsed,
+        SIZE as f64 / 1e6 / elapsed,
+        text(&o.stdout).lines().last().unwrap_or(""),
+        stats.trim()
+    );
+    assert!(!netns_exists("ue_a"), "linkem left ue_a behind");
+}
