@@ -206,7 +206,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// Sets up logging: with a directory, one file per category (the seed's layout);
+/// Sets up logging: with a directory, one file per category (the JavaScript version's layout);
 /// without, only with `-v`, to stderr.
 fn logs(
     dir: Option<PathBuf>,

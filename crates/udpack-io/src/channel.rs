@@ -110,7 +110,7 @@ impl Core {
     }
 }
 
-/// A channel (the seed's `Channel`, over a UDPack stream). Cheap to clone; the stream
+/// A channel (the JavaScript version's `Channel`, over a UDPack stream). Cheap to clone; the stream
 /// is closed when the last clone is dropped.
 #[derive(Clone)]
 pub struct Channel {
@@ -162,7 +162,7 @@ impl Channel {
     }
 
     /// Sends `[event, data]`. Resolves when the message is taken into the send buffer
-    /// (the seed's callback), so a sender that awaits each send cannot outrun the link.
+    /// (the JavaScript version's callback), so a sender that awaits each send cannot outrun the link.
     pub async fn send<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), Error> {
         let frame = message::encode_event(event, data, None)?;
         tracing::trace!(target: "udpack.io", socket = %self.core.socket.id_str(), channel = self.core.id, event, len = frame.len(), "send");
@@ -293,7 +293,7 @@ impl Channel {
         self.core.set_closed(ChannelClosed::Local);
     }
 
-    /// Resolves when the channel ends, with why (the seed's `close` event).
+    /// Resolves when the channel ends, with why (the JavaScript version's `close` event).
     pub async fn closed(&self) -> ChannelClosed {
         let mut rx = self.core.closed.subscribe();
         let why = match rx.wait_for(|c| c.is_some()).await {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch, Mutex};
 use udpack::{
     ClientConfig, CloseReason, ConnectError, Endpoint, PublicKey, Speed, TransportConfig,
@@ -68,7 +68,7 @@ impl Reconnect {
     }
 }
 
-/// What a client needs: the seed's `{ host, port, pubkey, token }`, plus limits and the
+/// What a client needs: the JavaScript version's `{ host, port, pubkey, token }`, plus limits and the
 /// reconnection policy.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -147,7 +147,7 @@ impl ClientOptions {
     }
 }
 
-/// What happens on a client (the seed's client events).
+/// What happens on a client (the JavaScript version's client events).
 #[derive(Debug)]
 pub enum ClientEvent {
     /// Bound, on this local address (first event).
@@ -270,7 +270,7 @@ impl Client {
         socket.ok_or(Error::NotConnected)
     }
 
-    /// Opens a channel on the current socket (the seed's `openChannel`).
+    /// Opens a channel on the current socket (the JavaScript version's `openChannel`).
     pub async fn open_channel(&self) -> Result<Channel, Error> {
         let socket = self.socket().ok_or(Error::NotConnected)?;
         socket.open_channel().await
@@ -392,8 +392,6 @@ async fn supervise(shared: Arc<Shared>, server: String, mut socket: Socket) {
             .await;
     }
 }
-
-use rand::SeedableRng;
 
 async fn speed_loop(endpoint: Endpoint, tx: mpsc::Sender<ClientEvent>) {
     let mut speed = endpoint.speed();

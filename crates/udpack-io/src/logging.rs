@@ -1,4 +1,4 @@
-//! Logging set up the way the seed's log4js configuration did it: the transport
+//! Logging set up the way the JavaScript version's log4js configuration did it: the transport
 //! (`udpack`), the event framework (`udpack.io`) and the application each write to
 //! their own file in one directory, at one level.
 
@@ -19,9 +19,11 @@ pub struct LogGuard {
     _guards: Vec<WorkerGuard>,
 }
 
+/// The transport logs under the target `udpack` (set explicitly, so a binary that is
+/// itself named `udpack` keeps its own module targets out of this file).
 fn is_transport(m: &Metadata<'_>) -> bool {
     let t = m.target();
-    t == "udpack" || t.starts_with("udpack::") || t.starts_with("udpack_proto")
+    t == "udpack" || t.starts_with("udpack_proto")
 }
 
 fn is_framework(m: &Metadata<'_>) -> bool {

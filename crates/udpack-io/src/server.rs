@@ -17,7 +17,7 @@ const EVENT_QUEUE: usize = 1024;
 
 type AuthFn = dyn Fn(&[u8]) -> bool + Send + Sync;
 
-/// What a server needs: the seed's `{ host, port, prikey, authToken }`, plus limits.
+/// What a server needs: the JavaScript version's `{ host, port, prikey, authToken }`, plus limits.
 #[derive(Clone)]
 pub struct ServerOptions {
     pub host: String,
@@ -42,7 +42,7 @@ impl std::fmt::Debug for ServerOptions {
 }
 
 impl ServerOptions {
-    /// Listens on 0.0.0.0:45456 (the seed's port) with this key; refuses every token
+    /// Listens on 0.0.0.0:45456 (the JavaScript version's port) with this key; refuses every token
     /// until [`ServerOptions::auth`] is set.
     pub fn new(private_key: PrivateKey) -> Self {
         ServerOptions {
@@ -66,7 +66,7 @@ impl ServerOptions {
         self
     }
 
-    /// Decides who may connect (the seed's `authToken(token)`).
+    /// Decides who may connect (the JavaScript version's `authToken(token)`).
     pub fn auth<F: Fn(&[u8]) -> bool + Send + Sync + 'static>(mut self, f: F) -> Self {
         self.auth = Arc::new(f);
         self
@@ -88,7 +88,7 @@ impl ServerOptions {
     }
 }
 
-/// What happens on a server (the seed's server events).
+/// What happens on a server (the JavaScript version's server events).
 #[derive(Debug)]
 pub enum ServerEvent {
     /// Bound and accepting, on this address (first event).

@@ -7,7 +7,7 @@ use udpack::{CloseReason, Session, SessionStats, Speed};
 use crate::channel::{Channel, ChannelLimits};
 use crate::error::Error;
 
-/// A socket (the seed's `Socket`, over a UDPack session). Cheap to clone.
+/// A socket (the JavaScript version's `Socket`, over a UDPack session). Cheap to clone.
 #[derive(Clone)]
 pub struct Socket {
     session: Session,
@@ -31,7 +31,7 @@ impl Socket {
         &self.limits
     }
 
-    /// The session id as text (the seed's `netSessionIdStr()`).
+    /// The session id as text (the JavaScript version's `netSessionIdStr()`).
     pub fn id_str(&self) -> String {
         self.session.id_str()
     }
@@ -63,7 +63,7 @@ impl Socket {
         self.session.close(code, reason);
     }
 
-    /// Resolves when the socket ends, with why (the seed's `close`, with the goaway
+    /// Resolves when the socket ends, with why (the JavaScript version's `close`, with the goaway
     /// code in [`CloseReason::code`]).
     pub async fn closed(&self) -> CloseReason {
         self.session.closed().await

@@ -106,7 +106,7 @@ impl Drop for EndpointRef {
     }
 }
 
-/// A UDP socket carrying any number of sessions (the seed's `UDPack` object). Cheap to
+/// A UDP socket carrying any number of sessions (the JavaScript version's `UDPack` object). Cheap to
 /// clone; the socket closes when every clone and every session handle is gone.
 #[derive(Clone)]
 pub struct Endpoint {
@@ -137,7 +137,7 @@ impl Endpoint {
         EndpointBuilder::default()
     }
 
-    /// The bound address (the seed's `endpoint`).
+    /// The bound address (the JavaScript version's `endpoint`).
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
     }
@@ -275,7 +275,7 @@ impl Endpoint {
         .await
     }
 
-    /// Throughput of the whole endpoint, updated once a second (the seed's `speed`).
+    /// Throughput of the whole endpoint, updated once a second (the JavaScript version's `speed`).
     pub fn speed(&self) -> watch::Receiver<Speed> {
         self.inner.shared.lock().speed.subscribe()
     }

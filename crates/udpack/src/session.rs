@@ -47,7 +47,7 @@ impl Drop for SessionRef {
     }
 }
 
-/// A session (the seed's `session`): cheap to clone; when the last clone and every
+/// A session (the JavaScript version's `session`): cheap to clone; when the last clone and every
 /// stream of it are dropped, it sends GOAWAY and closes once its streams are done.
 #[derive(Clone)]
 pub struct Session {
@@ -83,7 +83,7 @@ impl Session {
         self.inner.handle.0
     }
 
-    /// The session id as 16 hex digits (the seed's `netSessionIdStr()`).
+    /// The session id as 16 hex digits (the JavaScript version's `netSessionIdStr()`).
     pub fn id_str(&self) -> String {
         format!("{:016x}", self.inner.handle.0)
     }
@@ -146,7 +146,7 @@ impl Session {
         Some(Stream::new(self.clone(), id))
     }
 
-    /// Announces the end of the session with `code` and `reason` (the seed's goaway):
+    /// Announces the end of the session with `code` and `reason` (the JavaScript version's goaway):
     /// no new streams either way; the session closes once the current streams are done,
     /// and both sides see `code`.
     pub fn goaway(&self, code: u64, reason: &str) {
@@ -182,7 +182,7 @@ impl Session {
             .and_then(|s| s.close.clone())
     }
 
-    /// Resolves when the session ends, with why (the seed's `goaway` event and code).
+    /// Resolves when the session ends, with why (the JavaScript version's `goaway` event and code).
     pub async fn closed(&self) -> CloseReason {
         let shared = self.shared();
         let h = self.handle();

@@ -1,7 +1,7 @@
-//! Throughput figures, published once a second (the seed's `speed` event).
+//! Throughput figures, published once a second (the JavaScript version's `speed` event).
 
 /// Throughput over the last second, in kilobytes (1000 bytes) per second of UDP
-/// payload, the way the seed reported it.
+/// payload, the way the JavaScript version reported it.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Speed {
     pub send: f64,

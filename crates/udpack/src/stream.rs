@@ -17,7 +17,7 @@ use crate::session::Session;
 ///
 /// A write resolves once its bytes are taken into the session's send buffer and waits
 /// while that buffer (or the peer's flow-control credit) is full: the back-pressure of
-/// the seed's `write(buf, cb)`. Dropping a stream finishes its sending side (what was
+/// the JavaScript version's `write(buf, cb)`. Dropping a stream finishes its sending side (what was
 /// written is still delivered) and stops its receiving side.
 ///
 /// [`Stream::into_split`] gives the two directions as separate handles, for a reader
