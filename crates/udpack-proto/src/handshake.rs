@@ -324,6 +324,83 @@ pub const BODY_OFFSET: usize = LONG_HEADER_LEN;
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    fn arb_params() -> impl Strategy<Value = TransportParams> {
+        (
+            0..crate::coding::VARINT_MAX,
+            0..crate::coding::VARINT_MAX,
+            0..crate::coding::VARINT_MAX,
+            0..crate::coding::VARINT_MAX,
+            1200..crate::coding::VARINT_MAX,
+            0u64..(1 << 14),
+        )
+            .prop_map(|(a, b, c, d, e, f)| TransportParams {
+                max_data: a,
+                max_stream_data: b,
+                max_streams: c,
+                idle_timeout_ms: d,
+                max_datagram_size: e,
+                max_ack_delay_ms: f,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        #[test]
+        fn transport_params_round_trip(p in arb_params()) {
+            let mut buf = Vec::new();
+            p.encode(&mut buf);
+            let mut r = Reader::new(&buf);
+            prop_assert_eq!(TransportParams::decode(&mut r).expect("decodes"), p);
+            prop_assert_eq!(r.remaining(), 0);
+        }
+
+        #[test]
+        fn hello_and_replies_round_trip(
+            token in proptest::collection::vec(any::<u8>(), 0..=MAX_TOKEN_LEN),
+            client_sid in any::<u64>(),
+            server_sid in any::<u64>(),
+            cp in arb_params(),
+            sp in arb_params(),
+            code in 0..crate::coding::VARINT_MAX,
+            reason in "[ -~]{0,128}",
+        ) {
+            let key = PrivateKey::generate();
+            let mut hello = Vec::new();
+            let mut c = ClientHandshake::start(&key.public_key(), client_sid, &token, &cp, &mut hello).expect("hello");
+            prop_assert!(hello.len() >= crate::packet::MIN_HELLO_LEN);
+            let (h, _) = Header::decode(&hello).expect("header");
+            prop_assert_eq!(h, Header::Long { ty: crate::packet::long::HELLO, version: VERSION, sid: client_sid });
+            let s = ServerHello::read(&key, client_sid, &hello[BODY_OFFSET..]).expect("server reads");
+            prop_assert_eq!(&s.token, &token);
+            prop_assert_eq!(s.params, cp);
+            // Accept: the client learns the server's session id and parameters.
+            let mut reply = Vec::new();
+            s.accept(server_sid, &sp, &mut reply).expect("accept");
+            match c.on_reply(&reply[BODY_OFFSET..]).expect("reply") {
+                Reply::Accepted { server_sid: got, params, .. } => {
+                    prop_assert_eq!(got, server_sid);
+                    prop_assert_eq!(params, sp);
+                }
+                Reply::Rejected { .. } => prop_assert!(false, "rejected"),
+            }
+            // Reject: the code and reason arrive intact.
+            let mut c = ClientHandshake::start(&key.public_key(), client_sid, &token, &cp, &mut hello).expect("hello");
+            let s = ServerHello::read(&key, client_sid, &hello[BODY_OFFSET..]).expect("server reads");
+            let mut reply = Vec::new();
+            s.reject(code, &reason, &mut reply).expect("reject");
+            match c.on_reply(&reply[BODY_OFFSET..]).expect("reply") {
+                Reply::Rejected { code: got, reason: r } => {
+                    prop_assert_eq!(got, code);
+                    prop_assert_eq!(r, reason);
+                }
+                Reply::Accepted { .. } => prop_assert!(false, "accepted"),
+            }
+        }
+    }
+
     use super::*;
     use crate::packet::Header;
 

@@ -275,6 +275,50 @@ mod tests {
 
     proptest! {
         #[test]
+        fn data_packets_round_trip(
+            dst in any::<u64>(),
+            number in any::<u64>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..1400),
+            key in any::<[u8; 32]>(),
+        ) {
+            let keys = PacketKeys::new(&key, &key);
+            let mut p = Vec::new();
+            encode_data_header(&mut p, dst, number);
+            p.extend_from_slice(&payload);
+            keys.seal(number, &mut p, DATA_HEADER_LEN);
+            prop_assert_eq!(p.len(), DATA_HEADER_LEN + payload.len() + TAG_LEN);
+            let (h, hl) = Header::decode(&p).expect("header");
+            prop_assert_eq!(h, Header::Data { dst, number });
+            prop_assert_eq!(hl, DATA_HEADER_LEN);
+            let n = keys.open(number, &mut p, hl).expect("opens");
+            prop_assert_eq!(&p[hl..hl + n], &payload[..]);
+        }
+
+        #[test]
+        fn long_headers_round_trip(
+            ty in prop::sample::select(vec![long::HELLO, long::REPLY, long::UNDECRYPTABLE, long::VERSION_MISMATCH]),
+            sid in any::<u64>(),
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut p = Vec::new();
+            encode_long_header(&mut p, ty, sid);
+            p.extend_from_slice(&body);
+            let (h, hl) = Header::decode(&p).expect("header");
+            prop_assert_eq!(h, Header::Long { ty, version: VERSION, sid });
+            prop_assert_eq!(hl, LONG_HEADER_LEN);
+        }
+
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Ok((h, hl)) = Header::decode(&bytes) {
+                prop_assert!(hl <= bytes.len());
+                if let Header::Data { .. } = h {
+                    prop_assert!(bytes.len() >= DATA_HEADER_LEN + TAG_LEN);
+                }
+            }
+        }
+
+        #[test]
         fn replay_window_matches_model(ns in proptest::collection::vec(0u64..20_000, 1..300)) {
             let mut w = ReplayWindow::default();
             let mut seen = std::collections::BTreeSet::new();
