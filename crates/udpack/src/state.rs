@@ -76,8 +76,10 @@ impl SessionSlot {
 impl State {
     /// Routes the sans-IO endpoint's events to whoever waits for them.
     pub fn dispatch_events(&mut self, now: Instant) {
+        let mut closed = false;
         while let Some(h) = self.proto.accept() {
             if self.closing {
+                closed = true;
                 if let Some(s) = self.proto.session(h) {
                     s.close(now, 0, "endpoint closing");
                 }
@@ -153,10 +155,16 @@ impl State {
                     tracing::debug!(target: "udpack", session = %format_args!("{:016x}", h.0), %reason, "session closed");
                     slot.close = Some(reason);
                     slot.wake_all();
+                    closed = true;
                 }
             }
         }
-        self.collect_released(now);
+        // Collecting scans every session: do it only when one may have become
+        // collectable here, or while the driver winds down (it releases every slot),
+        // not on every wake-up of an endpoint holding many idle sessions.
+        if closed || self.endpoint_refs == 0 {
+            self.collect_released(now);
+        }
     }
 
     /// Lets the sans-IO endpoint forget sessions nobody holds any more.
