@@ -41,9 +41,11 @@ const MIN_CLOSE_LINGER: Duration = Duration::from_secs(1);
 const PATH_PROBE_TRIES: u32 = 8;
 /// Unprompted repeats of a CLOSE frame while closing.
 const CLOSE_REPEATS: u8 = 4;
-/// A flow-control window doubles when half of it is consumed within this many smoothed
-/// RTTs of the previous update.
-const WINDOW_GROWTH_RTTS: u32 = 8;
+/// Credit is refreshed each time this fraction of a flow-control window is consumed.
+const CREDIT_UPDATE_FRACTION: u64 = 4;
+/// A flow-control window doubles when a refresh comes within this many smoothed RTTs
+/// of the previous one.
+const WINDOW_GROWTH_RTTS: u32 = 4;
 
 /// Which end of the session this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -857,15 +859,18 @@ impl Session {
         let Some(st) = self.streams.get_mut(&id) else {
             return;
         };
-        // Stream credit: refresh when less than half the window is left.
+        // Stream credit: refresh once a quarter of the window is consumed, so that one
+        // lost update (or two) costs the sender nothing while the next is on its way.
         if st.final_size.is_none() {
             let read = st.recv.read_offset();
-            if st.recv_max_sent.saturating_sub(read) < st.recv_window / 2 {
+            if st.recv_max_sent.saturating_sub(read)
+                < st.recv_window - st.recv_window / CREDIT_UPDATE_FRACTION
+            {
                 // The peer has used all its credit: the window, not the reader, limits.
                 let peer_blocked = st.recv.max_received() + mtu >= st.recv_max_sent;
                 if let (Some(now), Some(last)) = (now_hint, st.recv_window_updated) {
-                    // Half the window was used up within a few RTTs (losses stall reads for
-                    // an RTT or more at a time): the path needs a bigger one.
+                    // A quarter of the window was used up within a few RTTs (losses stall
+                    // reads for an RTT or more at a time): the path needs a bigger one.
                     if peer_blocked
                         || now.saturating_duration_since(last) < srtt * WINDOW_GROWTH_RTTS
                     {
@@ -880,14 +885,16 @@ impl Session {
         self.update_session_credit();
     }
 
-    /// Session credit: refresh when less than half the window is left unconsumed.
+    /// Session credit: refresh once a quarter of the window is consumed.
     /// Bytes count as consumed when the application reads them, and when it will never
     /// read them (the stream was stopped or reset).
     fn update_session_credit(&mut self) {
         let srtt = self.recovery.rtt.smoothed();
         let now_hint = self.largest_received_time;
         let mtu = u64::from(self.config.max_datagram_size);
-        if self.local_max_data.saturating_sub(self.data_read) < self.session_window / 2 {
+        if self.local_max_data.saturating_sub(self.data_read)
+            < self.session_window - self.session_window / CREDIT_UPDATE_FRACTION
+        {
             let peer_blocked = self.data_received + mtu >= self.local_max_data;
             if let (Some(now), Some(last)) = (now_hint, self.session_window_updated) {
                 if peer_blocked || now.saturating_duration_since(last) < srtt * WINDOW_GROWTH_RTTS {

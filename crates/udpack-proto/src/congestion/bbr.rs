@@ -69,6 +69,14 @@ const MIN_CWND_PACKETS: u64 = 4;
 const INITIAL_CWND_PACKETS: u64 = 10;
 /// Allowance added to the target window for pacing and ACK quantization, in packets.
 const QUANTA_PACKETS: u64 = 3;
+/// The send quantum is what the pacing rate moves in this long...
+const SEND_QUANTUM_TIME: Duration = Duration::from_millis(1);
+/// ...but at most one segmentation-offload batch: the window allows three of them, so
+/// a sender and receiver that move datagrams in batches keep the pipe busy even when
+/// the path's BDP is smaller than a batch (as on loopback).
+const MAX_SEND_QUANTUM: u64 = 64 * 1024;
+/// Window of the ACK-aggregation max filter, in rounds.
+const EXTRA_ACKED_ROUNDS: u64 = 10;
 /// Startup continues while the bandwidth grows by this factor per round...
 const STARTUP_GROWTH: f64 = 1.25;
 /// ...and is considered full after this many rounds without such growth.
@@ -367,6 +375,13 @@ pub struct Bbr {
     inflight_hi: Option<u64>,
     inflight_hi_until: u64,
     random_loss: RandomLoss,
+    /// Bytes acknowledged beyond what the bandwidth estimate explains (ACKs that
+    /// arrive in bursts: delayed ACKs, receive batching), max-filtered over rounds; the
+    /// window grows by it so the sender does not stall between bursts.
+    extra_acked: MaxFilter,
+    /// Start of the current ACK-aggregation epoch and bytes acknowledged since.
+    ack_epoch_start: Option<Instant>,
+    ack_epoch_acked: u64,
 }
 
 impl Bbr {
@@ -420,6 +435,9 @@ impl Bbr {
             inflight_hi: None,
             inflight_hi_until: 0,
             random_loss: RandomLoss::default(),
+            extra_acked: MaxFilter::default(),
+            ack_epoch_start: None,
+            ack_epoch_acked: 0,
         };
         bbr.pacing_rate = bbr.initial_pacing_rate();
         bbr
@@ -814,8 +832,45 @@ impl Bbr {
         }
     }
 
+    /// Bytes the pacer releases in about a millisecond, within [2 packets, one
+    /// offload batch].
+    fn send_quantum(&self) -> u64 {
+        let q = (self.pacing_rate as f64 * SEND_QUANTUM_TIME.as_secs_f64()) as u64;
+        q.clamp(
+            self.mtu.saturating_mul(2),
+            MAX_SEND_QUANTUM.max(self.mtu * 2),
+        )
+    }
+
+    /// Tracks how far acknowledgments run ahead of the bandwidth estimate.
+    fn update_ack_aggregation(&mut self, now: Instant, acked: u64) {
+        if acked == 0 || self.bw_filter.get() == 0 {
+            return;
+        }
+        let bw = self.model_bw() as f64;
+        let start = *self.ack_epoch_start.get_or_insert(now);
+        let mut expected = bw * now.saturating_duration_since(start).as_secs_f64();
+        if self.ack_epoch_acked as f64 <= expected {
+            // ACKs fell behind the estimate: a new epoch starts here.
+            self.ack_epoch_acked = 0;
+            self.ack_epoch_start = Some(now);
+            expected = 0.0;
+        }
+        self.ack_epoch_acked = self.ack_epoch_acked.saturating_add(acked);
+        let extra = ((self.ack_epoch_acked as f64 - expected).max(0.0) as u64).min(self.cwnd);
+        self.extra_acked
+            .update(self.round_count, extra, EXTRA_ACKED_ROUNDS);
+    }
+
     fn set_cwnd(&mut self, acked: u64) {
-        let target = self.inflight(self.cwnd_gain);
+        let quanta = self
+            .send_quantum()
+            .saturating_sub(self.mtu)
+            .saturating_mul(QUANTA_PACKETS);
+        let mut target = self.inflight(self.cwnd_gain).saturating_add(quanta);
+        if self.filled_pipe {
+            target = target.saturating_add(self.extra_acked.get());
+        }
         if self.filled_pipe {
             self.cwnd = self.cwnd.saturating_add(acked).min(target);
         } else if self.cwnd < target || self.delivered < self.initial_cwnd() {
@@ -843,6 +898,9 @@ impl Bbr {
         self.probe_rtt_done = None;
         self.prev_round_queued = false;
         self.unrelieved_cuts = 0;
+        self.extra_acked = MaxFilter::default();
+        self.ack_epoch_start = None;
+        self.ack_epoch_acked = 0;
         self.enter_startup();
         self.pacing_rate = self.initial_pacing_rate();
     }
@@ -922,6 +980,8 @@ impl Controller for Bbr {
         if ack.acked_bytes > 0 {
             self.idle_restart = false;
         }
+
+        self.update_ack_aggregation(now, ack.acked_bytes);
 
         // Control parameters.
         self.set_pacing_rate();
@@ -1412,6 +1472,56 @@ mod tests {
         assert_ne!(cc.mode, Mode::ProbeRtt);
         assert_eq!(cc.min_rtt(), Some(60 * MS));
         assert!(cc.window() > 4 * MTU_BYTES);
+    }
+
+    #[test]
+    fn bursty_acks_widen_the_window_beyond_a_tiny_bdp() {
+        // A loopback-like path: 500 MB/s, 50 µs: the BDP (25 KB) is less than one
+        // offload batch, and ACKs come 64 KB at a time.
+        let mut b = Bbr::new(1452);
+        let t0 = Instant::now();
+        b.bw_filter.reset(0, 500_000_000);
+        b.min_rtt = Some(Duration::from_micros(50));
+        b.filled_pipe = true;
+        b.mode = Mode::ProbeBw;
+        b.cwnd_gain = PROBE_BW_CWND_GAIN;
+        b.pacing_rate = 500_000_000;
+        b.cwnd = b.inflight(PROBE_BW_CWND_GAIN);
+        let before = b.cwnd;
+        assert!(before < 64 * 1024, "{before}");
+        for i in 0..20u32 {
+            // 64 KB acknowledged at once every 500 µs: within each burst far more
+            // than the estimate explains for the instant it arrives.
+            let at = t0 + Duration::from_micros(500) * i;
+            b.update_ack_aggregation(at, 64 * 1024);
+            b.set_cwnd(64 * 1024);
+        }
+        // The send quantum (64 KB at this rate) and the aggregation both count.
+        assert_eq!(b.send_quantum(), MAX_SEND_QUANTUM);
+        assert!(b.extra_acked.get() > 0);
+        assert!(
+            b.cwnd >= before + 3 * (MAX_SEND_QUANTUM - 1452),
+            "{} vs {before}",
+            b.cwnd
+        );
+        // At 100 Mbit/s the quantum is a millisecond's worth, not a whole batch.
+        b.pacing_rate = 12_500_000;
+        assert_eq!(b.send_quantum(), 12_500);
+        b.pacing_rate = 0;
+        assert_eq!(b.send_quantum(), 2 * 1452);
+    }
+
+    #[test]
+    fn acks_at_the_estimated_rate_add_no_aggregation_allowance() {
+        let mut b = Bbr::new(1452);
+        let t0 = Instant::now();
+        b.bw_filter.reset(0, 10_000_000);
+        b.cwnd = 10_000_000;
+        // One packet every 145.2 µs is exactly 10 MB/s.
+        for i in 0..1000u32 {
+            b.update_ack_aggregation(t0 + Duration::from_nanos(145_200) * i, 1452);
+        }
+        assert!(b.extra_acked.get() <= 2 * 1452, "{}", b.extra_acked.get());
     }
 
     #[test]
