@@ -7,7 +7,7 @@
 //! ```
 //! All integers big-endian. See `docs/PROTOCOL.md` for the long-packet bodies.
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 
 use crate::coding::{DecodeError, Reader};
 
@@ -111,8 +111,8 @@ impl PacketKeys {
     /// Keys from the handshake's split: `seal` for what we send, `open` for what we get.
     pub fn new(seal: &[u8; 32], open: &[u8; 32]) -> Self {
         let mk = |k: &[u8; 32]| {
-            // A 32-byte key is always the right length for ChaCha20-Poly1305.
-            LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, k).expect("32-byte key"))
+            // A 32-byte key is always the right length for AES-256-GCM.
+            LessSafeKey::new(UnboundKey::new(&AES_256_GCM, k).expect("32-byte key"))
         };
         PacketKeys {
             seal: mk(seal),
