@@ -178,10 +178,15 @@ impl SendBuffer {
     }
 }
 
-/// Out-of-order received bytes, delivered in order.
+/// Received bytes, delivered in order.
 #[derive(Debug, Default)]
 pub struct RecvBuffer {
-    /// Non-overlapping chunks at or above `read`, keyed by offset.
+    /// In-order bytes from `read` on, ready for the application. Data that arrives in
+    /// order (the common case) only ever goes here: a queue, no map nodes per packet.
+    ready: VecDeque<Bytes>,
+    /// Offset just past `ready`.
+    ready_end: u64,
+    /// Non-overlapping out-of-order chunks, all above `ready_end`, keyed by offset.
     chunks: BTreeMap<u64, Bytes>,
     /// Offsets received so far (including those already read).
     received: RangeSet,
@@ -214,7 +219,7 @@ impl RecvBuffer {
             if h.start > at {
                 let piece = data.slice((at - offset) as usize..(h.start - offset) as usize);
                 new += piece.len() as u64;
-                self.chunks.insert(at, piece);
+                self.store(at, piece);
             }
             at = at.max(h.end);
         }
@@ -222,21 +227,35 @@ impl RecvBuffer {
         new
     }
 
+    /// Puts a new piece in the ready queue if it continues it, else among the
+    /// out-of-order chunks; then moves chunks that became contiguous.
+    fn store(&mut self, at: u64, piece: Bytes) {
+        if at != self.ready_end {
+            self.chunks.insert(at, piece);
+            return;
+        }
+        self.ready_end += piece.len() as u64;
+        self.ready.push_back(piece);
+        while let Some(entry) = self.chunks.first_entry() {
+            if *entry.key() != self.ready_end {
+                break;
+            }
+            let next = entry.remove();
+            self.ready_end += next.len() as u64;
+            self.ready.push_back(next);
+        }
+    }
+
     /// The next in-order bytes, at most `max` of them.
     pub fn read(&mut self, max: usize) -> Option<Bytes> {
-        let mut entry = self.chunks.first_entry()?;
-        if *entry.key() != self.read || max == 0 {
+        if max == 0 {
             return None;
         }
-        let data = entry.get_mut();
-        let out = if data.len() > max {
-            let head = data.split_to(max);
-            let rest = std::mem::take(data);
-            entry.remove();
-            self.chunks.insert(self.read + max as u64, rest);
-            head
+        let front = self.ready.front_mut()?;
+        let out = if front.len() > max {
+            front.split_to(max)
         } else {
-            entry.remove()
+            self.ready.pop_front()?
         };
         self.read += out.len() as u64;
         Some(out)
@@ -254,15 +273,20 @@ impl RecvBuffer {
 
     /// True when in-order bytes are waiting.
     pub fn readable(&self) -> bool {
-        self.chunks.keys().next() == Some(&self.read)
+        !self.ready.is_empty()
     }
 
     /// Drops everything buffered and counts every byte below `end` as received and
     /// read: the application will never see them (the stream was stopped or reset).
     pub fn discard_to(&mut self, end: u64) {
         self.chunks.clear();
+        self.ready.clear();
         self.read = self.read.max(end);
+        self.ready_end = self.read;
         self.max_received = self.max_received.max(end);
+        if self.read > 0 {
+            self.received.insert(0..self.read);
+        }
     }
 }
 
