@@ -19,8 +19,7 @@ use udpack_proto::handshake::{
 };
 use udpack_proto::packet::{long, DATA_PACKET, MIN_HELLO_LEN, VERSION};
 use udpack_proto::{
-    reject, ClientConfig, CloseReason, ConnectError, Event, ServerConfig, SessionHandle,
-    SessionStats, Side, TransportConfig,
+    reject, ClientConfig, CloseReason, ConnectError, Event, ServerConfig, Side, TransportConfig,
 };
 
 const ONE_WAY: Duration = Duration::from_millis(25);
@@ -47,99 +46,6 @@ fn pair(
 fn good_pair(seed: u64, client_streams: Vec<u64>, server_streams: Vec<u64>) -> Sim {
     let cfg = client_config(seed, TransportConfig::default());
     pair(seed, &cfg, client_streams, server_streams)
-}
-
-fn client_handle(sim: &Sim) -> SessionHandle {
-    sim.nodes[1].app.sessions[0]
-}
-
-fn server_handle(sim: &Sim) -> SessionHandle {
-    *sim.nodes[0]
-        .app
-        .sessions
-        .first()
-        .expect("the server accepted a session")
-}
-
-fn connected(sim: &Sim) -> bool {
-    !sim.nodes[0].app.connected.is_empty() && !sim.nodes[1].app.connected.is_empty()
-}
-
-fn stats(sim: &mut Sim, node: usize, h: SessionHandle) -> SessionStats {
-    sim.nodes[node]
-        .ep
-        .session(h)
-        .expect("session still held")
-        .stats()
-}
-
-/// Every stream each side opened is acknowledged, and read to its end by the peer.
-fn streams_done(sim: &Sim) -> bool {
-    let done = |a: &App, b: &App| {
-        a.senders.len() == a.open.len()
-            && a.senders.values().all(|s| s.acked && s.peer_ended)
-            && b.receivers.len() == a.senders.len()
-            && b.receivers.values().all(|r| r.ended)
-    };
-    let (server, client) = (&sim.nodes[0].app, &sim.nodes[1].app);
-    connected(sim) && done(client, server) && done(server, client)
-}
-
-/// No application saw a wrong byte, and every stream arrived whole.
-fn check_transfer(sim: &Sim) {
-    let (server, client) = (&sim.nodes[0].app, &sim.nodes[1].app);
-    assert!(
-        server.errors.is_empty(),
-        "server errors: {:?}",
-        server.errors
-    );
-    assert!(
-        client.errors.is_empty(),
-        "client errors: {:?}",
-        client.errors
-    );
-    for (sender, receiver) in [(client, server), (server, client)] {
-        let mut sent: Vec<u64> = sender.senders.values().map(|s| s.total).collect();
-        let mut read: Vec<u64> = receiver
-            .receivers
-            .values()
-            .filter(|r| r.ended)
-            .map(|r| r.read)
-            .collect();
-        sent.sort_unstable();
-        read.sort_unstable();
-        assert_eq!(sent, read, "stream sizes sent vs read");
-    }
-}
-
-/// The client sends GOAWAY with `code`; both sides must close with it.
-fn close_gracefully(sim: &mut Sim, code: u64) {
-    let h = client_handle(sim);
-    sim.nodes[1]
-        .ep
-        .session(h)
-        .expect("client session")
-        .goaway(code, "bye");
-    let ok = sim.run_until(Duration::from_secs(30), |s| {
-        s.nodes.iter().all(|n| !n.app.closed.is_empty())
-    });
-    assert!(ok, "graceful close did not complete");
-    for (i, n) in sim.nodes.iter().enumerate() {
-        assert_eq!(n.app.closed.len(), 1, "node {i}: {:?}", n.app.closed);
-        assert_eq!(
-            n.app.closed[0].1.code(),
-            Some(code),
-            "node {i} closed with {:?}",
-            n.app.closed[0].1
-        );
-    }
-}
-
-fn run_until_connected(sim: &mut Sim) {
-    assert!(
-        sim.run_until(Duration::from_secs(5), connected),
-        "handshake did not complete"
-    );
 }
 
 /// Captured datagrams sent from `from` whose first byte is `first`.
