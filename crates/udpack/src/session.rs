@@ -78,6 +78,22 @@ impl Session {
         self.inner.handle
     }
 
+    /// Runs `f` on the session's state machine under the lock, then lets the driver
+    /// send whatever it queued.
+    pub(crate) fn with_proto<R>(
+        &self,
+        f: impl FnOnce(&mut udpack_proto::Session) -> Result<R, StreamError>,
+    ) -> Result<R, StreamError> {
+        let mut st = self.inner.shared.lock();
+        let s = st
+            .proto
+            .session(self.inner.handle)
+            .ok_or(StreamError::SessionClosed)?;
+        let r = f(s);
+        st.wake_driver();
+        r
+    }
+
     /// This side's session id.
     pub fn id(&self) -> u64 {
         self.inner.handle.0
@@ -150,20 +166,18 @@ impl Session {
     /// no new streams either way; the session closes once the current streams are done,
     /// and both sides see `code`.
     pub fn goaway(&self, code: u64, reason: &str) {
-        let mut st = self.inner.shared.lock();
-        if let Some(s) = st.proto.session(self.inner.handle) {
+        let _ = self.with_proto(|s| {
             s.goaway(code, reason);
-        }
-        st.wake_driver();
+            Ok(())
+        });
     }
 
     /// Closes the session now with `code`; data not yet delivered is dropped.
     pub fn close(&self, code: u64, reason: &str) {
-        let mut st = self.inner.shared.lock();
-        if let Some(s) = st.proto.session(self.inner.handle) {
+        let _ = self.with_proto(|s| {
             s.close(Instant::now(), code, reason);
-        }
-        st.wake_driver();
+            Ok(())
+        });
     }
 
     /// The GOAWAY the peer sent, if any: (code, reason).

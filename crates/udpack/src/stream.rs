@@ -205,14 +205,9 @@ impl RecvStream {
         if self.read_done {
             return Ok(());
         }
-        let mut st = self.session.shared().lock();
-        let s = st
-            .proto
-            .session(self.session.handle())
-            .ok_or(StreamError::SessionClosed)?;
-        s.stop(self.id, code)?;
+        let id = self.id;
+        self.session.with_proto(|s| s.stop(id, code))?;
         self.read_done = true;
-        st.wake_driver();
         Ok(())
     }
 }
@@ -277,14 +272,9 @@ impl SendStream {
         if self.write_closed {
             return Ok(());
         }
-        let mut st = self.session.shared().lock();
-        let s = st
-            .proto
-            .session(self.session.handle())
-            .ok_or(StreamError::SessionClosed)?;
-        s.finish(self.id)?;
+        let id = self.id;
+        self.session.with_proto(|s| s.finish(id))?;
         self.write_closed = true;
-        st.wake_driver();
         Ok(())
     }
 
@@ -316,14 +306,9 @@ impl SendStream {
     /// Abandons the sending side with `code`: unsent data is dropped and the peer's
     /// reads fail with [`StreamError::Reset`].
     pub fn reset(&mut self, code: u64) -> Result<(), StreamError> {
-        let mut st = self.session.shared().lock();
-        let s = st
-            .proto
-            .session(self.session.handle())
-            .ok_or(StreamError::SessionClosed)?;
-        s.reset(self.id, code)?;
+        let id = self.id;
+        self.session.with_proto(|s| s.reset(id, code))?;
         self.write_closed = true;
-        st.wake_driver();
         Ok(())
     }
 }
