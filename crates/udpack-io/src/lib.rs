@@ -27,3 +27,8 @@ pub use serde_bytes;
 pub use server::{Server, ServerEvent, ServerOptions};
 pub use socket::Socket;
 pub use udpack::{CloseReason, PrivateKey, PublicKey, Speed, TransportConfig};
+
+/// The README's examples, compiled as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExamples;
