@@ -2,8 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// Longest accepted path component, in bytes.
-const MAX_COMPONENT: usize = 255;
+/// Longest accepted path component, in bytes: room is left for the `.part.sha256`
+/// of an upload in progress and a `.N` suffix, within the usual 255-byte limit.
+const MAX_COMPONENT: usize = 255 - ".part.sha256".len() - ".9999".len();
 /// Deepest accepted path.
 const MAX_DEPTH: usize = 64;
 
@@ -26,7 +27,7 @@ pub enum BadPath {
     TooLong,
     #[error("path too deep")]
     TooDeep,
-    #[error("ends with `.part`, the suffix of uploads in progress")]
+    #[error("ends with `.part` or `.part.sha256`, the names of uploads in progress")]
     PartSuffix,
 }
 
@@ -60,10 +61,13 @@ pub fn sanitize(name: &str) -> Result<PathBuf, BadPath> {
         if is_device_name(p) {
             return Err(BadPath::Device(p.to_string()));
         }
+        // The names of uploads in progress (and their hash files) are the server's own,
+        // for files and directories alike, in any letter case.
+        let lower = p.to_ascii_lowercase();
+        if lower.ends_with(".part") || lower.ends_with(".part.sha256") {
+            return Err(BadPath::PartSuffix);
+        }
         out.push(p);
-    }
-    if name.ends_with(".part") {
-        return Err(BadPath::PartSuffix);
     }
     Ok(out)
 }
@@ -80,22 +84,43 @@ fn is_device_name(p: &str) -> bool {
         && stem.as_bytes()[3].is_ascii_digit())
 }
 
-/// The first of `path`, `path.1`, `path.2`... that does not exist: uploads never
-/// overwrite a file.
-pub fn free_name(path: &Path) -> PathBuf {
-    if !path.exists() {
-        return path.to_path_buf();
-    }
-    let mut n = 1u32;
-    loop {
-        let mut s = path.as_os_str().to_owned();
-        s.push(format!(".{n}"));
-        let candidate = PathBuf::from(s);
-        if !candidate.exists() {
-            return candidate;
+/// Moves `part` to the first of `path`, `path.1`, `path.2`... that does not exist and
+/// returns it. Uploads never overwrite a file: the name is claimed with a hard link,
+/// which fails if the name is taken (even by an upload finishing at the same moment),
+/// and only then is the part removed.
+pub fn claim_free_name(part: &Path, path: &Path) -> std::io::Result<PathBuf> {
+    for n in 0u32..10_000 {
+        let candidate = if n == 0 {
+            path.to_path_buf()
+        } else {
+            with_suffix(path, &format!(".{n}"))
+        };
+        match std::fs::hard_link(part, &candidate) {
+            Ok(()) => {
+                std::fs::remove_file(part)?;
+                return Ok(candidate);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            // File systems without hard links: check, then rename (a narrow race).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Unsupported | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                if candidate.exists() {
+                    continue;
+                }
+                std::fs::rename(part, &candidate)?;
+                return Ok(candidate);
+            }
+            Err(e) => return Err(e),
         }
-        n += 1;
     }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        format!("{} and 9999 variants exist", path.display()),
+    ))
 }
 
 /// `path` with `suffix` appended to its file name.
@@ -157,13 +182,22 @@ mod tests {
     }
 
     #[test]
-    fn free_name_never_picks_an_existing_file() {
+    fn claiming_a_name_never_replaces_an_existing_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("f.txt");
-        assert_eq!(free_name(&p), p);
-        std::fs::write(&p, b"1").expect("write");
-        assert_eq!(free_name(&p), dir.path().join("f.txt.1"));
-        std::fs::write(dir.path().join("f.txt.1"), b"2").expect("write");
-        assert_eq!(free_name(&p), dir.path().join("f.txt.2"));
+        let part = dir.path().join("f.txt.part");
+        for (i, want) in ["f.txt", "f.txt.1", "f.txt.2"].into_iter().enumerate() {
+            std::fs::write(&part, [i as u8]).expect("write");
+            let got = claim_free_name(&part, &p).expect("claim");
+            assert_eq!(got, dir.path().join(want));
+            assert!(!part.exists());
+        }
+        // Each file kept its own content.
+        for (i, name) in ["f.txt", "f.txt.1", "f.txt.2"].into_iter().enumerate() {
+            assert_eq!(
+                std::fs::read(dir.path().join(name)).expect("read"),
+                [i as u8]
+            );
+        }
     }
 }

@@ -58,7 +58,7 @@ impl Progress {
 
     /// More bytes are expected (the receiving side learns them file by file).
     pub fn add_total(&self, n: u64) {
-        let t = self.total.fetch_add(n, Ordering::Relaxed) + n;
+        let t = self.total.fetch_add(n, Ordering::Relaxed).saturating_add(n);
         if let Mode::Bars { overall, .. } = &self.mode {
             overall.set_length(t);
         }

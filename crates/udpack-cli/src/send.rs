@@ -109,12 +109,16 @@ fn walk(dir: &Path, prefix: &str, items: &mut Vec<Item>) -> Result<(), CliError>
     Ok(())
 }
 
-async fn sha256_file(path: &Path) -> Result<Vec<u8>, CliError> {
-    let mut f = tokio::fs::File::open(path)
+/// SHA-256 of the first `size` bytes of the file: what will be announced and sent,
+/// even if the file grows meanwhile.
+async fn sha256_file(path: &Path, size: u64) -> Result<Vec<u8>, CliError> {
+    let f = tokio::fs::File::open(path)
         .await
         .map_err(|e| CliError::Other(format!("{}: {e}", path.display())))?;
+    let mut f = f.take(size);
     let mut h = Sha256::new();
     let mut buf = vec![0u8; CHUNK_SIZE];
+    let mut n_total = 0u64;
     loop {
         let n = f
             .read(&mut buf)
@@ -123,7 +127,14 @@ async fn sha256_file(path: &Path) -> Result<Vec<u8>, CliError> {
         if n == 0 {
             break;
         }
+        n_total += n as u64;
         h.update(&buf[..n]);
+    }
+    if n_total != size {
+        return Err(CliError::Other(format!(
+            "{}: the file shrank while being sent",
+            path.display()
+        )));
     }
     Ok(h.finalize().to_vec())
 }
@@ -196,7 +207,7 @@ async fn send_one(
     item: &Item,
     progress: &Progress,
 ) -> Result<(String, u64), CliError> {
-    let sha256 = sha256_file(&item.path).await?;
+    let sha256 = sha256_file(&item.path, item.size).await?;
     let channel = client.open_channel().await?;
     let server_error: Arc<Mutex<Option<ErrorEvent>>> = Arc::new(Mutex::new(None));
     {
@@ -234,6 +245,8 @@ async fn send_one(
         .await
         .map_err(|e| CliError::Other(format!("{}: {e}", item.path.display())))?;
     file.seek(std::io::SeekFrom::Start(offset)).await?;
+    // Exactly the announced bytes, even if the file grows meanwhile.
+    let mut file = file.take(item.size - offset);
     let mut buf = vec![0u8; CHUNK_SIZE];
     let mut sent = 0u64;
     let flip = fault("flip-first-byte");
@@ -293,7 +306,10 @@ fn server_failure(slot: &Mutex<Option<ErrorEvent>>, name: &str) -> Option<CliErr
     })
 }
 
-async fn read_up_to(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+async fn read_up_to(
+    file: &mut (impl tokio::io::AsyncRead + Unpin),
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         let got = file.read(&mut buf[n..]).await?;

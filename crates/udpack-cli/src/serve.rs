@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use udpack_io::{Channel, PrivateKey, Server, ServerEvent, ServerOptions};
 
 use crate::error::CliError;
-use crate::paths::{free_name, sanitize, with_suffix};
+use crate::paths::{claim_free_name, sanitize, with_suffix};
 use crate::progress::Progress;
 use crate::protocol::{
     code, Chunk, ErrorEvent, FileAnswer, FileOffer, FinishAnswer, CHUNK, ERROR, FILE, FINISH,
@@ -148,8 +148,12 @@ impl Receiver {
                                 .map(|c| c.get(&socket.id_str()).copied().unwrap_or(0))
                                 .unwrap_or(0);
                             if self.once && done > 0 {
-                                // Let the channels of that session wind up first.
-                                while uploads.join_next().await.is_some() {}
+                                // Let the channels of that session wind up first,
+                                // unless a signal says to stop now.
+                                tokio::select! {
+                                    _ = async { while uploads.join_next().await.is_some() {} } => {}
+                                    _ = &mut stop => {}
+                                }
                                 break;
                             }
                         }
@@ -266,16 +270,17 @@ async fn receive(channel: Channel, state: Arc<State>) {
             .await;
         return;
     }
+    // Released however the upload ends, a panic included.
+    let guard = ActiveGuard {
+        state: &state,
+        part: part.clone(),
+        id,
+    };
     let result = receive_file(
         &channel, &first, &offer, &rel, &target, &part, &state, &stop,
     )
     .await;
-    if let Ok(mut active) = state.active.lock() {
-        if active.get(&part).is_some_and(|a| a.id == id) {
-            active.remove(&part);
-        }
-    }
-    state.released.notify_waiters();
+    drop(guard);
     match result {
         Ok(Some(name)) => {
             if let Ok(mut c) = state.completed.lock() {
@@ -293,6 +298,24 @@ async fn receive(channel: Channel, state: Arc<State>) {
             tracing::warn!(target: "udpack_cli::serve", name = %offer.filename, error = %e, "upload failed");
             state.note(&offer.filename, &format!("failed: {e}"));
         }
+    }
+}
+
+/// Removes an upload from the active set when it ends.
+struct ActiveGuard<'a> {
+    state: &'a State,
+    part: PathBuf,
+    id: u64,
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut active) = self.state.active.lock() {
+            if active.get(&self.part).is_some_and(|a| a.id == self.id) {
+                active.remove(&self.part);
+            }
+        }
+        self.state.released.notify_waiters();
     }
 }
 
@@ -488,14 +511,22 @@ async fn receive_file(
             .await;
         return Err(msg);
     }
-    let final_path = free_name(target);
-    if let Err(e) = tokio::fs::rename(part, &final_path).await {
-        let msg = format!("cannot rename to {}: {e}", final_path.display());
-        let _ = finish
-            .reply(&answer(false, String::new(), code::IO, msg.clone()))
-            .await;
-        return Err(msg);
-    }
+    let claim = {
+        let (part, target) = (part.to_path_buf(), target.to_path_buf());
+        tokio::task::spawn_blocking(move || claim_free_name(&part, &target))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+    };
+    let final_path = match claim {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = format!("cannot move {} into place: {e}", rel.display());
+            let _ = finish
+                .reply(&answer(false, String::new(), code::IO, msg.clone()))
+                .await;
+            return Err(msg);
+        }
+    };
     let _ = tokio::fs::remove_file(sidecar(part)).await;
     let name = final_path
         .strip_prefix(&state.out)

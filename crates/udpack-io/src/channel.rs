@@ -41,7 +41,8 @@ pub(crate) struct Core {
     next_ack: AtomicU64,
     acks: Mutex<HashMap<u64, oneshot::Sender<Message>>>,
     inbox: Mutex<Inbox>,
-    inbox_changed: Notify,
+    /// Shared with the reader task, which waits on it without keeping the channel alive.
+    inbox_changed: Arc<Notify>,
     closed: watch::Sender<Option<ChannelClosed>>,
     reader: Mutex<Option<tokio::task::AbortHandle>>,
     limits: ChannelLimits,
@@ -54,6 +55,8 @@ impl Drop for Core {
                 h.abort();
             }
         }
+        // A reader waiting for room in the inbox wakes, finds the channel gone, ends.
+        self.inbox_changed.notify_waiters();
     }
 }
 
@@ -138,12 +141,16 @@ impl Channel {
             next_ack: AtomicU64::new(0),
             acks: Mutex::new(HashMap::new()),
             inbox: Mutex::new(Inbox::default()),
-            inbox_changed: Notify::new(),
+            inbox_changed: Arc::new(Notify::new()),
             closed,
             reader: Mutex::new(None),
             limits,
         });
-        let task = tokio::spawn(read_loop(Arc::downgrade(&core), recv));
+        let task = tokio::spawn(read_loop(
+            Arc::downgrade(&core),
+            core.inbox_changed.clone(),
+            recv,
+        ));
         if let Ok(mut r) = core.reader.lock() {
             *r = Some(task.abort_handle());
         }
@@ -169,8 +176,9 @@ impl Channel {
         self.core.write_frame(frame).await
     }
 
-    /// Sends `[event, data, id]` and waits for the peer's reply, decoded as `R`, for at
-    /// most the channel's ack timeout (Socket.IO's `emitWithAck`).
+    /// Sends `[event, data, id]` and waits for the peer's reply, decoded as `R`; sending
+    /// and waiting together take at most the channel's ack timeout (Socket.IO's
+    /// `emitWithAck`).
     pub async fn send_with_ack<T: Serialize + ?Sized, R: DeserializeOwned>(
         &self,
         event: &str,
@@ -198,14 +206,15 @@ impl Channel {
             .map_err(|_| Error::ChannelClosed)?
             .insert(id, tx);
         let frame = message::encode_event(event, data, Some(id))?;
-        let sent = self.core.write_frame(frame).await;
-        let result = match sent {
-            Err(e) => Err(e),
-            Ok(()) => match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(reply)) => reply.data(),
-                Ok(Err(_)) => Err(Error::ChannelClosed),
-                Err(_) => Err(Error::AckTimeout),
-            },
+        // The timeout covers the whole exchange, waiting for room to send included.
+        let exchange = async {
+            self.core.write_frame(frame).await?;
+            rx.await.map_err(|_| Error::ChannelClosed)
+        };
+        let result = match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(reply)) => reply.data(),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::AckTimeout),
         };
         if result.is_err() {
             if let Ok(mut acks) = self.core.acks.lock() {
@@ -282,15 +291,15 @@ impl Channel {
     /// Closes the channel: what was sent is still delivered, then the peer sees the
     /// end; nothing more is read.
     pub async fn close(&self) {
-        if let Some(mut w) = self.core.writer.lock().await.take() {
-            let _ = w.finish();
-        }
+        self.core.set_closed(ChannelClosed::Local);
         if let Ok(mut r) = self.core.reader.lock() {
             if let Some(h) = r.take() {
                 h.abort();
             }
         }
-        self.core.set_closed(ChannelClosed::Local);
+        if let Some(mut w) = self.core.writer.lock().await.take() {
+            let _ = w.finish();
+        }
     }
 
     /// Resolves when the channel ends, with why (the JavaScript version's `close` event).
@@ -309,8 +318,31 @@ impl Channel {
     }
 }
 
-/// Reads frames until the stream ends, dispatching each message.
-async fn read_loop(core: Weak<Core>, mut rs: RecvStream) {
+/// Marks the channel closed when the reader ends for any reason, a panicking handler
+/// included, so that `recv` and `closed` callers do not wait forever.
+struct ReaderGuard {
+    core: Weak<Core>,
+    why: Option<ChannelClosed>,
+}
+
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.core.upgrade() {
+            let why = self.why.take().unwrap_or_else(|| {
+                ChannelClosed::SessionClosed("the channel's reader stopped".into())
+            });
+            c.set_closed(why);
+        }
+    }
+}
+
+/// Reads frames until the stream ends, dispatching each message. Holds the channel only
+/// weakly: when the application drops it, the reader ends too.
+async fn read_loop(core: Weak<Core>, changed: Arc<Notify>, mut rs: RecvStream) {
+    let mut guard = ReaderGuard {
+        core: core.clone(),
+        why: None,
+    };
     let why = loop {
         let Some(c) = core.upgrade() else { return };
         let max = c.limits.max_message_size;
@@ -345,51 +377,58 @@ async fn read_loop(core: Weak<Core>, mut rs: RecvStream) {
             }
             Err(e) => break closed_by(e),
         }
-        let Some(c) = core.upgrade() else { return };
         match message::decode(body.freeze()) {
-            Ok(m) => dispatch(&c, m).await,
+            Ok(m) => {
+                if !dispatch(&core, &changed, m).await {
+                    return;
+                }
+            }
             Err(e) => {
-                tracing::warn!(target: "udpack.io", socket = %c.socket.id_str(), channel = c.id, len, error = %e, "dropped a message that did not decode");
+                tracing::warn!(target: "udpack.io", len, error = %e, "dropped a message that did not decode");
             }
         }
     };
     tracing::debug!(target: "udpack.io", reason = %why, "channel closed");
-    if let Some(c) = core.upgrade() {
-        c.set_closed(why);
-    }
+    guard.why = Some(why);
 }
 
-async fn dispatch(core: &Arc<Core>, mut m: Message) {
+/// Hands a message to its handler, its waiting request, or the inbox (waiting for
+/// room). False if the channel is gone.
+async fn dispatch(core: &Weak<Core>, changed: &Notify, mut m: Message) -> bool {
+    let Some(c) = core.upgrade() else {
+        return false;
+    };
     if let Kind::Reply { id } = m.kind {
-        let waiter = core.acks.lock().ok().and_then(|mut a| a.remove(&id));
+        let waiter = c.acks.lock().ok().and_then(|mut a| a.remove(&id));
         match waiter {
             Some(tx) => {
                 let _ = tx.send(m);
             }
             None => tracing::debug!(target: "udpack.io", id, "reply to no pending request"),
         }
-        return;
+        return true;
     }
-    m.reply_to = Some(Replier {
-        core: Arc::downgrade(core),
-    });
-    let handler = core
-        .inbox
-        .lock()
-        .ok()
-        .and_then(|i| i.handlers.get(m.event()).cloned());
-    if let Some(h) = handler {
-        h(m);
-        return;
-    }
+    m.reply_to = Some(Replier { core: core.clone() });
+    drop(c);
     loop {
-        let notified = core.inbox_changed.notified();
+        let notified = changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         {
-            let Ok(mut inbox) = core.inbox.lock() else {
-                return;
+            let Some(c) = core.upgrade() else {
+                return false;
             };
+            let Ok(mut inbox) = c.inbox.lock() else {
+                return false;
+            };
+            // The handler is looked up under the same lock as the queue, so one
+            // registered meanwhile (which drains the queue) cannot be missed.
+            if let Some(h) = inbox.handlers.get(m.event()).cloned() {
+                drop(inbox);
+                drop(c);
+                h(m);
+                return true;
+            }
             if inbox.queue.len() < MAX_QUEUED {
                 inbox.queue.push_back(m);
                 break;
@@ -397,7 +436,8 @@ async fn dispatch(core: &Arc<Core>, mut m: Message) {
         }
         notified.await;
     }
-    core.inbox_changed.notify_waiters();
+    changed.notify_waiters();
+    true
 }
 
 /// Reads until `buf` is full or the stream ends; returns how much was read.

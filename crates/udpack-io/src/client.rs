@@ -18,6 +18,8 @@ use crate::server::socket_loop_events;
 use crate::socket::Socket;
 
 const EVENT_QUEUE: usize = 1024;
+/// Queue slots speed figures leave free.
+const RESERVED_FOR_LIFECYCLE: usize = 64;
 
 /// When and how often a client reconnects after its socket went away.
 #[derive(Debug, Clone)]
@@ -233,23 +235,21 @@ impl Client {
         match attempt(&self.shared, &server).await {
             Ok(socket) => {
                 self.shared.current.send_replace(Some(socket.clone()));
-                let _ = self
-                    .shared
-                    .tx
-                    .send(ClientEvent::Connection {
+                emit(
+                    &self.shared.tx,
+                    ClientEvent::Connection {
                         socket: socket.clone(),
                         reconnect: false,
-                    })
-                    .await;
+                    },
+                );
                 tokio::spawn(supervise(self.shared.clone(), server, socket.clone()));
                 Ok(socket)
             }
             Err(e) => {
-                let _ = self
-                    .shared
-                    .tx
-                    .send(ClientEvent::ConnectError(clone_connect_error(&e)))
-                    .await;
+                emit(
+                    &self.shared.tx,
+                    ClientEvent::ConnectError(clone_connect_error(&e)),
+                );
                 Err(Error::Connect(e))
             }
         }
@@ -328,6 +328,14 @@ async fn attempt(shared: &Shared, server: &str) -> Result<Socket, ConnectError> 
     Ok(Socket::new(session, shared.limits.clone()))
 }
 
+/// Queues a lifecycle event without waiting: an application that does not read its
+/// events must not stop the reconnection.
+fn emit(tx: &mpsc::Sender<ClientEvent>, event: ClientEvent) {
+    if let Err(mpsc::error::TrySendError::Full(e)) = tx.try_send(event) {
+        tracing::warn!(target: "udpack.io", event = ?e, "event queue full: event dropped");
+    }
+}
+
 /// Reports the socket's channels; when it goes away, reconnects with backoff.
 async fn supervise(shared: Arc<Shared>, server: String, mut socket: Socket) {
     let mut closed = shared.closed.subscribe();
@@ -341,7 +349,7 @@ async fn supervise(shared: Arc<Shared>, server: String, mut socket: Socket) {
         if *shared.closed.borrow() {
             return;
         }
-        let _ = shared.tx.send(ClientEvent::Disconnect(reason)).await;
+        emit(&shared.tx, ClientEvent::Disconnect(reason));
         if !shared.opts.reconnect.enabled {
             return;
         }
@@ -354,17 +362,17 @@ async fn supervise(shared: Arc<Shared>, server: String, mut socket: Socket) {
                 .is_some_and(|m| failures >= m)
             {
                 tracing::warn!(target: "udpack.io", failures, "giving up reconnecting");
-                let _ = shared.tx.send(ClientEvent::GaveUp).await;
+                emit(&shared.tx, ClientEvent::GaveUp);
                 return;
             }
             let delay = shared.opts.reconnect.delay(failures, &mut rng);
-            let _ = shared
-                .tx
-                .send(ClientEvent::Reconnecting {
+            emit(
+                &shared.tx,
+                ClientEvent::Reconnecting {
                     attempt: failures + 1,
                     delay,
-                })
-                .await;
+                },
+            );
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = closed.wait_for(|c| *c) => return,
@@ -378,18 +386,18 @@ async fn supervise(shared: Arc<Shared>, server: String, mut socket: Socket) {
                 Ok(s) => break s,
                 Err(e) => {
                     failures += 1;
-                    let _ = shared.tx.send(ClientEvent::ConnectError(e)).await;
+                    emit(&shared.tx, ClientEvent::ConnectError(e));
                 }
             }
         };
         shared.current.send_replace(Some(socket.clone()));
-        let _ = shared
-            .tx
-            .send(ClientEvent::Connection {
+        emit(
+            &shared.tx,
+            ClientEvent::Connection {
                 socket: socket.clone(),
                 reconnect: true,
-            })
-            .await;
+            },
+        );
     }
 }
 
@@ -397,8 +405,12 @@ async fn speed_loop(endpoint: Endpoint, tx: mpsc::Sender<ClientEvent>) {
     let mut speed = endpoint.speed();
     while speed.changed().await.is_ok() {
         let s = *speed.borrow();
-        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(ClientEvent::Speed(s)) {
+        if tx.is_closed() {
             return;
+        }
+        // Figures are only of use fresh; they never take the room lifecycle events need.
+        if tx.capacity() > RESERVED_FOR_LIFECYCLE {
+            let _ = tx.try_send(ClientEvent::Speed(s));
         }
     }
 }

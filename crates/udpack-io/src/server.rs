@@ -222,9 +222,13 @@ async fn speed_loop(endpoint: Endpoint, tx: mpsc::Sender<ServerEvent>) {
     let mut speed = endpoint.speed();
     while speed.changed().await.is_ok() {
         let s = *speed.borrow();
-        // Figures are only of use fresh: drop them if the application lags.
-        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(ServerEvent::Speed(s)) {
+        if tx.is_closed() {
             return;
+        }
+        // Figures are only of use fresh; they never take the room that connections,
+        // channels and disconnections need.
+        if tx.capacity() > EVENT_QUEUE / 16 {
+            let _ = tx.try_send(ServerEvent::Speed(s));
         }
     }
 }

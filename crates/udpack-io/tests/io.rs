@@ -444,3 +444,37 @@ async fn upload_example_moves_a_64_mib_file_intact() {
     assert_eq!(got.len(), data.len());
     assert_eq!(Sha256::digest(&got), Sha256::digest(&data));
 }
+
+#[tokio::test]
+async fn a_panicking_handler_closes_its_channel_instead_of_hanging_it() {
+    let key = PrivateKey::generate();
+    let server = server_on(&key, 0).await;
+    let client = Client::bind(client_opts(&key)).await.expect("bind");
+    client
+        .connect(server.local_addr().to_string())
+        .await
+        .expect("connect");
+    let ch = client.open_channel().await.expect("open");
+    ch.send("hello", &1u8).await.expect("send");
+    let sch = match next_server(&server, |e| matches!(e, ServerEvent::Channel(_))).await {
+        ServerEvent::Channel(c) => c,
+        _ => unreachable!(),
+    };
+    sch.on("boom", |_| panic!("handler bug"));
+    ch.send("boom", &()).await.expect("send");
+    let why = tokio::time::timeout(T, sch.closed())
+        .await
+        .expect("closed, not hung");
+    assert!(matches!(why, ChannelClosed::SessionClosed(_)), "{why:?}");
+    // recv ends instead of waiting forever (the first message may still be queued).
+    let rest = tokio::time::timeout(T, async {
+        let mut n = 0;
+        while sch.recv().await.is_some() {
+            n += 1;
+        }
+        n
+    })
+    .await
+    .expect("recv ends");
+    assert!(rest <= 1);
+}

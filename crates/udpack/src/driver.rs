@@ -197,22 +197,9 @@ impl Driver {
                     by_peer: false,
                 });
             }
-            if let Some(w) = slot.connect_waker.take() {
-                w.wake();
-            }
-            for w in slot.closed_wakers.drain(..) {
-                w.wake();
-            }
-            for (_, w) in slot.read_wakers.drain() {
-                w.wake();
-            }
-            for (_, w) in slot.write_wakers.drain() {
-                w.wake();
-            }
         }
-        for w in st.accept_wakers.drain(..).chain(st.idle_wakers.drain(..)) {
-            w.wake();
-        }
+        // The driver is gone after this: every waiter must see the end now.
+        st.wake_all_sessions();
     }
 }
 

@@ -19,7 +19,7 @@ use crate::error::ConnectError;
 use crate::session::Session;
 use crate::socket::Socket;
 use crate::speed::Speed;
-use crate::state::{SessionSlot, Shared, State};
+use crate::state::{add_waker, SessionSlot, Shared, State};
 
 /// Builds an [`Endpoint`]: a server config to accept sessions, a client config to open
 /// them, or both.
@@ -143,7 +143,7 @@ impl Endpoint {
     }
 
     /// The next session a client opened to this endpoint; `None` once the endpoint is
-    /// closing.
+    /// closing and the sessions accepted before that were handed out.
     pub async fn accept(&self) -> Option<Session> {
         let shared = &self.inner.shared;
         poll_fn(|cx| {
@@ -157,7 +157,7 @@ impl Endpoint {
             if st.closing || st.driver_done {
                 return Poll::Ready(None);
             }
-            st.accept_wakers.push(cx.waker().clone());
+            add_waker(&mut st.accept_wakers, cx.waker());
             Poll::Pending
         })
         .await
@@ -269,7 +269,7 @@ impl Endpoint {
             if st.driver_done || st.sessions.values().all(|s| s.close.is_some()) {
                 return Poll::Ready(());
             }
-            st.idle_wakers.push(cx.waker().clone());
+            add_waker(&mut st.idle_wakers, cx.waker());
             Poll::Pending
         })
         .await

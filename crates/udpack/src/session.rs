@@ -9,7 +9,7 @@ use std::time::Instant;
 use udpack_proto::{CloseReason, SessionHandle, SessionStats, StreamError};
 
 use crate::speed::Speed;
-use crate::state::Shared;
+use crate::state::{add_waker, Shared};
 use crate::stream::Stream;
 
 pub(crate) struct SessionRef {
@@ -129,7 +129,7 @@ impl Session {
             match s.open_stream() {
                 Ok(id) => Poll::Ready(Ok(id)),
                 Err(StreamError::LimitReached) => {
-                    slot.open_wakers.push(cx.waker().clone());
+                    add_waker(&mut slot.open_wakers, cx.waker());
                     Poll::Pending
                 }
                 Err(e) => Poll::Ready(Err(e)),
@@ -155,7 +155,7 @@ impl Session {
             if slot.close.is_some() {
                 return Poll::Ready(None);
             }
-            slot.accept_stream_wakers.push(cx.waker().clone());
+            add_waker(&mut slot.accept_stream_wakers, cx.waker());
             Poll::Pending
         })
         .await?;
@@ -212,7 +212,7 @@ impl Session {
             if done {
                 return Poll::Ready(CloseReason::TimedOut);
             }
-            slot.closed_wakers.push(cx.waker().clone());
+            add_waker(&mut slot.closed_wakers, cx.waker());
             Poll::Pending
         })
         .await

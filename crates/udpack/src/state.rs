@@ -31,6 +31,14 @@ pub(crate) struct State {
     pub speed: watch::Sender<Speed>,
 }
 
+/// Adds `w` to a list of waiters unless it would wake the same task as one already
+/// there: futures re-polled in a loop must not grow the list.
+pub(crate) fn add_waker(list: &mut Vec<Waker>, w: &Waker) {
+    if !list.iter().any(|x| x.will_wake(w)) {
+        list.push(w.clone());
+    }
+}
+
 /// What the runtime keeps per session.
 #[derive(Default)]
 pub(crate) struct SessionSlot {
@@ -44,8 +52,14 @@ pub(crate) struct SessionSlot {
     pub read_wakers: HashMap<StreamId, Waker>,
     pub write_wakers: HashMap<StreamId, Waker>,
     pub finish_wakers: HashMap<StreamId, Waker>,
-    /// Streams whose written data was all acknowledged.
+    /// Streams whose written data was all acknowledged, kept until their `SendStream`
+    /// asks or is dropped.
     pub finished: Vec<StreamId>,
+    /// Streams whose `SendStream` was dropped before the acknowledgment came: their
+    /// `StreamFinished` is not kept.
+    pub orphans: std::collections::HashSet<StreamId>,
+    /// Streams the peer stopped (STOP_SENDING), with its code.
+    pub stopped: HashMap<StreamId, u64>,
     /// Session and Stream handles alive.
     pub refs: usize,
     /// The application let go of every handle: release once closed.
@@ -130,12 +144,18 @@ impl State {
                     }
                 }
                 Event::StreamFinished(id) => {
-                    slot.finished.push(id);
+                    if !slot.orphans.remove(&id) {
+                        slot.finished.push(id);
+                    }
                     if let Some(w) = slot.finish_wakers.remove(&id) {
                         w.wake();
                     }
                 }
-                Event::StreamStopped { id, .. } => {
+                Event::StreamStopped { id, code } => {
+                    // Kept only for a sender that is still there to ask.
+                    if !slot.orphans.remove(&id) {
+                        slot.stopped.insert(id, code);
+                    }
                     if let Some(w) = slot.write_wakers.remove(&id) {
                         w.wake();
                     }

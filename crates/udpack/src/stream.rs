@@ -32,6 +32,7 @@ pub struct SendStream {
     session: Session,
     id: StreamId,
     write_closed: bool,
+    reset: bool,
 }
 
 /// The receiving half of a [`Stream`]; dropping it before the end stops the stream.
@@ -78,6 +79,7 @@ impl Stream {
                 session: session.clone(),
                 id,
                 write_closed: false,
+                reset: false,
             },
             recv: RecvStream {
                 session,
@@ -281,6 +283,10 @@ impl SendStream {
     /// Resolves once everything written before [`SendStream::finish`] was acknowledged
     /// by the peer.
     pub async fn finished(&mut self) -> Result<(), StreamError> {
+        if self.reset {
+            // A reset stream is never acknowledged as finished.
+            return Err(StreamError::Finished);
+        }
         self.finish()?;
         let shared = self.session.shared().clone();
         let h = self.session.handle();
@@ -293,6 +299,9 @@ impl SendStream {
             if let Some(i) = slot.finished.iter().position(|x| *x == id) {
                 slot.finished.swap_remove(i);
                 return Poll::Ready(Ok(()));
+            }
+            if let Some(&code) = slot.stopped.get(&id) {
+                return Poll::Ready(Err(StreamError::Stopped(code)));
             }
             if slot.close.is_some() {
                 return Poll::Ready(Err(StreamError::SessionClosed));
@@ -309,6 +318,7 @@ impl SendStream {
         let id = self.id;
         self.session.with_proto(|s| s.reset(id, code))?;
         self.write_closed = true;
+        self.reset = true;
         Ok(())
     }
 }
@@ -394,7 +404,13 @@ impl Drop for SendStream {
         if let Some(slot) = st.sessions.get_mut(&h) {
             slot.write_wakers.remove(&self.id);
             slot.finish_wakers.remove(&self.id);
+            let stopped = slot.stopped.remove(&self.id).is_some();
+            let before = slot.finished.len();
             slot.finished.retain(|x| *x != self.id);
+            if slot.finished.len() == before && !self.reset && !stopped {
+                // Its acknowledgment may still come: nobody will ask for it.
+                slot.orphans.insert(self.id);
+            }
         }
         if !self.write_closed {
             if let Some(s) = st.proto.session(h) {

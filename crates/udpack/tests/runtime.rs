@@ -556,3 +556,40 @@ async fn speed_is_published_every_second() {
     let _session = writer.await.expect("writer");
     reader.await.expect("reader");
 }
+
+#[tokio::test]
+async fn finished_reports_a_reset_or_a_stop_instead_of_waiting() {
+    let key = PrivateKey::generate();
+    let server = server(&key, TransportConfig::default()).await;
+    let client = client(&key, TransportConfig::default()).await;
+    let session = client.connect(server.local_addr()).await.expect("connect");
+    let accepted = server.accept().await.expect("accept");
+
+    // Our own reset: finished() answers at once.
+    let mut s = session.open_stream().await.expect("open");
+    s.write_all(b"partial").await.expect("write");
+    s.reset(9).expect("reset");
+    let r = tokio::time::timeout(Duration::from_secs(2), s.finished())
+        .await
+        .expect("answers at once");
+    assert!(r.is_err(), "{r:?}");
+
+    // The peer stops reading: finished() reports the stop.
+    let mut s = session.open_stream().await.expect("open");
+    s.write_all(b"hello").await.expect("write");
+    let mut peer = loop {
+        let st = accepted.accept_stream().await.expect("stream");
+        let mut probe = [0u8; 1];
+        // Skip the reset stream.
+        let (_, mut recv) = st.into_split();
+        if let Ok(1) = recv.read(&mut probe).await {
+            break (probe[0], recv);
+        }
+    };
+    assert_eq!(peer.0, b'h');
+    peer.1.stop(77).expect("stop");
+    let r = tokio::time::timeout(Duration::from_secs(5), s.finished())
+        .await
+        .expect("answers");
+    assert_eq!(r, Err(udpack::StreamError::Stopped(77)));
+}
