@@ -258,6 +258,11 @@ impl Endpoint {
                 if let Some(s) = st.proto.session(h) {
                     s.goaway(0, "shutdown");
                 }
+                if let Some(slot) = st.sessions.get_mut(&h) {
+                    for w in slot.open_wakers.drain(..) {
+                        w.wake();
+                    }
+                }
             }
             for w in st.accept_wakers.drain(..) {
                 w.wake();

@@ -170,6 +170,13 @@ impl Session {
             s.goaway(code, reason);
             Ok(())
         });
+        // Openers waiting at the stream limit now get `GoingAway`.
+        let mut st = self.inner.shared.lock();
+        if let Some(slot) = st.sessions.get_mut(&self.inner.handle) {
+            for w in slot.open_wakers.drain(..) {
+                w.wake();
+            }
+        }
     }
 
     /// Closes the session now with `code`; data not yet delivered is dropped.
