@@ -65,7 +65,8 @@ struct Entry {
 /// A set of sessions sharing one socket.
 pub struct Endpoint {
     server: Option<Arc<ServerConfig>>,
-    sessions: HashMap<u64, Entry>,
+    /// Boxed: a session is a few KB, and the table keeps spare buckets.
+    sessions: HashMap<u64, Box<Entry>>,
     /// Server: client session id → (its address, our session id) of accepted hellos, so a repeated
     /// hello gets the same reply instead of a second session.
     hellos: HashMap<u64, (SocketAddr, u64)>,
@@ -158,13 +159,13 @@ impl Endpoint {
     fn insert(&mut self, sid: u64, session: Session, hello_key: Option<u64>) {
         self.sessions.insert(
             sid,
-            Entry {
+            Box::new(Entry {
                 session,
                 scheduled: None,
                 ready: false,
                 hello_key,
                 released: false,
-            },
+            }),
         );
         self.touched.push(sid);
     }
