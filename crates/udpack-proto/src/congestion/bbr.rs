@@ -16,8 +16,11 @@
 //!   idle. p is measured over packets sent while pacing *below* the estimate (Drain and the
 //!   0.75 phase), where our own overflow cannot cause drops, skipping losses seen with a
 //!   long or near-full queue; send rate and BDP are scaled by 1 / (1 - p), capped at
-//!   p = 0.3. While a queue stands, the compensation is switched off (and the rate scaled by
-//!   1 - p instead) so that an overestimate cannot bloat the buffer.
+//!   p = 0.3. While a queue stands, the compensation is switched off (the flow paces at
+//!   the uncompensated estimate) so that an overestimate cannot bloat the buffer.
+//! - Batching allowance: the window holds three send quanta (up to one 64 KB offload
+//!   batch each) and the ACK-aggregation estimate (`extra_acked`), so that batched sends
+//!   and bursty ACKs do not stall a flow whose BDP is smaller than a batch.
 //! - Fair sharing: v1 flows that probe in lockstep keep whatever shares they start with.
 //!   Two rounds with a standing queue (even the lowest RTT sample of each round above
 //!   min_rtt + max(min_rtt / 8, 1 ms, 8 packets)) mean the flows together overshoot: each
