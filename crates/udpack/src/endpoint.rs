@@ -255,14 +255,7 @@ impl Endpoint {
             st.proto.set_server_config(None);
             let handles: Vec<SessionHandle> = st.sessions.keys().copied().collect();
             for h in handles {
-                if let Some(s) = st.proto.session(h) {
-                    s.goaway(0, "shutdown");
-                }
-                if let Some(slot) = st.sessions.get_mut(&h) {
-                    for w in slot.open_wakers.drain(..) {
-                        w.wake();
-                    }
-                }
+                st.goaway(h, 0, "shutdown");
             }
             for w in st.accept_wakers.drain(..) {
                 w.wake();

@@ -166,17 +166,10 @@ impl Session {
     /// no new streams either way; the session closes once the current streams are done,
     /// and both sides see `code`.
     pub fn goaway(&self, code: u64, reason: &str) {
-        let _ = self.with_proto(|s| {
-            s.goaway(code, reason);
-            Ok(())
-        });
-        // Openers waiting at the stream limit now get `GoingAway`.
-        let mut st = self.inner.shared.lock();
-        if let Some(slot) = st.sessions.get_mut(&self.inner.handle) {
-            for w in slot.open_wakers.drain(..) {
-                w.wake();
-            }
-        }
+        self.inner
+            .shared
+            .lock()
+            .goaway(self.inner.handle, code, reason);
     }
 
     /// Closes the session now with `code`; data not yet delivered is dropped.

@@ -206,6 +206,20 @@ impl State {
         }
     }
 
+    /// Sends GOAWAY on a session; openers waiting at the stream limit now get
+    /// `GoingAway` instead of waiting.
+    pub fn goaway(&mut self, h: SessionHandle, code: u64, reason: &str) {
+        if let Some(s) = self.proto.session(h) {
+            s.goaway(code, reason);
+        }
+        if let Some(slot) = self.sessions.get_mut(&h) {
+            for w in slot.open_wakers.drain(..) {
+                w.wake();
+            }
+        }
+        self.wake_driver();
+    }
+
     /// Wakes everyone waiting on any session (the driver is going away).
     pub fn wake_all_sessions(&mut self) {
         for slot in self.sessions.values_mut() {

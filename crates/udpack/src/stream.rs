@@ -1,17 +1,19 @@
 //! A stream: reliable, ordered bytes in both directions, independent of the session's
 //! other streams.
 
+use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use udpack_proto::{StreamError, StreamId};
+use udpack_proto::{SessionHandle, StreamError, StreamId};
 
 use crate::error::stream_io_error;
 use crate::session::Session;
+use crate::state::{SessionSlot, State};
 
 /// One stream of a session. Implements tokio's `AsyncRead` and `AsyncWrite`.
 ///
@@ -64,6 +66,24 @@ impl std::fmt::Debug for RecvStream {
 enum ReadOutcome {
     Data(Bytes),
     End,
+}
+
+/// After `Blocked`: waits in the waker map `pick` selects, unless the session has
+/// ended meanwhile.
+fn park<T>(
+    st: &mut State,
+    h: SessionHandle,
+    id: StreamId,
+    cx: &Context<'_>,
+    pick: fn(&mut SessionSlot) -> &mut HashMap<StreamId, Waker>,
+) -> Poll<Result<T, StreamError>> {
+    match st.sessions.get_mut(&h) {
+        Some(slot) if slot.close.is_none() => {
+            pick(slot).insert(id, cx.waker().clone());
+            Poll::Pending
+        }
+        _ => Poll::Ready(Err(StreamError::SessionClosed)),
+    }
 }
 
 enum WriteInput<'a> {
@@ -159,9 +179,8 @@ impl RecvStream {
         if self.read_done {
             return Poll::Ready(Ok(ReadOutcome::End));
         }
-        let shared = self.session.shared().clone();
         let h = self.session.handle();
-        let mut st = shared.lock();
+        let mut st = self.session.shared().lock();
         let st = &mut *st;
         let Some(s) = st.proto.session(h) else {
             return Poll::Ready(Err(StreamError::SessionClosed));
@@ -176,15 +195,7 @@ impl RecvStream {
                 self.read_done = true;
                 Poll::Ready(Ok(ReadOutcome::End))
             }
-            Err(StreamError::Blocked) => {
-                if let Some(slot) = st.sessions.get_mut(&h) {
-                    if slot.close.is_some() {
-                        return Poll::Ready(Err(StreamError::SessionClosed));
-                    }
-                    slot.read_wakers.insert(self.id, cx.waker().clone());
-                }
-                Poll::Pending
-            }
+            Err(StreamError::Blocked) => park(st, h, self.id, cx, |s| &mut s.read_wakers),
             Err(e) => {
                 self.read_done = true;
                 Poll::Ready(Err(e))
@@ -230,9 +241,8 @@ impl SendStream {
         cx: &mut Context<'_>,
         data: WriteInput<'_>,
     ) -> Poll<Result<usize, StreamError>> {
-        let shared = self.session.shared().clone();
         let h = self.session.handle();
-        let mut st = shared.lock();
+        let mut st = self.session.shared().lock();
         let st = &mut *st;
         let Some(s) = st.proto.session(h) else {
             return Poll::Ready(Err(StreamError::SessionClosed));
@@ -246,15 +256,7 @@ impl SendStream {
                 st.wake_driver();
                 Poll::Ready(Ok(n))
             }
-            Err(StreamError::Blocked) => {
-                if let Some(slot) = st.sessions.get_mut(&h) {
-                    if slot.close.is_some() {
-                        return Poll::Ready(Err(StreamError::SessionClosed));
-                    }
-                    slot.write_wakers.insert(self.id, cx.waker().clone());
-                }
-                Poll::Pending
-            }
+            Err(StreamError::Blocked) => park(st, h, self.id, cx, |s| &mut s.write_wakers),
             Err(e) => Poll::Ready(Err(e)),
         }
     }
