@@ -51,16 +51,11 @@ pub struct FileAnswer {
     pub message: String,
 }
 
+/// A chunk, borrowed: from the read buffer when sending, from the received message
+/// when receiving (no copy either way).
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Chunk {
-    #[serde(with = "serde_bytes")]
-    pub chunk: Vec<u8>,
-}
-
-/// A chunk borrowed from a read buffer; encodes exactly like [`Chunk`].
-#[derive(Debug, Serialize)]
 pub struct ChunkRef<'a> {
-    #[serde(with = "serde_bytes")]
+    #[serde(borrow, with = "serde_bytes")]
     pub chunk: &'a [u8],
 }
 

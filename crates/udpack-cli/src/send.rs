@@ -152,7 +152,7 @@ pub async fn send(opts: SendOptions) -> Result<Summary, CliError> {
     .await?;
     let started = Instant::now();
     let socket = client.connect(opts.server.clone()).await?;
-    tracing::info!(target: "udpack_cli::send", socket = %socket.id_str(), server = %opts.server, "connected");
+    tracing::info!(socket = %socket.id_str(), server = %opts.server, "connected");
     let progress = Arc::new(Progress::new("send", total));
     let ticker = {
         let progress = progress.clone();
@@ -238,7 +238,7 @@ async fn send_one(
     }
     let offset = answer.offset.min(item.size);
     if offset > 0 {
-        tracing::info!(target: "udpack_cli::send", name = %item.name, offset, "resuming");
+        tracing::info!(name = %item.name, offset, "resuming");
     }
     progress.start_file(&item.name, item.size, offset);
     let mut file = tokio::fs::File::open(&item.path)

@@ -18,7 +18,7 @@ use crate::error::CliError;
 use crate::paths::{claim_free_name, sanitize, with_suffix};
 use crate::progress::Progress;
 use crate::protocol::{
-    code, Chunk, ErrorEvent, FileAnswer, FileOffer, FinishAnswer, CHUNK, ERROR, FILE, FINISH,
+    code, ChunkRef, ErrorEvent, FileAnswer, FileOffer, FinishAnswer, CHUNK, ERROR, FILE, FINISH,
 };
 
 /// What `serve` needs.
@@ -120,7 +120,7 @@ impl Receiver {
         loop {
             tokio::select! {
                 _ = &mut stop => {
-                    tracing::info!(target: "udpack_cli::serve", "stopping");
+                    tracing::info!("stopping");
                     break;
                 }
                 Some(_) = uploads.join_next(), if !uploads.is_empty() => {}
@@ -133,14 +133,14 @@ impl Receiver {
                             }
                         }
                         ServerEvent::Connection(socket) => {
-                            tracing::info!(target: "udpack_cli::serve", socket = %socket.id_str(), remote = ?socket.remote_addr(), "connection");
+                            tracing::info!(socket = %socket.id_str(), remote = ?socket.remote_addr(), "connection");
                         }
                         ServerEvent::Channel(channel) => {
                             let state = self.state.clone();
                             uploads.spawn(async move { receive(channel, state).await });
                         }
                         ServerEvent::Disconnect(socket, reason) => {
-                            tracing::info!(target: "udpack_cli::serve", socket = %socket.id_str(), %reason, "disconnected");
+                            tracing::info!(socket = %socket.id_str(), %reason, "disconnected");
                             let done = self
                                 .state
                                 .completed
@@ -202,7 +202,7 @@ async fn receive(channel: Channel, state: Arc<State>) {
     let rel = match sanitize(&offer.filename) {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(target: "udpack_cli::serve", name = %offer.filename.escape_debug(), error = %e, "refused a path");
+            tracing::warn!(name = %offer.filename.escape_debug(), error = %e, "refused a path");
             let _ = first
                 .reply(&refuse(
                     code::BAD_PATH,
@@ -295,7 +295,7 @@ async fn receive(channel: Channel, state: Arc<State>) {
             state.note(&offer.filename, "interrupted; kept for resuming");
         }
         Err(e) => {
-            tracing::warn!(target: "udpack_cli::serve", name = %offer.filename, error = %e, "upload failed");
+            tracing::warn!(name = %offer.filename, error = %e, "upload failed");
             state.note(&offer.filename, &format!("failed: {e}"));
         }
     }
@@ -412,7 +412,7 @@ async fn receive_file(
         }
     };
     if offset > 0 {
-        tracing::info!(target: "udpack_cli::serve", name = %offer.filename, offset, "resuming");
+        tracing::info!(name = %offer.filename, offset, "resuming");
     }
     state.progress.add_total(offer.filesize);
     state
@@ -444,10 +444,10 @@ async fn receive_file(
         };
         match m.event() {
             CHUNK => {
-                let c: Chunk = match m.data() {
+                let c: ChunkRef = match m.data() {
                     Ok(c) => c,
                     Err(e) => {
-                        tracing::warn!(target: "udpack_cli::serve", error = %e, "dropped a malformed chunk");
+                        tracing::warn!(error = %e, "dropped a malformed chunk");
                         continue;
                     }
                 };
@@ -457,12 +457,12 @@ async fn receive_file(
                     discard(part).await;
                     return Err(msg);
                 }
-                if let Err(e) = file.write_all(&c.chunk).await {
+                if let Err(e) = file.write_all(c.chunk).await {
                     let msg = format!("cannot write {}: {e}", rel.display());
                     fail(channel, code::IO, &msg).await;
                     return Err(msg);
                 }
-                hasher.update(&c.chunk);
+                hasher.update(c.chunk);
                 received += c.chunk.len() as u64;
                 state
                     .progress
@@ -470,7 +470,7 @@ async fn receive_file(
             }
             FINISH => break m,
             other => {
-                tracing::warn!(target: "udpack_cli::serve", event = other, "unexpected event during an upload")
+                tracing::warn!(event = other, "unexpected event during an upload")
             }
         }
     };
@@ -533,7 +533,7 @@ async fn receive_file(
         .unwrap_or(&final_path)
         .to_string_lossy()
         .into_owned();
-    tracing::info!(target: "udpack_cli::serve", %name, bytes = received, secs = started.elapsed().as_secs_f64(), "received");
+    tracing::info!(%name, bytes = received, secs = started.elapsed().as_secs_f64(), "received");
     finish
         .reply(&answer(true, name.clone(), "", String::new()))
         .await

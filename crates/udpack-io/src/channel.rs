@@ -368,16 +368,15 @@ async fn read_loop(core: Weak<Core>, changed: Arc<Notify>, mut rs: RecvStream) {
             }
             break ChannelClosed::MessageTooLarge(len);
         }
-        let mut body = BytesMut::zeroed(len);
-        match read_full(&mut rs, &mut body).await {
-            Ok(n) if n == len => {}
-            Ok(_) => {
+        let body = match read_message(&mut rs, len).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
                 tracing::warn!(target: "udpack.io", "channel ended inside a message");
                 break ChannelClosed::Finished;
             }
-            Err(e) => break closed_by(e),
-        }
-        match message::decode(body.freeze()) {
+            Err(e) => break closed_by_stream(e),
+        };
+        match message::decode(body) {
             Ok(m) => {
                 if !dispatch(&core, &changed, m).await {
                     return;
@@ -440,6 +439,26 @@ async fn dispatch(core: &Weak<Core>, changed: &Notify, mut m: Message) -> bool {
     true
 }
 
+/// Reads one message body of `len` bytes from the stream's chunks: no zero-filled
+/// buffer, and no copy at all when one chunk holds the whole message. `None` if the
+/// stream ends first.
+async fn read_message(rs: &mut RecvStream, len: usize) -> Result<Option<Bytes>, StreamError> {
+    let mut body: Option<BytesMut> = None;
+    let mut have = 0;
+    while have < len {
+        let Some(chunk) = rs.read_chunk(len - have).await? else {
+            return Ok(None);
+        };
+        if have == 0 && chunk.len() == len {
+            return Ok(Some(chunk));
+        }
+        have += chunk.len();
+        body.get_or_insert_with(|| BytesMut::with_capacity(len))
+            .extend_from_slice(&chunk);
+    }
+    Ok(Some(body.map(BytesMut::freeze).unwrap_or_default()))
+}
+
 /// Reads until `buf` is full or the stream ends; returns how much was read.
 async fn read_full(rs: &mut RecvStream, buf: &mut [u8]) -> Result<usize, std::io::Error> {
     let mut n = 0;
@@ -455,8 +474,14 @@ async fn read_full(rs: &mut RecvStream, buf: &mut [u8]) -> Result<usize, std::io
 
 fn closed_by(e: std::io::Error) -> ChannelClosed {
     match e.get_ref().and_then(|r| r.downcast_ref::<StreamError>()) {
-        Some(StreamError::Reset(code)) => ChannelClosed::Reset(*code),
-        Some(other) => ChannelClosed::SessionClosed(other.to_string()),
+        Some(se) => closed_by_stream(se.clone()),
         None => ChannelClosed::SessionClosed(e.to_string()),
+    }
+}
+
+fn closed_by_stream(e: StreamError) -> ChannelClosed {
+    match e {
+        StreamError::Reset(code) => ChannelClosed::Reset(code),
+        other => ChannelClosed::SessionClosed(other.to_string()),
     }
 }

@@ -13,8 +13,7 @@
 
 use bytes::Bytes;
 use rmp::Marker;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
@@ -50,8 +49,9 @@ impl Message {
         }
     }
 
-    /// Decodes the data into `T`.
-    pub fn data<T: DeserializeOwned>(&self) -> Result<T, Error> {
+    /// Decodes the data into `T`, which may borrow from the message (a
+    /// `#[serde(borrow, with = "serde_bytes")] &[u8]` field takes a `bin` without a copy).
+    pub fn data<'a, T: Deserialize<'a>>(&'a self) -> Result<T, Error> {
         rmp_serde::from_slice(&self.raw[self.data.clone()])
             .map_err(|e| Error::Decode(e.to_string()))
     }
