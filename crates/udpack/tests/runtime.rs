@@ -518,7 +518,9 @@ async fn garbage_and_replayed_datagrams_change_nothing() {
     let mut got2 = Vec::new();
     s2.read_to_end(&mut got2).await.expect("read");
     assert_eq!(got2, b"still here");
-    assert!(server.stats().datagrams_dropped > 0 || accepted.stats().packets_dropped > 0);
+    // Garbage dies at the endpoint; authentic replays at the session's replay window.
+    assert!(server.stats().datagrams_dropped > 0);
+    assert!(accepted.stats().packets_dropped > 0);
     assert_eq!(
         accepted.stats().stream_bytes_received,
         data.len() as u64 + 10
@@ -552,7 +554,8 @@ async fn speed_is_published_every_second() {
     speed.changed().await.expect("second figure");
     let v = *speed.borrow();
     assert!(v.recv > 100.0, "{v:?}");
-    assert!(accepted.speed().recv > 0.0 || v.recv > 0.0);
+    // The session's own figure, computed in the same pass.
+    assert!(accepted.speed().recv > 100.0, "{:?}", accepted.speed());
     let _session = writer.await.expect("writer");
     reader.await.expect("reader");
 }
