@@ -352,6 +352,8 @@ pub struct Session {
     received: RangeSet,
     largest_received_time: Option<Instant>,
     ack_eliciting_unacked: u64,
+    /// Reused for every ACK frame, so that processing one allocates nothing.
+    ack_scratch: AckOutcome,
     ack_deadline: Option<Instant>,
     ack_now: bool,
 
@@ -457,6 +459,7 @@ impl Session {
             received: RangeSet::new(),
             largest_received_time: None,
             ack_eliciting_unacked: 0,
+            ack_scratch: AckOutcome::default(),
             ack_deadline: None,
             ack_now: false,
             recovery: Recovery::new(config.initial_rtt),
@@ -1252,15 +1255,18 @@ impl Session {
                     Duration::from_millis(p.max_ack_delay_ms)
                 });
                 let delay = Duration::from_micros(ack.delay_micros).min(max_delay);
-                let mut out = AckOutcome::default();
-                if self
-                    .recovery
-                    .on_ack(now, &ack.ranges, delay, &mut out)
-                    .is_err()
-                {
+                let mut out = std::mem::take(&mut self.ack_scratch);
+                out.acked.clear();
+                out.lost.clear();
+                out.rtt_sample = None;
+                let result = self.recovery.on_ack(now, &ack.ranges, delay, &mut out);
+                if result.is_ok() {
+                    self.on_ack_outcome(now, &mut out);
+                }
+                self.ack_scratch = out;
+                if result.is_err() {
                     return Err((PROTOCOL_VIOLATION, "ack of an unsent packet"));
                 }
-                self.on_ack_outcome(now, out);
             }
             Frame::Stream(f) => self.on_stream_frame(f)?,
             Frame::ResetStream {
@@ -1512,7 +1518,7 @@ impl Session {
         }
     }
 
-    fn on_ack_outcome(&mut self, now: Instant, out: AckOutcome) {
+    fn on_ack_outcome(&mut self, now: Instant, out: &mut AckOutcome) {
         let mut acked_bytes = 0u64;
         let mut largest_sent = None;
         for (_, p) in &out.acked {
@@ -1528,7 +1534,7 @@ impl Session {
         if lost_any {
             self.on_lost(now, &out.lost);
         }
-        for (_, p) in out.acked {
+        for (_, p) in out.acked.drain(..) {
             self.on_packet_acked(p.frames);
         }
         if let Some(largest_acked_sent) = largest_sent {

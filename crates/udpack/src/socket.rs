@@ -70,10 +70,10 @@ impl Socket {
                 meta,
                 arena,
             } = self;
-            let mut slices: Vec<IoSliceMut<'_>> = recv_buf
-                .chunks_mut(RECV_SLOT)
-                .map(IoSliceMut::new)
-                .collect();
+            // On the stack: no allocation per receive call.
+            let mut chunks = recv_buf.chunks_mut(RECV_SLOT);
+            let mut slices: [IoSliceMut<'_>; BATCH_SIZE] =
+                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
             let res = io.try_io(Interest::READABLE, || {
                 state.recv((&*io).into(), &mut slices, meta)
             });
