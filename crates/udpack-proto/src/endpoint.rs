@@ -18,6 +18,7 @@ use crate::handshake::{
     encode_undecryptable, encode_version_mismatch, HandshakeError, ServerHello, BODY_OFFSET,
 };
 use crate::packet::{long, Header, MIN_HELLO_LEN, VERSION};
+use crate::recovery::AckOutcome;
 use crate::session::{Event, Session, Transmit};
 
 /// Names a session within its endpoint: its local session id.
@@ -80,6 +81,8 @@ pub struct Endpoint {
     stateless: VecDeque<(SocketAddr, Vec<u8>)>,
     rng: StdRng,
     stats: EndpointStats,
+    /// Shared by every session's ACK processing (see `Session::handle_data`).
+    ack_scratch: AckOutcome,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -110,6 +113,7 @@ impl Endpoint {
             stateless: VecDeque::new(),
             rng,
             stats: EndpointStats::default(),
+            ack_scratch: AckOutcome::default(),
         }
     }
 
@@ -182,6 +186,12 @@ impl Endpoint {
         Some(&mut e.session)
     }
 
+    /// The session, to look at only: unlike [`Self::session`] it does not schedule the
+    /// session for a refresh, so reading stats of many sessions costs nothing later.
+    pub fn session_ref(&self, h: SessionHandle) -> Option<&Session> {
+        self.sessions.get(&h.0).map(|e| &e.session)
+    }
+
     /// Forgets a session. Call when the application is done with it; a session that
     /// was not closed is closed first (code 0).
     pub fn release(&mut self, now: Instant, h: SessionHandle) {
@@ -220,7 +230,8 @@ impl Endpoint {
                     self.stats.datagrams_dropped += 1;
                     return;
                 };
-                e.session.handle_data(now, remote, number, datagram);
+                e.session
+                    .handle_data(now, remote, number, datagram, &mut self.ack_scratch);
                 self.touched.push(dst);
             }
             Header::Long { ty, version, sid } => {

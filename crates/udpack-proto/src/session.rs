@@ -352,8 +352,6 @@ pub struct Session {
     received: RangeSet,
     largest_received_time: Option<Instant>,
     ack_eliciting_unacked: u64,
-    /// Reused for every ACK frame, so that processing one allocates nothing.
-    ack_scratch: AckOutcome,
     ack_deadline: Option<Instant>,
     ack_now: bool,
 
@@ -459,7 +457,6 @@ impl Session {
             received: RangeSet::new(),
             largest_received_time: None,
             ack_eliciting_unacked: 0,
-            ack_scratch: AckOutcome::default(),
             ack_deadline: None,
             ack_now: false,
             recovery: Recovery::new(config.initial_rtt),
@@ -1108,12 +1105,15 @@ impl Session {
 
     /// Handles a data packet addressed to this session. `datagram` is the whole
     /// datagram; the header has been parsed already.
+    /// `scratch` is the endpoint's, reused for every ACK frame: processing one then
+    /// allocates nothing, and idle sessions keep no vectors of their own for it.
     pub(crate) fn handle_data(
         &mut self,
         now: Instant,
         remote: SocketAddr,
         number: u64,
         mut datagram: BytesMut,
+        scratch: &mut AckOutcome,
     ) {
         self.now = self.now.max(now);
         let len = datagram.len();
@@ -1193,7 +1193,7 @@ impl Session {
                 }
             };
             eliciting |= frame.is_ack_eliciting();
-            if let Err((code, reason)) = self.handle_frame(now, remote, frame) {
+            if let Err((code, reason)) = self.handle_frame(now, remote, frame, scratch) {
                 self.close_with_error(now, code, reason);
                 return;
             }
@@ -1246,6 +1246,7 @@ impl Session {
         now: Instant,
         remote: SocketAddr,
         frame: Frame,
+        out: &mut AckOutcome,
     ) -> Result<(), (u64, &'static str)> {
         use transport_error::*;
         match frame {
@@ -1255,18 +1256,15 @@ impl Session {
                     Duration::from_millis(p.max_ack_delay_ms)
                 });
                 let delay = Duration::from_micros(ack.delay_micros).min(max_delay);
-                let mut out = std::mem::take(&mut self.ack_scratch);
                 out.acked.clear();
                 out.lost.clear();
                 out.rtt_sample = None;
-                let result = self.recovery.on_ack(now, &ack.ranges, delay, &mut out);
-                if result.is_ok() {
-                    self.on_ack_outcome(now, &mut out);
-                }
-                self.ack_scratch = out;
-                if result.is_err() {
+                if self.recovery.on_ack(now, &ack.ranges, delay, out).is_err() {
                     return Err((PROTOCOL_VIOLATION, "ack of an unsent packet"));
                 }
+                self.on_ack_outcome(now, out);
+                // Lost packets are done with; do not keep their frames until the next ACK.
+                out.lost.clear();
             }
             Frame::Stream(f) => self.on_stream_frame(f)?,
             Frame::ResetStream {

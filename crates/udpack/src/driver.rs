@@ -136,7 +136,7 @@ impl Driver {
             proto, sessions, ..
         } = st;
         for (h, slot) in sessions.iter_mut() {
-            if let Some(s) = proto.session(*h) {
+            if let Some(s) = proto.session_ref(*h) {
                 let ss = s.stats();
                 slot.speed = Speed::from_deltas(
                     ss.bytes_sent.saturating_sub(slot.last_counts.0),

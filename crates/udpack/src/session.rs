@@ -106,8 +106,10 @@ impl Session {
 
     /// The peer's current address (it changes when the peer's NAT rebinds).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
-        let mut st = self.inner.shared.lock();
-        st.proto.session(self.inner.handle).map(|s| s.remote_addr())
+        let st = self.inner.shared.lock();
+        st.proto
+            .session_ref(self.inner.handle)
+            .map(|s| s.remote_addr())
     }
 
     /// Opens a stream; waits while the peer's concurrent stream limit is reached.
@@ -220,9 +222,9 @@ impl Session {
 
     /// Counters, RTT, congestion window and rates of this session.
     pub fn stats(&self) -> SessionStats {
-        let mut st = self.inner.shared.lock();
+        let st = self.inner.shared.lock();
         st.proto
-            .session(self.inner.handle)
+            .session_ref(self.inner.handle)
             .map(|s| s.stats())
             .unwrap_or_default()
     }
