@@ -44,18 +44,20 @@ impl CliError {
 
 impl From<udpack_io::ConnectError> for CliError {
     fn from(e: udpack_io::ConnectError) -> Self {
-        use udpack_io::ConnectError as C;
+        use udpack_io::{ConnectError as C, HandshakeError as H};
         match e {
-            C::Rejected { code, reason } => {
+            C::Handshake(H::Rejected { code, reason }) => {
                 CliError::TokenRejected(format!("{reason} (code {code})"))
             }
-            C::KeyMismatch => CliError::Handshake(
+            C::Handshake(H::KeyMismatch) => CliError::Handshake(
                 "the server could not decrypt the handshake: wrong server public key?".into(),
             ),
-            C::UnsupportedVersion(v) => CliError::Handshake(format!(
+            C::Handshake(H::UnsupportedVersion(v)) => CliError::Handshake(format!(
                 "handshake failed: the server does not speak version {v:#x}"
             )),
-            C::TimedOut => CliError::Unreachable("the server did not answer in time".into()),
+            C::Handshake(H::TimedOut) => {
+                CliError::Unreachable("the server did not answer in time".into())
+            }
             C::Io(e) => CliError::Unreachable(format!("cannot reach the server: {e}")),
             other => CliError::Other(other.to_string()),
         }

@@ -246,10 +246,7 @@ impl Client {
                 Ok(socket)
             }
             Err(e) => {
-                emit(
-                    &self.shared.tx,
-                    ClientEvent::ConnectError(clone_connect_error(&e)),
-                );
+                emit(&self.shared.tx, ClientEvent::ConnectError(e.clone()));
                 Err(Error::Connect(e))
             }
         }
@@ -305,21 +302,6 @@ impl Drop for Client {
     fn drop(&mut self) {
         self.shared.closed.send_replace(true);
         self.speed_task.abort();
-    }
-}
-
-fn clone_connect_error(e: &ConnectError) -> ConnectError {
-    match e {
-        ConnectError::Rejected { code, reason } => ConnectError::Rejected {
-            code: *code,
-            reason: reason.clone(),
-        },
-        ConnectError::KeyMismatch => ConnectError::KeyMismatch,
-        ConnectError::UnsupportedVersion(v) => ConnectError::UnsupportedVersion(*v),
-        ConnectError::TimedOut => ConnectError::TimedOut,
-        ConnectError::NoClientConfig => ConnectError::NoClientConfig,
-        ConnectError::EndpointClosed => ConnectError::EndpointClosed,
-        ConnectError::Io(e) => ConnectError::Io(std::io::Error::new(e.kind(), e.to_string())),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Errors of udpack.io.
 
 use thiserror::Error;
-pub use udpack::{ConnectError, StreamError};
+pub use udpack::{ConnectError, HandshakeError, StreamError};
 
 /// Why a channel or socket operation failed.
 #[derive(Debug, Error)]

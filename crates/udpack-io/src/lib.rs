@@ -21,7 +21,7 @@ pub mod socket;
 
 pub use channel::Channel;
 pub use client::{Client, ClientEvent, ClientOptions, Reconnect};
-pub use error::{codes, ChannelClosed, ConnectError, Error};
+pub use error::{codes, ChannelClosed, ConnectError, Error, HandshakeError};
 pub use message::{Message, DEFAULT_MAX_MESSAGE_SIZE};
 pub use serde_bytes;
 pub use server::{Server, ServerEvent, ServerOptions};

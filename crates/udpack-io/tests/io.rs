@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use udpack_io::{
-    codes, ChannelClosed, Client, ClientEvent, ClientOptions, ConnectError, Error, PrivateKey,
-    Reconnect, Server, ServerEvent, ServerOptions, TransportConfig,
+    codes, ChannelClosed, Client, ClientEvent, ClientOptions, ConnectError, Error, HandshakeError,
+    PrivateKey, Reconnect, Server, ServerEvent, ServerOptions, TransportConfig,
 };
 
 const TOKEN: &str = "letmein";
@@ -306,17 +306,17 @@ async fn connect_errors_are_typed_events() {
         .await
         .expect("bind");
     match client.connect(server.local_addr().to_string()).await {
-        Err(Error::Connect(ConnectError::Rejected { .. })) => {}
+        Err(Error::Connect(ConnectError::Handshake(HandshakeError::Rejected { .. }))) => {}
         other => panic!("expected Rejected, got {other:?}"),
     }
     match next_client(&client, |e| matches!(e, ClientEvent::ConnectError(_))).await {
-        ClientEvent::ConnectError(ConnectError::Rejected { .. }) => {}
+        ClientEvent::ConnectError(ConnectError::Handshake(HandshakeError::Rejected { .. })) => {}
         other => panic!("{other:?}"),
     }
     let other = PrivateKey::generate();
     let client = Client::bind(client_opts(&other)).await.expect("bind");
     match client.connect(server.local_addr().to_string()).await {
-        Err(Error::Connect(ConnectError::KeyMismatch)) => {}
+        Err(Error::Connect(ConnectError::Handshake(HandshakeError::KeyMismatch))) => {}
         other => panic!("expected KeyMismatch, got {other:?}"),
     }
 }

@@ -25,7 +25,7 @@ pub use congestion::ControllerKind;
 pub use endpoint::{Endpoint, EndpointConfig, EndpointStats, SessionHandle};
 pub use keys::{KeyError, PrivateKey, PublicKey};
 pub use session::{
-    transport_error, CloseReason, ConnectError, Event, Session, SessionStats, Side, StreamError,
+    transport_error, CloseReason, Event, HandshakeError, Session, SessionStats, Side, StreamError,
     Transmit,
 };
 pub use stream::StreamId;

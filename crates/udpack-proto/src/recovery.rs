@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::congestion::RateSnapshot;
-use crate::stream::StreamId;
+use crate::session::pending::SentFrames;
 
 /// Packets a later acknowledged packet must overtake before an earlier one is lost.
 pub const PACKET_THRESHOLD: u64 = 3;
@@ -87,47 +87,6 @@ impl RttEstimator {
     /// Probe timeout before backoff.
     pub fn pto(&self, max_ack_delay: Duration) -> Duration {
         self.smoothed() + (self.var * 4).max(GRANULARITY) + max_ack_delay
-    }
-}
-
-/// A range of stream bytes carried by a packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamRange {
-    pub id: StreamId,
-    pub range: Range<u64>,
-    pub fin: bool,
-}
-
-/// What a packet carried that must be sent again (with fresh values) if it is lost.
-#[derive(Debug, Default, Clone)]
-pub struct SentFrames {
-    /// Stream data; the first range inline because most packets carry one.
-    pub stream: Option<StreamRange>,
-    /// Further stream ranges.
-    pub more_stream: Vec<StreamRange>,
-    pub max_data: bool,
-    pub max_streams: bool,
-    pub max_stream_data: Vec<StreamId>,
-    pub reset: Vec<StreamId>,
-    pub stop: Vec<StreamId>,
-    pub goaway: bool,
-    /// Largest packet number acknowledged by an ACK frame in this packet.
-    pub largest_acked: Option<u64>,
-}
-
-impl SentFrames {
-    /// Every stream range in the packet.
-    pub fn stream_ranges(&self) -> impl Iterator<Item = &StreamRange> {
-        self.stream.iter().chain(self.more_stream.iter())
-    }
-
-    /// Adds a stream range.
-    pub fn push_stream(&mut self, r: StreamRange) {
-        if self.stream.is_none() {
-            self.stream = Some(r);
-        } else {
-            self.more_stream.push(r);
-        }
     }
 }
 

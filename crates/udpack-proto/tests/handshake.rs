@@ -19,7 +19,7 @@ use udpack_proto::handshake::{
 };
 use udpack_proto::packet::{long, DATA_PACKET, MIN_HELLO_LEN, VERSION};
 use udpack_proto::{
-    reject, ClientConfig, CloseReason, ConnectError, Event, ServerConfig, Side, TransportConfig,
+    reject, ClientConfig, CloseReason, Event, HandshakeError, ServerConfig, Side, TransportConfig,
 };
 
 const ONE_WAY: Duration = Duration::from_millis(25);
@@ -143,7 +143,7 @@ fn refused_token_is_reported_promptly_and_server_keeps_nothing() {
             sim.elapsed()
         );
         match &sim.nodes[1].app.connect_errors[..] {
-            [CloseReason::ConnectFailed(ConnectError::Rejected { code, reason })] => {
+            [CloseReason::ConnectFailed(HandshakeError::Rejected { code, reason })] => {
                 assert_eq!(*code, reject::TOKEN_REJECTED, "{name}");
                 assert!(reason.contains("token"), "{name}: reason {reason:?}");
             }
@@ -191,7 +191,7 @@ fn wrong_server_key_is_a_key_mismatch_and_server_keeps_nothing() {
     );
     assert_eq!(
         sim.nodes[1].app.connect_errors,
-        vec![CloseReason::ConnectFailed(ConnectError::KeyMismatch)]
+        vec![CloseReason::ConnectFailed(HandshakeError::KeyMismatch)]
     );
     sim.run_until(Duration::from_secs(15), |_| false);
     let server = &mut sim.nodes[0];
@@ -239,7 +239,7 @@ fn no_answer_times_out_at_the_handshake_timeout() {
         );
         assert_eq!(
             sim.nodes[1].app.connect_errors,
-            vec![CloseReason::ConnectFailed(ConnectError::TimedOut)],
+            vec![CloseReason::ConnectFailed(HandshakeError::TimedOut)],
             "{case}"
         );
         // The hello was repeated with a growing interval of at most a second.
@@ -593,9 +593,9 @@ fn clear_answers_with_the_right_digest_or_from_elsewhere() {
             .closed
             .is_empty()));
         let want = if ty == long::UNDECRYPTABLE {
-            ConnectError::KeyMismatch
+            HandshakeError::KeyMismatch
         } else {
-            ConnectError::UnsupportedVersion(VERSION)
+            HandshakeError::UnsupportedVersion(VERSION)
         };
         assert_eq!(
             sim.nodes[1].app.connect_errors,

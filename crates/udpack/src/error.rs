@@ -1,26 +1,18 @@
 //! Errors of the runtime API.
 
 use std::io;
+use std::sync::Arc;
 
 use thiserror::Error;
-pub use udpack_proto::StreamError;
+pub use udpack_proto::{HandshakeError, StreamError};
 
-/// Why `connect` failed. Each outcome the protocol can tell apart is its own variant.
-#[derive(Debug, Error)]
+/// Why `connect` failed: the handshake's own outcomes ([`HandshakeError`]: rejected,
+/// key mismatch, version, timeout), or what only the runtime can tell.
+#[derive(Debug, Clone, Error)]
 pub enum ConnectError {
-    /// The server refused the session (authenticated by its key): usually the token.
-    #[error("rejected by the server (code {code}): {reason}")]
-    Rejected { code: u64, reason: String },
-    /// The server could not decrypt the hello: the pinned public key is probably not
-    /// the server's.
-    #[error("the server could not decrypt the hello: server key mismatch")]
-    KeyMismatch,
-    /// The server speaks another protocol version.
-    #[error("the server does not speak protocol version {0:#x}")]
-    UnsupportedVersion(u32),
-    /// No answer within the handshake timeout.
-    #[error("no answer from the server in time")]
-    TimedOut,
+    /// The handshake failed; each outcome the protocol can tell apart is its own variant.
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
     /// The endpoint has no client configuration.
     #[error("the endpoint has no client configuration")]
     NoClientConfig,
@@ -29,21 +21,12 @@ pub enum ConnectError {
     EndpointClosed,
     /// The address could not be resolved, or another I/O failure.
     #[error("i/o error: {0}")]
-    Io(#[from] io::Error),
+    Io(Arc<io::Error>),
 }
 
-impl From<udpack_proto::ConnectError> for ConnectError {
-    fn from(e: udpack_proto::ConnectError) -> Self {
-        match e {
-            udpack_proto::ConnectError::Rejected { code, reason } => {
-                ConnectError::Rejected { code, reason }
-            }
-            udpack_proto::ConnectError::KeyMismatch => ConnectError::KeyMismatch,
-            udpack_proto::ConnectError::UnsupportedVersion(v) => {
-                ConnectError::UnsupportedVersion(v)
-            }
-            udpack_proto::ConnectError::TimedOut => ConnectError::TimedOut,
-        }
+impl From<io::Error> for ConnectError {
+    fn from(e: io::Error) -> Self {
+        ConnectError::Io(Arc::new(e))
     }
 }
 

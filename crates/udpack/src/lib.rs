@@ -37,7 +37,7 @@ mod state;
 mod stream;
 
 pub use endpoint::{Endpoint, EndpointBuilder};
-pub use error::{ConnectError, StreamError};
+pub use error::{ConnectError, HandshakeError, StreamError};
 pub use session::Session;
 pub use speed::Speed;
 pub use stream::{RecvStream, SendStream, Stream};

@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use udpack::{
-    reject, ClientConfig, CloseReason, ConnectError, Endpoint, PrivateKey, ServerConfig, Session,
-    TransportConfig,
+    reject, ClientConfig, CloseReason, ConnectError, Endpoint, HandshakeError, PrivateKey,
+    ServerConfig, Session, TransportConfig,
 };
 
 const TOKEN: &str = "letmein";
@@ -177,7 +177,9 @@ async fn connect_errors_are_told_apart() {
     let t0 = Instant::now();
     let wrong_token = client_config(&key, TransportConfig::default()).token("nope");
     match ep.connect_with(addr, &wrong_token).await {
-        Err(ConnectError::Rejected { code, .. }) => assert_eq!(code, reject::TOKEN_REJECTED),
+        Err(ConnectError::Handshake(HandshakeError::Rejected { code, .. })) => {
+            assert_eq!(code, reject::TOKEN_REJECTED)
+        }
         other => panic!("expected Rejected, got {other:?}"),
     }
     assert!(t0.elapsed() < Duration::from_secs(2));
@@ -190,7 +192,7 @@ async fn connect_errors_are_told_apart() {
         .connect_with(addr, &client_config(&other, TransportConfig::default()))
         .await
     {
-        Err(ConnectError::KeyMismatch) => {}
+        Err(ConnectError::Handshake(HandshakeError::KeyMismatch)) => {}
         other => panic!("expected KeyMismatch, got {other:?}"),
     }
     assert!(t0.elapsed() < Duration::from_secs(2));
@@ -206,7 +208,7 @@ async fn connect_errors_are_told_apart() {
     let cfg =
         client_config(&key, TransportConfig::default()).handshake_timeout(Duration::from_secs(1));
     match ep.connect_with(silent_addr, &cfg).await {
-        Err(ConnectError::TimedOut) => {}
+        Err(ConnectError::Handshake(HandshakeError::TimedOut)) => {}
         other => panic!("expected TimedOut, got {other:?}"),
     }
     let took = t0.elapsed();

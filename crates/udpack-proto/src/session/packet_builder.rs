@@ -1,0 +1,92 @@
+//! The one path from a short header to a sealed datagram: every data packet (stream
+//! data, control frames, ACKs, path probes, CLOSE) starts with [`Session::begin_packet`]
+//! and ends with [`Session::finish_packet`], which seals it, holds it back if it would
+//! break the amplification limit, records it for loss recovery and counts it.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::pending::SentFrames;
+use super::{Session, Transmit};
+use crate::packet::{encode_data_header, DATA_HEADER_LEN};
+use crate::recovery::SentPacket;
+
+/// How a packet counts for loss recovery and congestion control.
+#[derive(Debug, Default)]
+pub(crate) struct Sent {
+    /// The peer must acknowledge it.
+    ack_eliciting: bool,
+    /// It counts in bytes in flight and takes a delivery-rate snapshot.
+    in_flight: bool,
+    /// What it carried, to requeue if it is lost.
+    frames: SentFrames,
+}
+
+impl Sent {
+    /// A packet without retransmittable frames (an ACK, a CLOSE).
+    pub fn control() -> Self {
+        Sent::default()
+    }
+
+    /// A path probe: acknowledged, but on another path, so not in flight on this one.
+    pub fn probe() -> Self {
+        Sent {
+            ack_eliciting: true,
+            ..Sent::default()
+        }
+    }
+
+    /// A packet of the data path; ack-eliciting ones are in flight.
+    pub fn data(ack_eliciting: bool, frames: SentFrames) -> Self {
+        Sent {
+            ack_eliciting,
+            in_flight: ack_eliciting,
+            frames,
+        }
+    }
+}
+
+impl Session {
+    /// Writes the header of the next packet into `buf`; returns its number. `None`
+    /// before the session has keys.
+    pub(super) fn begin_packet(&self, buf: &mut Vec<u8>) -> Option<u64> {
+        self.keys.as_ref()?;
+        let pn = self.recovery.next_packet_number();
+        encode_data_header(buf, self.remote_sid, pn);
+        Some(pn)
+    }
+
+    /// Seals the packet in `buf` and records it. `None` (and `buf` cleared) when it
+    /// would exceed the amplification budget of an unvalidated peer address: it is
+    /// still owed and goes out once the address is proven.
+    pub(super) fn finish_packet(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        pn: u64,
+        destination: SocketAddr,
+        sent: Sent,
+    ) -> Option<Transmit> {
+        self.keys.as_ref()?.seal(pn, buf, DATA_HEADER_LEN);
+        let size = buf.len();
+        if destination == self.path.remote && !self.path.spend(size as u64) {
+            buf.clear();
+            return None;
+        }
+        let rate = sent.in_flight.then(|| {
+            self.rate
+                .on_sent(now, size as u64, self.recovery.bytes_in_flight())
+        });
+        self.recovery.on_sent(SentPacket {
+            time: now,
+            size: size as u16,
+            ack_eliciting: sent.ack_eliciting,
+            in_flight: sent.in_flight,
+            rate,
+            frames: sent.frames,
+        });
+        self.stats.packets_sent += 1;
+        self.stats.bytes_sent += size as u64;
+        Some(Transmit { destination, size })
+    }
+}

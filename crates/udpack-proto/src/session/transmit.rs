@@ -1,0 +1,217 @@
+//! The send decision and the assembly of a data packet: may an ack-eliciting packet go
+//! now (congestion window, pacer, probes), or only an ACK, or nothing; when the sender
+//! is app-limited; and which frames fill the packet (ACK, control, stream data
+//! round-robin).
+
+use std::time::Instant;
+
+use super::packet_builder::Sent;
+use super::pending::{SentFrames, StreamRange};
+use super::streams::enqueue;
+use super::{Session, Transmit};
+use crate::config::TransportConfig;
+use crate::frame::{Frame, StreamFrame};
+use crate::handshake::TransportParams;
+use crate::packet::{DATA_HEADER_LEN, TAG_LEN};
+
+/// Smallest room worth a stream frame.
+const MIN_STREAM_FRAME_ROOM: usize = 24;
+
+/// Send-side timing state.
+#[derive(Debug)]
+pub(crate) struct TransmitState {
+    /// The pacer holds the next packet until then.
+    pub pacing_until: Option<Instant>,
+    /// Probe packets owed after a probe timeout; they may exceed the window.
+    pub probes: u8,
+    /// When the last ack-eliciting packet went out (keepalive, ACK-of-ACK PING).
+    pub last_ack_eliciting_sent: Instant,
+}
+
+impl TransmitState {
+    pub fn new(now: Instant) -> Self {
+        TransmitState {
+            pacing_until: None,
+            probes: 0,
+            last_ack_eliciting_sent: now,
+        }
+    }
+}
+
+/// The largest datagram both sides accept.
+pub(crate) fn max_datagram(config: &TransportConfig, peer: Option<&TransportParams>) -> usize {
+    let ours = usize::from(config.max_datagram_size).max(1200);
+    peer.map_or(ours, |p| ours.min(p.max_datagram_size as usize))
+}
+
+impl Session {
+    /// The next data packet, if anything may and should go now.
+    pub(super) fn transmit_data(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let mtu = max_datagram(&self.config, self.peer_params.as_ref());
+        let mut limit = mtu;
+        if !self.path.validated {
+            limit = limit.min(self.path.budget() as usize);
+            if limit < DATA_HEADER_LEN + TAG_LEN + 16 {
+                self.ack.hold(now);
+                return None;
+            }
+        }
+        let ack_wanted = self.ack.wanted(now);
+        let may_elicit = self.may_elicit(now, mtu as u64);
+        if !may_elicit && !ack_wanted {
+            return None;
+        }
+        let pn = self.begin_packet(buf)?;
+        let max_payload = limit - TAG_LEN;
+        let mut frames = SentFrames::default();
+        let mut eliciting = false;
+
+        // ACK first: it keeps the peer's clock running.
+        let room = max_payload - buf.len();
+        frames.largest_acked = self.ack.write(buf, now, room, ack_wanted);
+        if may_elicit {
+            eliciting |= self.write_control_frames(buf, max_payload, &mut frames);
+            eliciting |= self.write_stream_frames(buf, max_payload, &mut frames);
+            if !eliciting && self.transmit.probes > 0 {
+                Frame::Ping.encode(buf);
+                eliciting = true;
+            }
+            if !eliciting {
+                // Allowed to send but nothing was sendable (flow control holds the
+                // queued data): the rate samples now understate the path.
+                self.on_app_limited();
+            }
+        }
+        // An ACK alone goes out only when one is due (flow-control-blocked streams
+        // must not turn into a stream of ACK-only packets).
+        if !eliciting && (!ack_wanted || frames.largest_acked.is_none()) {
+            buf.clear();
+            return None;
+        }
+        if !eliciting
+            && self.ack.wants_ack_of_acks(
+                now,
+                self.transmit.last_ack_eliciting_sent,
+                self.recovery.rtt.smoothed(),
+            )
+            && buf.len() < max_payload
+        {
+            Frame::Ping.encode(buf);
+            eliciting = true;
+        }
+        if frames.largest_acked.is_some() {
+            self.ack.on_sent();
+        }
+        let sent_goaway = frames.goaway;
+        let destination = self.path.remote;
+        let t = self.finish_packet(now, buf, pn, destination, Sent::data(eliciting, frames))?;
+        if eliciting {
+            self.cc
+                .on_sent(now, t.size as u64, self.recovery.bytes_in_flight());
+            self.pacer.on_sent(now, t.size as u64);
+            self.transmit.last_ack_eliciting_sent = now;
+            self.transmit.probes = self.transmit.probes.saturating_sub(1);
+        }
+        if sent_goaway {
+            // Our GOAWAY was the last thing the close waited for, maybe.
+            self.check_goaway_done();
+        }
+        Some(t)
+    }
+
+    /// May an ack-eliciting packet go now? Something must want to go, and the window
+    /// and the pacer must allow it (a probe is allowed past both). With nothing to send
+    /// below the window, the sender is app-limited.
+    fn may_elicit(&mut self, now: Instant, mtu: u64) -> bool {
+        let want_eliciting = self.pending.any() || !self.streams.send_queue.is_empty();
+        if !want_eliciting {
+            if self.recovery.bytes_in_flight() < self.cc.window() {
+                self.on_app_limited();
+            }
+            return false;
+        }
+        if self.transmit.probes > 0 {
+            return true;
+        }
+        let in_flight = self.recovery.bytes_in_flight();
+        if in_flight + mtu > self.cc.window() {
+            return false;
+        }
+        let srtt = self.recovery.rtt.smoothed();
+        match self
+            .pacer
+            .delay(now, mtu, self.cc.pacing_rate(), self.cc.window(), srtt)
+        {
+            Some(t) if t > now => {
+                self.transmit.pacing_until = Some(t);
+                false
+            }
+            _ => true,
+        }
+    }
+
+    fn on_app_limited(&mut self) {
+        self.cc.on_app_limited(self.recovery.bytes_in_flight());
+        self.rate.on_app_limited(self.recovery.bytes_in_flight());
+    }
+
+    /// Fills the rest of the packet with stream data, streams taken round-robin.
+    fn write_stream_frames(
+        &mut self,
+        buf: &mut Vec<u8>,
+        max: usize,
+        sent: &mut SentFrames,
+    ) -> bool {
+        let mut wrote = false;
+        let mut visited = 0;
+        let queued = self.streams.send_queue.len();
+        while visited < queued && max.saturating_sub(buf.len()) > MIN_STREAM_FRAME_ROOM {
+            let Some(id) = self.streams.send_queue.pop_front() else {
+                break;
+            };
+            visited += 1;
+            let Some(st) = self.streams.map.get_mut(&id) else {
+                continue;
+            };
+            st.in_send_queue = false;
+            let room = (max - buf.len()) as u64;
+            let offset_guess = st.send.unsent();
+            let header =
+                StreamFrame::header_len(id.0, offset_guess.max(st.send.end()), room as usize)
+                    as u64;
+            let data_room = room.saturating_sub(header);
+            let new_limit = st
+                .send_max
+                .min(st.send.unsent().saturating_add(self.flow.send_credit()));
+            let before_unsent = st.send.unsent();
+            let range = st.send.next_range(data_room, new_limit);
+            let end = st.send.end();
+            let (range, fin) = match range {
+                Some(r) => {
+                    let fin = st.finish_requested && r.end == end && !st.fin_acked;
+                    (r, fin)
+                }
+                None if st.finish_requested && !st.fin_sent && st.send.unsent() == end => {
+                    (end..end, true)
+                }
+                None => {
+                    enqueue(&mut self.streams.send_queue, id, st);
+                    continue;
+                }
+            };
+            let len = (range.end - range.start) as usize;
+            StreamFrame::encode_header(buf, id.0, range.start, len, fin);
+            st.send.copy_range(range.clone(), buf);
+            if fin {
+                st.fin_sent = true;
+            }
+            let new_bytes = st.send.unsent() - before_unsent;
+            self.flow.data_sent += new_bytes;
+            self.stats.bytes_retransmitted += (len as u64).saturating_sub(new_bytes);
+            sent.push_stream(StreamRange { id, range, fin });
+            wrote = true;
+            enqueue(&mut self.streams.send_queue, id, st);
+        }
+        wrote
+    }
+}
