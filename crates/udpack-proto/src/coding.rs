@@ -68,6 +68,7 @@ impl<'a> Reader<'a> {
         self.pos
     }
 
+    #[cfg(test)]
     /// True when everything was read.
     pub fn is_empty(&self) -> bool {
         self.remaining() == 0

@@ -80,6 +80,7 @@ pub struct Ack {
 }
 
 impl Ack {
+    #[cfg(test)]
     /// The largest packet number acknowledged.
     pub fn largest(&self) -> Option<u64> {
         self.ranges.first().map(|r| r.end - 1)

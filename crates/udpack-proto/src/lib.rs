@@ -7,18 +7,21 @@
 //! events ([`Endpoint::poll_event`]). The wire format is specified in
 //! `docs/PROTOCOL.md`.
 
-pub mod coding;
-pub mod config;
-pub mod congestion;
-pub mod endpoint;
-pub mod frame;
-pub mod handshake;
-pub mod keys;
-pub mod packet;
-pub mod range_set;
-pub mod recovery;
-pub mod session;
-pub mod stream;
+mod coding;
+mod config;
+mod congestion;
+mod endpoint;
+mod frame;
+mod handshake;
+mod keys;
+mod packet;
+mod range_set;
+mod recovery;
+mod session;
+mod stream;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use config::{reject, ClientConfig, ServerConfig, TransportConfig};
 pub use congestion::ControllerKind;

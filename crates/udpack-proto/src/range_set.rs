@@ -26,6 +26,7 @@ impl RangeSet {
         self.map.len()
     }
 
+    #[cfg(test)]
     /// True when `v` is in the set.
     pub fn contains(&self, v: u64) -> bool {
         self.map
@@ -82,6 +83,7 @@ impl RangeSet {
         }
     }
 
+    #[cfg(test)]
     /// Smallest value, if any.
     pub fn min(&self) -> Option<u64> {
         self.map.keys().next().copied()

@@ -162,11 +162,6 @@ impl Recovery {
         self.bytes_in_flight
     }
 
-    /// Largest packet number the peer acknowledged.
-    pub fn largest_acked(&self) -> Option<u64> {
-        self.largest_acked
-    }
-
     /// Records a sent packet under the next packet number; returns that number.
     pub fn on_sent(&mut self, p: SentPacket) -> u64 {
         let pn = self.next_pn;

@@ -2,50 +2,32 @@
 //! silence are reported, and that forged, tampered, replayed and garbage datagrams
 //! change nothing.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use common::*;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use udpack_proto::handshake::{
+use udpack_proto::testing::wire::{
     encode_undecryptable, encode_version_mismatch, ClientHandshake, ServerHello, TransportParams,
     BODY_OFFSET,
 };
-use udpack_proto::packet::{long, DATA_PACKET, MIN_HELLO_LEN, VERSION};
+use udpack_proto::testing::wire::{long, DATA_PACKET, MIN_HELLO_LEN, VERSION};
+use udpack_proto::testing::*;
 use udpack_proto::{
     reject, ClientConfig, CloseReason, Event, HandshakeError, ServerConfig, Side, TransportConfig,
 };
 
 const ONE_WAY: Duration = Duration::from_millis(25);
 
+fn link() -> LinkParams {
+    LinkParams::new(ONE_WAY, 100_000_000)
+}
+
 fn new_sim(seed: u64) -> Sim {
-    let link = LinkParams::new(ONE_WAY, 100_000_000);
-    Sim::new(seed, link.clone(), link)
-}
-
-/// A server that sends `server_streams` and a client that sends `client_streams`.
-fn pair(
-    seed: u64,
-    client: &ClientConfig,
-    client_streams: Vec<u64>,
-    server_streams: Vec<u64>,
-) -> Sim {
-    let mut sim = new_sim(seed);
-    sim.add_server(server_config(seed, TransportConfig::default()));
-    sim.nodes[0].app.open = server_streams;
-    sim.add_client(client, App::sending(client_streams));
-    sim
-}
-
-fn good_pair(seed: u64, client_streams: Vec<u64>, server_streams: Vec<u64>) -> Sim {
-    let cfg = client_config(seed, TransportConfig::default());
-    pair(seed, &cfg, client_streams, server_streams)
+    Sim::new(seed, link(), link())
 }
 
 /// Captured datagrams sent from `from` whose first byte is `first`.
@@ -67,8 +49,11 @@ fn deliver_injected(sim: &mut Sim) {
 #[test]
 fn right_key_and_token_connect_and_carry_data() {
     let seed = 11;
-    let mut sim = good_pair(seed, vec![150_000, 3_000, 0], vec![80_000]);
-    sim.nodes[1].app.event_log = Some(Vec::new());
+    let mut sim = Pair::new(seed, link())
+        .client_streams(vec![150_000, 3_000, 0])
+        .server_streams(vec![80_000])
+        .build();
+    sim.client_mut().app.event_log = Some(Vec::new());
     assert!(
         sim.run_until(Duration::from_secs(20), streams_done),
         "transfer did not finish"
@@ -76,7 +61,7 @@ fn right_key_and_token_connect_and_carry_data() {
     check_transfer(&sim);
 
     // The client learns it is connected one round trip after its hello.
-    let log = sim.nodes[1].app.event_log.as_ref().expect("event log");
+    let log = sim.client().app.event_log.as_ref().expect("event log");
     let connected_at = log
         .iter()
         .find(|(_, _, e)| *e == Event::Connected)
@@ -88,17 +73,17 @@ fn right_key_and_token_connect_and_carry_data() {
     );
 
     let (ch, sh) = (client_handle(&sim), server_handle(&sim));
-    assert_eq!(sim.nodes[1].app.connected, vec![ch]);
-    assert_eq!(sim.nodes[0].app.connected, vec![sh]);
-    assert_eq!(sim.nodes[0].ep.stats().sessions_accepted, 1);
-    assert_eq!(sim.nodes[0].ep.stats().hellos_rejected, 0);
-    assert_eq!(sim.nodes[0].ep.session_count(), 1);
-    let (server_addr, client_addr) = (sim.nodes[0].addr, sim.nodes[1].addr);
-    let c = sim.nodes[1].ep.session(ch).expect("client session");
+    assert_eq!(sim.client().app.connected, vec![ch]);
+    assert_eq!(sim.server().app.connected, vec![sh]);
+    assert_eq!(sim.server().ep.stats().sessions_accepted, 1);
+    assert_eq!(sim.server().ep.stats().hellos_rejected, 0);
+    assert_eq!(sim.server_mut().ep.session_count(), 1);
+    let (server_addr, client_addr) = (sim.server().addr, sim.nodes[1].addr);
+    let c = sim.client_mut().ep.session(ch).expect("client session");
     assert!(c.is_established());
     assert_eq!(c.side(), Side::Client);
     assert_eq!(c.remote_addr(), server_addr);
-    let s = sim.nodes[0].ep.session(sh).expect("server session");
+    let s = sim.server_mut().ep.session(sh).expect("server session");
     assert!(s.is_established());
     assert_eq!(s.side(), Side::Server);
     assert_eq!(s.remote_addr(), client_addr);
@@ -130,7 +115,8 @@ fn refused_token_is_reported_promptly_and_server_keeps_nothing() {
         sim.add_server(server.unwrap_or_else(|| server_config(seed, TransportConfig::default())));
         sim.add_client(&cfg, App::sending(vec![1000]));
         assert!(
-            sim.run_until(Duration::from_secs(30), |s| !s.nodes[1]
+            sim.run_until(Duration::from_secs(30), |s| !s
+                .client()
                 .app
                 .closed
                 .is_empty()),
@@ -142,7 +128,7 @@ fn refused_token_is_reported_promptly_and_server_keeps_nothing() {
             "{name}: refused after {:?}",
             sim.elapsed()
         );
-        match &sim.nodes[1].app.connect_errors[..] {
+        match &sim.client().app.connect_errors[..] {
             [CloseReason::ConnectFailed(HandshakeError::Rejected { code, reason })] => {
                 assert_eq!(*code, reject::TOKEN_REJECTED, "{name}");
                 assert!(reason.contains("token"), "{name}: reason {reason:?}");
@@ -151,7 +137,7 @@ fn refused_token_is_reported_promptly_and_server_keeps_nothing() {
         }
         // Nothing else happens afterwards.
         sim.run_until(Duration::from_secs(15), |_| false);
-        let server = &mut sim.nodes[0];
+        let server = sim.server_mut();
         assert_eq!(server.ep.session_count(), 0, "{name}");
         assert!(server.ep.accept().is_none(), "{name}");
         assert!(server.app.sessions.is_empty(), "{name}");
@@ -162,7 +148,7 @@ fn refused_token_is_reported_promptly_and_server_keeps_nothing() {
             None,
             "{name}: server keeps a timer"
         );
-        let client = &mut sim.nodes[1];
+        let client = sim.client_mut();
         assert!(client.app.connected.is_empty(), "{name}");
         assert_eq!(client.app.closed.len(), 1, "{name}");
         assert_eq!(
@@ -179,8 +165,12 @@ fn wrong_server_key_is_a_key_mismatch_and_server_keeps_nothing() {
     let other = Sim::server_key(seed + 1000).public_key();
     assert_ne!(other, Sim::server_key(seed).public_key());
     let cfg = ClientConfig::new(other).token("letmein");
-    let mut sim = pair(seed, &cfg, vec![1000], vec![]);
-    assert!(sim.run_until(Duration::from_secs(30), |s| !s.nodes[1]
+    let mut sim = Pair::new(seed, link())
+        .client_config(cfg.clone())
+        .client_streams(vec![1000])
+        .build();
+    assert!(sim.run_until(Duration::from_secs(30), |s| !s
+        .client()
         .app
         .closed
         .is_empty()));
@@ -190,11 +180,11 @@ fn wrong_server_key_is_a_key_mismatch_and_server_keeps_nothing() {
         sim.elapsed()
     );
     assert_eq!(
-        sim.nodes[1].app.connect_errors,
+        sim.client().app.connect_errors,
         vec![CloseReason::ConnectFailed(HandshakeError::KeyMismatch)]
     );
     sim.run_until(Duration::from_secs(15), |_| false);
-    let server = &mut sim.nodes[0];
+    let server = sim.server_mut();
     assert_eq!(server.ep.session_count(), 0);
     assert!(server.app.sessions.is_empty());
     assert_eq!(server.ep.stats().sessions_accepted, 0);
@@ -214,19 +204,20 @@ fn no_answer_times_out_at_the_handshake_timeout() {
         }
         sim.add_server(server_config(seed, TransportConfig::default()));
         if case == "no server config" {
-            sim.nodes[0].ep.set_server_config(None);
+            sim.server_mut().ep.set_server_config(None);
         }
         let cfg = client_config(seed, TransportConfig::default())
             .handshake_timeout(timeout)
             .hello_retry(Duration::from_millis(200));
         sim.add_client(&cfg, App::sending(vec![1000]));
-        let server_addr = sim.nodes[0].addr;
+        let server_addr = sim.server().addr;
         if case == "no server node" {
             // The client still aims at the old address; nothing lives there now.
-            sim.nodes[0].addr = "10.0.0.99:45456".parse().expect("address");
+            sim.server_mut().addr = "10.0.0.99:45456".parse().expect("address");
         }
         assert!(
-            sim.run_until(Duration::from_secs(60), |s| !s.nodes[1]
+            sim.run_until(Duration::from_secs(60), |s| !s
+                .client()
                 .app
                 .closed
                 .is_empty()),
@@ -238,12 +229,12 @@ fn no_answer_times_out_at_the_handshake_timeout() {
             "{case}: timed out after {at:?}"
         );
         assert_eq!(
-            sim.nodes[1].app.connect_errors,
+            sim.client().app.connect_errors,
             vec![CloseReason::ConnectFailed(HandshakeError::TimedOut)],
             "{case}"
         );
         // The hello was repeated with a growing interval of at most a second.
-        let hellos = captured(&sim, sim.nodes[1].addr, long::HELLO);
+        let hellos = captured(&sim, sim.client().addr, long::HELLO);
         assert!(hellos.len() >= 4, "{case}: {} hellos", hellos.len());
         assert!(hellos
             .iter()
@@ -255,18 +246,18 @@ fn no_answer_times_out_at_the_handshake_timeout() {
             "{case}: hello gaps {gaps:?}"
         );
         // Then the client is silent and keeps no timer.
-        assert_eq!(sim.nodes[1].ep.poll_timeout(), None, "{case}");
+        assert_eq!(sim.client_mut().ep.poll_timeout(), None, "{case}");
         let n = hellos.len();
         sim.run_until(Duration::from_secs(10), |_| false);
         assert_eq!(
-            captured(&sim, sim.nodes[1].addr, long::HELLO).len(),
+            captured(&sim, sim.client().addr, long::HELLO).len(),
             n,
             "{case}"
         );
         if case == "no server config" {
-            let st = sim.nodes[0].ep.stats();
+            let st = sim.server().ep.stats();
             assert_eq!(st.datagrams_dropped, n as u64, "{case}");
-            assert_eq!(sim.nodes[0].ep.session_count(), 0, "{case}");
+            assert_eq!(sim.server_mut().ep.session_count(), 0, "{case}");
         }
     }
 }
@@ -296,9 +287,12 @@ fn tampered(p: &[u8]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
 #[test]
 fn tampered_data_packets_are_dropped_and_change_nothing() {
     let seed = 15;
-    let mut sim = good_pair(seed, vec![400_000, 50_000], vec![200_000]);
+    let mut sim = Pair::new(seed, link())
+        .client_streams(vec![400_000, 50_000])
+        .server_streams(vec![200_000])
+        .build();
     sim.capture = Some(Vec::new());
-    let (server_addr, client_addr) = (sim.nodes[0].addr, sim.nodes[1].addr);
+    let (server_addr, client_addr) = (sim.server().addr, sim.nodes[1].addr);
     run_until_connected(&mut sim);
     let (ch, sh) = (client_handle(&sim), server_handle(&sim));
     for round in 0..3 {
@@ -308,8 +302,8 @@ fn tampered_data_packets_are_dropped_and_change_nothing() {
         let up = captured(&sim, client_addr, DATA_PACKET);
         let down = captured(&sim, server_addr, DATA_PACKET);
         let before = [
-            (sim.nodes[0].ep.stats(), stats(&mut sim, 0, sh)),
-            (sim.nodes[1].ep.stats(), stats(&mut sim, 1, ch)),
+            (sim.server().ep.stats(), stats(&mut sim, 0, sh)),
+            (sim.client().ep.stats(), stats(&mut sim, 1, ch)),
         ];
         let mut expect = [(0u64, 0u64); 2];
         for (to, packets, from) in [(0usize, &up, client_addr), (1, &down, server_addr)] {
@@ -356,9 +350,12 @@ fn tampered_data_packets_are_dropped_and_change_nothing() {
 #[test]
 fn tampered_hello_and_reply_do_not_break_the_handshake() {
     let seed = 16;
-    let mut sim = good_pair(seed, vec![30_000], vec![30_000]);
+    let mut sim = Pair::new(seed, link())
+        .client_streams(vec![30_000])
+        .server_streams(vec![30_000])
+        .build();
     sim.capture = Some(Vec::new());
-    let (server_addr, client_addr) = (sim.nodes[0].addr, sim.nodes[1].addr);
+    let (server_addr, client_addr) = (sim.server().addr, sim.nodes[1].addr);
     // The hello is out; tampered copies reach the server before it.
     assert!(sim.run_until(Duration::from_secs(1), |s| {
         !captured(s, client_addr, long::HELLO).is_empty()
@@ -397,9 +394,9 @@ fn tampered_hello_and_reply_do_not_break_the_handshake() {
     check_transfer(&sim);
     // The two hellos whose Noise message was damaged did not decrypt; the one with
     // another session id did not either (the id is bound to the handshake).
-    assert_eq!(sim.nodes[0].ep.stats().hellos_rejected, 3);
-    assert_eq!(sim.nodes[0].ep.stats().sessions_accepted, 1);
-    assert_eq!(sim.nodes[0].ep.session_count(), 1);
+    assert_eq!(sim.server().ep.stats().hellos_rejected, 3);
+    assert_eq!(sim.server().ep.stats().sessions_accepted, 1);
+    assert_eq!(sim.server_mut().ep.session_count(), 1);
     // The three clear answers to damaged hellos carry a digest the client did not
     // send; four damaged replies reach the session and one of each pair of reply
     // copies is refused (the header's version byte is not part of what the handshake
@@ -413,9 +410,12 @@ fn tampered_hello_and_reply_do_not_break_the_handshake() {
 #[test]
 fn replayed_packets_have_no_effect() {
     let seed = 17;
-    let mut sim = good_pair(seed, vec![2_000_000, 20_000], vec![100_000]);
+    let mut sim = Pair::new(seed, link())
+        .client_streams(vec![2_000_000, 20_000])
+        .server_streams(vec![100_000])
+        .build();
     sim.capture = Some(Vec::new());
-    let (server_addr, client_addr) = (sim.nodes[0].addr, sim.nodes[1].addr);
+    let (server_addr, client_addr) = (sim.server().addr, sim.nodes[1].addr);
     run_until_connected(&mut sim);
     let (ch, sh) = (client_handle(&sim), server_handle(&sim));
     let mut replays = 0;
@@ -447,11 +447,11 @@ fn replayed_packets_have_no_effect() {
         let now = sim.now;
         for p in up.iter().chain(&hello) {
             let d = BytesMut::from(&p.data[..]);
-            sim.nodes[0].ep.handle(now, client_addr, d);
+            sim.server_mut().ep.handle(now, client_addr, d);
         }
         for p in down.iter().chain(&reply) {
             let d = BytesMut::from(&p.data[..]);
-            sim.nodes[1].ep.handle(now, server_addr, d);
+            sim.client_mut().ep.handle(now, server_addr, d);
         }
         replays += up.len() + down.len();
         let after = (stats(&mut sim, 0, sh), stats(&mut sim, 1, ch));
@@ -476,7 +476,7 @@ fn replayed_packets_have_no_effect() {
             "{phase}"
         );
         assert_eq!(after.0.bytes_received, before.0.bytes_received, "{phase}");
-        let server = &mut sim.nodes[0];
+        let server = sim.server_mut();
         assert_eq!(server.ep.session_count(), 1, "{phase}");
         assert!(server.ep.accept().is_none(), "{phase}: a second session");
         assert_eq!(server.ep.stats().sessions_accepted, 1, "{phase}");
@@ -485,11 +485,11 @@ fn replayed_packets_have_no_effect() {
     sim.run_until(Duration::from_millis(500), |_| false);
     check_transfer(&sim);
     // No stream was opened twice and no byte read twice.
-    assert_eq!(sim.nodes[0].app.sessions.len(), 1);
-    assert_eq!(sim.nodes[0].app.receivers.len(), 2);
-    assert_eq!(sim.nodes[1].app.receivers.len(), 1);
-    assert_eq!(sim.nodes[0].app.bytes_read, 2_020_000);
-    assert_eq!(sim.nodes[1].app.bytes_read, 100_000);
+    assert_eq!(sim.server().app.sessions.len(), 1);
+    assert_eq!(sim.server().app.receivers.len(), 2);
+    assert_eq!(sim.client().app.receivers.len(), 1);
+    assert_eq!(sim.server().app.bytes_read, 2_020_000);
+    assert_eq!(sim.client().app.bytes_read, 100_000);
     close_gracefully(&mut sim, 4);
 }
 
@@ -526,8 +526,11 @@ fn other_hello(client_sid: u64) -> Vec<u8> {
 #[test]
 fn forged_answers_with_the_wrong_hello_digest_do_not_abort_connect() {
     let seed = 18;
-    let mut sim = good_pair(seed, vec![20_000], vec![20_000]);
-    let server_addr = sim.nodes[0].addr;
+    let mut sim = Pair::new(seed, link())
+        .client_streams(vec![20_000])
+        .server_streams(vec![20_000])
+        .build();
+    let server_addr = sim.server().addr;
     let sid = client_handle(&sim).0;
     let mut forged = Vec::new();
     let mut out = Vec::new();
@@ -557,7 +560,7 @@ fn forged_answers_with_the_wrong_hello_digest_do_not_abort_connect() {
         "transfer did not finish"
     );
     check_transfer(&sim);
-    assert!(sim.nodes[1].app.connect_errors.is_empty());
+    assert!(sim.client().app.connect_errors.is_empty());
     let ch = client_handle(&sim);
     assert_eq!(stats(&mut sim, 1, ch).packets_dropped, n);
     close_gracefully(&mut sim, 2);
@@ -569,9 +572,9 @@ fn clear_answers_with_the_right_digest_or_from_elsewhere() {
     // that echoes the hello as sent does end the attempt...
     let seed = 19;
     for ty in [long::UNDECRYPTABLE, long::VERSION_MISMATCH] {
-        let mut sim = good_pair(seed, vec![1000], vec![]);
+        let mut sim = Pair::new(seed, link()).client_streams(vec![1000]).build();
         sim.capture = Some(Vec::new());
-        let (server_addr, client_addr) = (sim.nodes[0].addr, sim.nodes[1].addr);
+        let (server_addr, client_addr) = (sim.server().addr, sim.nodes[1].addr);
         let sid = client_handle(&sim).0;
         assert!(sim.run_until(Duration::from_secs(1), |s| {
             !captured(s, client_addr, long::HELLO).is_empty()
@@ -586,9 +589,10 @@ fn clear_answers_with_the_right_digest_or_from_elsewhere() {
         // ...but not when it comes from another address than the server's.
         sim.inject("10.7.7.7:45456".parse().expect("address"), 1, out.clone());
         deliver_injected(&mut sim);
-        assert!(sim.nodes[1].app.closed.is_empty());
+        assert!(sim.client().app.closed.is_empty());
         sim.inject(server_addr, 1, out);
-        assert!(sim.run_until(Duration::from_secs(1), |s| !s.nodes[1]
+        assert!(sim.run_until(Duration::from_secs(1), |s| !s
+            .client()
             .app
             .closed
             .is_empty()));
@@ -598,7 +602,7 @@ fn clear_answers_with_the_right_digest_or_from_elsewhere() {
             HandshakeError::UnsupportedVersion(VERSION)
         };
         assert_eq!(
-            sim.nodes[1].app.connect_errors,
+            sim.client().app.connect_errors,
             vec![CloseReason::ConnectFailed(want)]
         );
     }
@@ -608,7 +612,10 @@ fn clear_answers_with_the_right_digest_or_from_elsewhere() {
 
 /// A connected pair with a little data to move once the garbage is in.
 fn live_pair(seed: u64) -> Sim {
-    let mut sim = good_pair(seed, vec![20_000], vec![10_000]);
+    let mut sim = Pair::new(seed, link())
+        .client_streams(vec![20_000])
+        .server_streams(vec![10_000])
+        .build();
     run_until_connected(&mut sim);
     sim
 }
@@ -621,9 +628,9 @@ fn check_still_works(sim: &mut Sim) {
         "transfer did not finish after garbage"
     );
     check_transfer(sim);
-    assert_eq!(sim.nodes[0].ep.session_count(), 1);
-    assert_eq!(sim.nodes[0].ep.stats().sessions_accepted, 1);
-    assert_eq!(sim.nodes[1].ep.session_count(), 1);
+    assert_eq!(sim.server_mut().ep.session_count(), 1);
+    assert_eq!(sim.server().ep.stats().sessions_accepted, 1);
+    assert_eq!(sim.client_mut().ep.session_count(), 1);
     assert!(sim.nodes.iter().all(|n| n.app.closed.is_empty()));
     close_gracefully(sim, 1);
 }
@@ -706,8 +713,8 @@ proptest! {
     ) {
         let mut sim = live_pair(seed);
         let received = (
-            sim.nodes[0].ep.stats().datagrams_received,
-            sim.nodes[1].ep.stats().datagrams_received,
+            sim.server().ep.stats().datagrams_received,
+            sim.client().ep.stats().datagrams_received,
         );
         let mut fed = [0u64; 2];
         for g in &garbage {
@@ -716,8 +723,8 @@ proptest! {
             let now = sim.now;
             sim.nodes[to].ep.handle(now, from, BytesMut::from(&d[..]));
         }
-        prop_assert_eq!(sim.nodes[0].ep.stats().datagrams_received, received.0 + fed[0]);
-        prop_assert_eq!(sim.nodes[1].ep.stats().datagrams_received, received.1 + fed[1]);
+        prop_assert_eq!(sim.server().ep.stats().datagrams_received, received.0 + fed[0]);
+        prop_assert_eq!(sim.client().ep.stats().datagrams_received, received.1 + fed[1]);
         check_still_works(&mut sim);
     }
 }
@@ -734,7 +741,7 @@ fn decode_anything_every_first_byte_and_length() {
     let mut fed_bytes = 0u64;
     // Datagrams the endpoint must drop itself: empty, or an unknown first byte.
     let mut must_drop = [0u64; 2];
-    let ep_before = [sim.nodes[0].ep.stats(), sim.nodes[1].ep.stats()];
+    let ep_before = [sim.server().ep.stats(), sim.nodes[1].ep.stats()];
     for first in 0..=255u8 {
         for &len in &lens {
             for variant in 0..3 {

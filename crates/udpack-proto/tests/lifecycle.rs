@@ -2,39 +2,15 @@
 //! amplification limit, idle timeout and keepalive, GOAWAY and CLOSE, and the figures
 //! `stats()` reports.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
-use udpack_proto::packet::{long, DATA_PACKET};
+use udpack_proto::testing::wire::{long, DATA_PACKET};
+use udpack_proto::testing::*;
 use udpack_proto::{CloseReason, Event, SessionHandle, StreamError, TransportConfig};
 
 fn link(one_way_ms: u64, rate_bps: u64) -> LinkParams {
     LinkParams::new(Duration::from_millis(one_way_ms), rate_bps)
-}
-
-fn pair_with(
-    seed: u64,
-    l: LinkParams,
-    transport: (TransportConfig, TransportConfig),
-    client_streams: Vec<u64>,
-    server_streams: Vec<u64>,
-) -> Sim {
-    let mut sim = Sim::new(seed, l.clone(), l);
-    sim.add_server(server_config(seed, transport.0));
-    sim.nodes[0].app.open = server_streams;
-    sim.add_client(
-        &client_config(seed, transport.1),
-        App::sending(client_streams),
-    );
-    sim
-}
-
-fn pair(seed: u64, l: LinkParams, client_streams: Vec<u64>, server_streams: Vec<u64>) -> Sim {
-    let t = TransportConfig::default();
-    pair_with(seed, l, (t.clone(), t), client_streams, server_streams)
 }
 
 fn remote_addr(sim: &mut Sim, node: usize, h: SessionHandle) -> SocketAddr {
@@ -75,11 +51,14 @@ fn closed_at(sim: &Sim, node: usize) -> (Instant, CloseReason) {
 fn nat_rebinding_mid_transfer_moves_the_session_after_validation() {
     let seed = 31;
     let one_way = Duration::from_millis(20);
-    let mut sim = pair(seed, link(20, 20_000_000), vec![1_500_000], vec![300_000]);
+    let mut sim = Pair::new(seed, link(20, 20_000_000))
+        .client_streams(vec![1_500_000])
+        .server_streams(vec![300_000])
+        .build();
     sim.capture = Some(Vec::new());
     // The NAT forgets the old mapping: packets to the old address are lost.
     sim.rebind_drops_old = true;
-    let (server_addr, old) = (sim.nodes[0].addr, sim.nodes[1].addr);
+    let (server_addr, old) = (sim.server().addr, sim.nodes[1].addr);
     run_until_connected(&mut sim);
     let (sh, ch) = (server_handle(&sim), client_handle(&sim));
     sim.run_until(Duration::from_millis(200), |_| false);
@@ -153,9 +132,12 @@ fn rebinding_right_after_the_hello() {
     // The server's budget toward the hello's address is spent on data at once; the
     // client's first packets come from a new address. The session must move there.
     let seed = 40;
-    let mut sim = pair(seed, link(20, 20_000_000), vec![200_000], vec![300_000]);
+    let mut sim = Pair::new(seed, link(20, 20_000_000))
+        .client_streams(vec![200_000])
+        .server_streams(vec![300_000])
+        .build();
     sim.capture = Some(Vec::new());
-    let (server_addr, old) = (sim.nodes[0].addr, sim.nodes[1].addr);
+    let (server_addr, old) = (sim.server().addr, sim.nodes[1].addr);
     let new: SocketAddr = "10.0.2.2:6000".parse().expect("address");
     sim.rebind = Some((1, sim.now + Duration::from_millis(1), new));
     assert!(
@@ -165,7 +147,7 @@ fn rebinding_right_after_the_hello() {
     check_transfer(&sim);
     let sh = server_handle(&sim);
     assert_eq!(remote_addr(&mut sim, 0, sh), new);
-    assert_eq!(sim.nodes[0].ep.stats().sessions_accepted, 1);
+    assert_eq!(sim.server().ep.stats().sessions_accepted, 1);
     // The hello's address never proved itself: it got at most three times the hello.
     let from_old = captured_bytes(&sim, |c| c.from == old);
     let to_old = captured_bytes(&sim, |c| c.from == server_addr && c.to == old);
@@ -184,9 +166,12 @@ fn rebinding_right_after_the_hello() {
 fn spoofed_copy_of_a_packet_gets_at_most_three_times_its_size() {
     let seed = 32;
     let one_way = Duration::from_millis(20);
-    let mut sim = pair(seed, link(20, 20_000_000), vec![800_000], vec![200_000]);
+    let mut sim = Pair::new(seed, link(20, 20_000_000))
+        .client_streams(vec![800_000])
+        .server_streams(vec![200_000])
+        .build();
     sim.capture = Some(Vec::new());
-    let client_addr = sim.nodes[1].addr;
+    let client_addr = sim.client().addr;
     run_until_connected(&mut sim);
     let sh = server_handle(&sim);
     sim.run_until(Duration::from_millis(150), |_| false);
@@ -231,10 +216,13 @@ fn spoofed_copy_of_a_packet_gets_at_most_three_times_its_size() {
 #[test]
 fn replayed_hello_from_a_spoofed_address_gets_nothing() {
     let seed = 33;
-    let mut sim = pair(seed, link(20, 20_000_000), vec![50_000], vec![100_000]);
+    let mut sim = Pair::new(seed, link(20, 20_000_000))
+        .client_streams(vec![50_000])
+        .server_streams(vec![100_000])
+        .build();
     sim.capture = Some(Vec::new());
-    sim.nodes[0].app.event_log = Some(Vec::new());
-    let (server_addr, client_addr) = (sim.nodes[0].addr, sim.nodes[1].addr);
+    sim.server_mut().app.event_log = Some(Vec::new());
+    let (server_addr, client_addr) = (sim.server().addr, sim.nodes[1].addr);
     let victim: SocketAddr = "203.0.113.10:7777".parse().expect("address");
     run_until_connected(&mut sim);
     let hello = sim
@@ -264,20 +252,20 @@ fn replayed_hello_from_a_spoofed_address_gets_nothing() {
     // its client session id: no second session, nothing sent to the victim.
     sim.inject(victim, 0, hello.clone());
     sim.run_until(Duration::from_secs(1), |_| false);
-    assert_eq!(sim.nodes[0].app.sessions.len(), 1);
-    assert_eq!(sim.nodes[0].ep.session_count(), 1);
+    assert_eq!(sim.server().app.sessions.len(), 1);
+    assert_eq!(sim.server_mut().ep.session_count(), 1);
     sim.run_until(Duration::from_secs(5), |s| {
-        sent_and_read(&s.nodes[1].app, &s.nodes[0].app)
-            && s.nodes[1].app.receivers.values().all(|r| r.ended)
+        sent_and_read(&s.client().app, &s.nodes[0].app)
+            && s.client().app.receivers.values().all(|r| r.ended)
     });
     assert_eq!(captured_bytes(&sim, |c| c.to == victim), answered);
 
     // The real session is unaffected.
     let ch = client_handle(&sim);
     assert_eq!(remote_addr(&mut sim, 1, ch), server_addr);
-    let client = &sim.nodes[1].app;
+    let client = &sim.client().app;
     assert!(client.errors.is_empty(), "{:?}", client.errors);
-    assert!(sent_and_read(client, &sim.nodes[0].app));
+    assert!(sent_and_read(client, &sim.server().app));
     assert_eq!(client.bytes_read, 100_000);
     assert!(client.closed.is_empty());
 }
@@ -291,13 +279,12 @@ fn idle_timeout_when_the_peer_vanishes() {
         keepalive: Some(Duration::from_secs(1)),
         ..TransportConfig::default()
     };
-    let mut sim = pair_with(
-        seed,
-        link(20, 20_000_000),
-        (t.clone(), t),
-        vec![50_000_000],
-        vec![1_000_000],
-    );
+    let mut sim = Pair::new(seed, link(20, 20_000_000))
+        .server_transport(t.clone())
+        .client_transport(t)
+        .client_streams(vec![50_000_000])
+        .server_streams(vec![1_000_000])
+        .build();
     sim.capture = Some(Vec::new());
     for n in &mut sim.nodes {
         n.app.event_log = Some(Vec::new());
@@ -350,13 +337,10 @@ fn keepalive_keeps_an_idle_session_up() {
         ("client only", None, second),
         ("server only", second, None),
     ] {
-        let mut sim = pair_with(
-            seed,
-            link(20, 0),
-            (with(server), with(client)),
-            vec![],
-            vec![],
-        );
+        let mut sim = Pair::new(seed, link(20, 0))
+            .server_transport(with(server))
+            .client_transport(with(client))
+            .build();
         sim.capture = Some(Vec::new());
         run_until_connected(&mut sim);
         let start = sim.now;
@@ -364,16 +348,18 @@ fn keepalive_keeps_an_idle_session_up() {
         assert!(
             sim.nodes.iter().all(|n| n.app.closed.is_empty()),
             "{name}: closed {:?} / {:?}",
-            sim.nodes[0].app.closed,
-            sim.nodes[1].app.closed
+            sim.server().app.closed,
+            sim.client().app.closed
         );
         let (sh, ch) = (server_handle(&sim), client_handle(&sim));
-        assert!(sim.nodes[0]
+        assert!(sim
+            .server_mut()
             .ep
             .session(sh)
             .expect("session")
             .is_established());
-        assert!(sim.nodes[1]
+        assert!(sim
+            .client_mut()
             .ep
             .session(ch)
             .expect("session")
@@ -405,7 +391,10 @@ fn without_keepalive_an_idle_session_times_out() {
         keepalive: None,
         ..TransportConfig::default()
     };
-    let mut sim = pair_with(seed, link(20, 0), (t.clone(), t), vec![], vec![]);
+    let mut sim = Pair::new(seed, link(20, 0))
+        .server_transport(t.clone())
+        .client_transport(t)
+        .build();
     for n in &mut sim.nodes {
         n.app.event_log = Some(Vec::new());
     }
@@ -432,24 +421,23 @@ fn goaway_reaches_the_peer_and_closes_after_the_streams_finish() {
     // its data arrived. Either way only the client, which sent the first GOAWAY, closes.
     for server_streams in [vec![250_000], vec![]] {
         let case = format!("server streams {server_streams:?}");
-        let mut sim = pair(
-            seed,
-            link(25, 20_000_000),
-            vec![400_000, 150_000, 1],
-            server_streams,
-        );
+        let mut sim = Pair::new(seed, link(25, 20_000_000))
+            .client_streams(vec![400_000, 150_000, 1])
+            .server_streams(server_streams)
+            .build();
         for n in &mut sim.nodes {
             n.app.event_log = Some(Vec::new());
         }
         // The client says GOAWAY as soon as it has written everything: long before the
         // data is through.
-        sim.nodes[1].app.goaway_when_done = Some(42);
-        assert!(sim.run_until(Duration::from_secs(5), |s| !s.nodes[0]
+        sim.client_mut().app.goaway_when_done = Some(42);
+        assert!(sim.run_until(Duration::from_secs(5), |s| !s
+            .server()
             .app
             .goaways
             .is_empty()));
         let (sh, ch) = (server_handle(&sim), client_handle(&sim));
-        assert_eq!(sim.nodes[0].app.goaways, vec![(sh, 42)], "{case}");
+        assert_eq!(sim.server().app.goaways, vec![(sh, 42)], "{case}");
         assert!(!streams_done(&sim), "{case}: GOAWAY arrived after the data");
         // Neither side may open streams any more.
         for (node, h) in [(0, sh), (1, ch)] {
@@ -469,7 +457,7 @@ fn goaway_reaches_the_peer_and_closes_after_the_streams_finish() {
         for n in &sim.nodes {
             assert!(n.app.senders.values().all(|s| s.acked), "{case}");
         }
-        let log = sim.nodes[0].app.event_log.as_ref().expect("event log");
+        let log = sim.server().app.event_log.as_ref().expect("event log");
         let goaway_at = log
             .iter()
             .find(|(_, _, e)| {
@@ -529,7 +517,10 @@ fn goaway_reaches_the_peer_and_closes_after_the_streams_finish() {
 fn close_ends_the_peer_session_at_once() {
     let seed = 38;
     let one_way = Duration::from_millis(25);
-    let mut sim = pair(seed, link(25, 20_000_000), vec![5_000_000], vec![2_000_000]);
+    let mut sim = Pair::new(seed, link(25, 20_000_000))
+        .client_streams(vec![5_000_000])
+        .server_streams(vec![2_000_000])
+        .build();
     for n in &mut sim.nodes {
         n.app.event_log = Some(Vec::new());
     }
@@ -537,7 +528,7 @@ fn close_ends_the_peer_session_at_once() {
     sim.run_until(Duration::from_millis(300), |_| false);
     let (sh, ch) = (server_handle(&sim), client_handle(&sim));
     let now = sim.now;
-    sim.nodes[1]
+    sim.client_mut()
         .ep
         .session(ch)
         .expect("client session")
@@ -569,22 +560,23 @@ fn close_ends_the_peer_session_at_once() {
         server_at - now
     );
     // The transfers were cut short, and nothing more can be done on either side.
-    assert!(sim.nodes[0].app.receivers.values().any(|r| !r.ended));
-    assert!(sim.nodes[1].app.receivers.values().any(|r| !r.ended));
+    assert!(sim.server().app.receivers.values().any(|r| !r.ended));
+    assert!(sim.client().app.receivers.values().any(|r| !r.ended));
     for (node, h) in [(0, sh), (1, ch)] {
         let s = sim.nodes[node].ep.session(h).expect("session");
         assert!(s.is_closed(), "node {node}");
         assert_eq!(s.open_stream(), Err(StreamError::SessionClosed));
     }
     // A stream that did not end reads as closed, not as waiting for more.
-    let id = sim.nodes[1]
+    let id = sim
+        .client()
         .app
         .receivers
         .iter()
         .find(|(_, r)| !r.ended)
         .map(|(k, _)| k.1)
         .expect("an unfinished stream");
-    let s = sim.nodes[1].ep.session(ch).expect("session");
+    let s = sim.client_mut().ep.session(ch).expect("session");
     assert_eq!(s.read(id, 1024), Err(StreamError::SessionClosed));
     // Both drain within a few seconds and go quiet.
     sim.run_until(Duration::from_secs(10), |_| false);
@@ -602,14 +594,17 @@ fn close_right_after_accept_reaches_the_client() {
     // once the client's first packet proves the address.
     let seed = 41;
     let one_way = Duration::from_millis(20);
-    let mut sim = pair(seed, link(20, 20_000_000), vec![10_000], vec![1_000_000]);
+    let mut sim = Pair::new(seed, link(20, 20_000_000))
+        .client_streams(vec![10_000])
+        .server_streams(vec![1_000_000])
+        .build();
     sim.capture = Some(Vec::new());
     for n in &mut sim.nodes {
         n.app.event_log = Some(Vec::new());
     }
-    let (server_addr, client_addr) = (sim.nodes[0].addr, sim.nodes[1].addr);
+    let (server_addr, client_addr) = (sim.server().addr, sim.nodes[1].addr);
     assert!(sim.run_until(Duration::from_secs(1), |s| {
-        !s.nodes[0].app.connected.is_empty()
+        !s.server().app.connected.is_empty()
     }));
     let sh = server_handle(&sim);
     let accepted = sim.now;
@@ -619,13 +614,13 @@ fn close_right_after_accept_reaches_the_client() {
         first_flight > 3 * hello - 100 && first_flight <= 3 * hello,
         "first flight {first_flight} for a {hello}-byte hello"
     );
-    sim.nodes[0]
+    sim.server_mut()
         .ep
         .session(sh)
         .expect("server session")
         .close(accepted, 7, "go away");
     assert!(sim.run_until(Duration::from_secs(5), |s| {
-        !s.nodes[1].app.closed.is_empty()
+        !s.client().app.closed.is_empty()
     }));
     let (at, why) = closed_at(&sim, 1);
     assert_eq!(
@@ -666,7 +661,10 @@ fn stats_after_a_lossy_transfer() {
     let rate = 20_000_000u64;
     let mut l = link(30, rate);
     l.loss = 0.02;
-    let mut sim = pair(seed, l, vec![1_500_000], vec![500_000]);
+    let mut sim = Pair::new(seed, l)
+        .client_streams(vec![1_500_000])
+        .server_streams(vec![500_000])
+        .build();
     run_until_connected(&mut sim);
     let (sh, ch) = (server_handle(&sim), client_handle(&sim));
     // The bulk sender's delivery rate while it sends: about the bottleneck's.

@@ -1,11 +1,9 @@
 //! Goodput and fairness in the simulator (virtual time, so the figures are
 //! deterministic): random loss is not read as congestion, a real bottleneck is.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use udpack_proto::testing::*;
 use udpack_proto::{SessionHandle, TransportConfig};
 
 const RATE: u64 = 100_000_000;
@@ -15,17 +13,14 @@ fn goodput(seed: u64, rtt_ms: u64, loss: f64, warmup: Duration, window: Duration
     let mut link = LinkParams::new(Duration::from_millis(rtt_ms) / 2, RATE);
     link.loss = loss;
     link.queue = Duration::from_millis(50);
-    let mut sim = Sim::new(seed, link.clone(), link);
-    sim.add_server(server_config(seed, TransportConfig::default()));
-    sim.add_client(
-        &client_config(seed, TransportConfig::default()),
-        App::sending(vec![u64::MAX / 4]),
-    );
+    let mut sim = Pair::new(seed, link)
+        .client_streams(vec![u64::MAX / 4])
+        .build();
     run_traced(&mut sim, warmup);
     let t1 = sim.now;
     run_traced(&mut sim, window);
     let t2 = sim.now;
-    let server = &sim.nodes[0].app;
+    let server = &sim.server().app;
     assert!(server.errors.is_empty(), "{:?}", server.errors);
     server.bytes_between(t1, t2) as f64 * 8.0 / (t2 - t1).as_secs_f64()
 }
@@ -44,8 +39,8 @@ fn run_traced(sim: &mut Sim, d: Duration) {
         sim.run_until(s, |_| false);
         left -= s;
         let t = sim.now - sim.start;
-        let read = sim.nodes[0].app.bytes_read;
-        let node = &mut sim.nodes[1];
+        let read = sim.server().app.bytes_read;
+        let node = sim.client_mut();
         if let Some(&h) = node.app.connected.first() {
             if let Some(sess) = node.ep.session(h) {
                 let st = sess.stats();
@@ -115,19 +110,16 @@ fn bottleneck_queueing_delay_stays_under_min_rtt() {
     let rtt = Duration::from_millis(40);
     let mut link = LinkParams::new(rtt / 2, RATE);
     link.queue = Duration::from_millis(250);
-    let mut sim = Sim::new(7, link.clone(), link);
-    sim.add_server(server_config(7, TransportConfig::default()));
-    sim.add_client(
-        &client_config(7, TransportConfig::default()),
-        App::sending(vec![u64::MAX / 4]),
-    );
+    let mut sim = Pair::new(7, link)
+        .client_streams(vec![u64::MAX / 4])
+        .build();
     sim.run_until(Duration::from_secs(4), |_| false);
     sim.measure_queues();
     let t1 = sim.now;
     sim.run_until(Duration::from_secs(16), |_| false);
     let q = sim.up_stats().clone();
     let avg = q.queue_delay_sum / q.queue_samples.max(1) as u32;
-    let g = sim.nodes[0].app.bytes_between(t1, sim.now) as f64 * 8.0 / 16.0;
+    let g = sim.server().app.bytes_between(t1, sim.now) as f64 * 8.0 / 16.0;
     eprintln!(
         "bottleneck: max queueing delay {:?}, mean {:?}, drops {}, goodput {:.2} Mbit/s",
         q.max_queue_delay,
@@ -160,17 +152,17 @@ fn two_flows_share_a_bottleneck_fairly() {
     let rtt = Duration::from_millis(40);
     let mut link = LinkParams::new(rtt / 2, RATE);
     link.queue = Duration::from_millis(100);
-    let mut sim = Sim::new(11, link.clone(), link);
-    sim.add_server(server_config(11, TransportConfig::default()));
+    let mut sim = Pair::new(11, link)
+        .client_streams(vec![u64::MAX / 4])
+        .build();
     let client = client_config(11, TransportConfig::default());
-    sim.add_client(&client, App::sending(vec![u64::MAX / 4]));
     // The second flow joins a link the first one already fills.
     sim.run_until(Duration::from_secs(2), |_| false);
     sim.add_client(&client, App::sending(vec![u64::MAX / 4]));
     sim.run_until(Duration::from_secs(10), |_| false);
-    let before = per_session_bytes(&sim.nodes[0].app);
+    let before = per_session_bytes(&sim.server().app);
     sim.run_until(Duration::from_secs(30), |_| false);
-    let after = per_session_bytes(&sim.nodes[0].app);
+    let after = per_session_bytes(&sim.server().app);
     assert_eq!(before.len(), 2);
     let shares: Vec<f64> = after
         .iter()

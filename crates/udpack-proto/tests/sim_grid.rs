@@ -1,14 +1,12 @@
 //! Seeded runs across a grid of network conditions: every byte arrives exactly once and
 //! in order on every stream, both ways; the graceful close completes on both sides.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use udpack_proto::{CloseReason, TransportConfig};
+use udpack_proto::testing::*;
+use udpack_proto::CloseReason;
 
 struct Case {
     seed: u64,
@@ -66,13 +64,11 @@ fn run(c: &Case) -> Result<(), String> {
     link.corrupt = c.corrupt;
     link.jitter = Duration::from_millis(c.jitter_ms);
     link.queue = Duration::from_millis(50).max(one_way);
-    let mut sim = Sim::new(c.seed, link.clone(), link);
-    let transport = TransportConfig::default();
-    sim.add_server(server_config(c.seed, transport.clone()));
-    sim.nodes[0].app.open = c.server_streams.clone();
-    let mut app = App::sending(c.client_streams.clone());
-    app.goaway_when_done = Some(7);
-    sim.add_client(&client_config(c.seed, transport), app);
+    let mut sim = Pair::new(c.seed, link)
+        .client_streams(c.client_streams.clone())
+        .server_streams(c.server_streams.clone())
+        .build();
+    sim.client_mut().app.goaway_when_done = Some(7);
 
     let ok = sim.run_until(Duration::from_secs(600), |sim| {
         sim.nodes.iter().all(|n| !n.app.closed.is_empty())
@@ -104,7 +100,7 @@ fn run(c: &Case) -> Result<(), String> {
             describe(&sim)
         ));
     }
-    let (server, client) = (&sim.nodes[0].app, &sim.nodes[1].app);
+    let (server, client) = (&sim.server().app, &sim.nodes[1].app);
     for (who, app) in [("server", server), ("client", client)] {
         if !app.errors.is_empty() {
             return Err(format!("{who} errors:{}", describe(&sim)));

@@ -2,34 +2,10 @@
 //! drive by hand: resets and STOP_SENDING must leave both sides counting the same bytes
 //! against the session credit, so that the credit is neither exceeded nor lost.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use udpack_proto::testing::*;
 use udpack_proto::{Event, Session, SessionHandle, StreamError, StreamId, TransportConfig};
-
-/// A client and a server whose applications do nothing by themselves, connected.
-fn hand_driven_pair(seed: u64, link: LinkParams, server: TransportConfig) -> Sim {
-    let mut sim = Sim::new(seed, link.clone(), link);
-    sim.add_server(server_config(seed, server));
-    sim.add_client(
-        &client_config(seed, TransportConfig::default()),
-        App::default(),
-    );
-    for n in &mut sim.nodes {
-        n.app.passive = true;
-        n.app.event_log = Some(Vec::new());
-    }
-    assert!(
-        sim.run_until(Duration::from_secs(5), |s| s
-            .nodes
-            .iter()
-            .all(|n| !n.app.connected.is_empty())),
-        "handshake did not complete"
-    );
-    sim
-}
 
 /// A server session window of `window` bytes that never grows.
 fn fixed_session_window(window: u64) -> TransportConfig {
@@ -104,8 +80,8 @@ fn read_to_end(
                 assert!(
                     sim.now < deadline,
                     "stream {id} stalled after {read} bytes; closed: {:?} / {:?}",
-                    sim.nodes[0].app.closed,
-                    sim.nodes[1].app.closed
+                    sim.server().app.closed,
+                    sim.client().app.closed
                 );
                 sim.run_until(Duration::from_millis(1), |_| false);
             }
@@ -119,11 +95,10 @@ fn reset_final_size_is_what_was_sent_not_what_was_written() {
     // The server grants 64 KiB of session credit and reads nothing: the client can
     // write far more than that (the stream credit is 512 KiB) but sends only 64 KiB.
     let window = 64 * 1024;
-    let mut sim = hand_driven_pair(
-        51,
-        LinkParams::new(Duration::from_millis(10), 100_000_000),
-        fixed_session_window(window),
-    );
+    let mut sim = Pair::new(51, LinkParams::new(Duration::from_millis(10), 100_000_000))
+        .server_transport(fixed_session_window(window))
+        .passive()
+        .connected();
     let a = session(&mut sim, 1).open_stream().expect("open");
     assert_eq!(write(&mut sim, 1, a, 1, 300_000), 300_000);
     sim.run_until(Duration::from_millis(500), |_| false);
@@ -164,11 +139,10 @@ fn reset_of_unsent_bytes_keeps_both_sides_session_credit_in_step() {
         initial_stream_window: 4 * 1024 * 1024,
         ..fixed_session_window(window)
     };
-    let mut sim = hand_driven_pair(
-        52,
-        LinkParams::new(Duration::from_millis(10), 100_000_000),
-        server,
-    );
+    let mut sim = Pair::new(52, LinkParams::new(Duration::from_millis(10), 100_000_000))
+        .server_transport(server)
+        .passive()
+        .connected();
     // Some of the stream goes out, then it is reset: most of it was never sent.
     let a = session(&mut sim, 1).open_stream().expect("open");
     assert_eq!(write(&mut sim, 1, a, 1, 200_000), 200_000);
@@ -203,7 +177,10 @@ fn stopped_streams_give_back_all_their_session_credit() {
     let window = 64 * 1024;
     let mut link = LinkParams::new(Duration::from_millis(10), 100_000_000);
     link.loss = 0.03;
-    let mut sim = hand_driven_pair(53, link, fixed_session_window(window));
+    let mut sim = Pair::new(53, link)
+        .server_transport(fixed_session_window(window))
+        .passive()
+        .connected();
     let mut stopped = Vec::new();
     for round in 0..12u64 {
         let x = session(&mut sim, 1).open_stream().expect("open");
@@ -252,11 +229,10 @@ fn a_stopped_stream_gives_its_credit_back_without_another_read() {
     // before the server reads any more. (The session unit tests check the exact
     // counts on both sides.)
     let window = 64 * 1024;
-    let mut sim = hand_driven_pair(
-        54,
-        LinkParams::new(Duration::from_millis(10), 100_000_000),
-        fixed_session_window(window),
-    );
+    let mut sim = Pair::new(54, LinkParams::new(Duration::from_millis(10), 100_000_000))
+        .server_transport(fixed_session_window(window))
+        .passive()
+        .connected();
     sim.capture = Some(Vec::new());
     let x = session(&mut sim, 1).open_stream().expect("open");
     assert_eq!(write(&mut sim, 1, x, 1, 60_000), 60_000);
@@ -286,7 +262,7 @@ fn a_stopped_stream_gives_its_credit_back_without_another_read() {
             == Event::StreamStopped { id: x, code: 3 }))
     );
     sim.links_mut().0.loss = 0.0;
-    let client_addr = sim.nodes[1].addr;
+    let client_addr = sim.client().addr;
     let lost: usize = sim
         .capture
         .as_ref()

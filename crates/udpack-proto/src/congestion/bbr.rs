@@ -446,11 +446,13 @@ impl Bbr {
         bbr
     }
 
+    #[cfg(test)]
     /// Estimated bottleneck bandwidth (delivery rate, bytes/s), for stats.
     pub fn bandwidth(&self) -> u64 {
         self.bw_filter.get()
     }
 
+    #[cfg(test)]
     /// Windowed minimum RTT, for stats.
     pub fn min_rtt(&self) -> Option<Duration> {
         self.min_rtt

@@ -173,6 +173,7 @@ impl DeliveryRate {
         self.app_limited = self.delivered.saturating_add(bytes_in_flight).max(1);
     }
 
+    #[cfg(test)]
     /// Total bytes acknowledged so far.
     pub fn delivered(&self) -> u64 {
         self.delivered

@@ -56,6 +56,7 @@ impl NewReno {
         self.mtu.saturating_mul(MINIMUM_WINDOW_PACKETS)
     }
 
+    #[cfg(test)]
     /// Slow-start threshold in bytes (`u64::MAX` before the first congestion event).
     pub fn ssthresh(&self) -> u64 {
         self.ssthresh
