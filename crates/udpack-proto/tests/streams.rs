@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use udpack_proto::testing::*;
-use udpack_proto::{Event, Session, SessionHandle, StreamError, StreamId, TransportConfig};
+use udpack_proto::{Event, Session, StreamError, StreamId, TransportConfig};
 
 /// A server session window of `window` bytes that never grows.
 fn fixed_session_window(window: u64) -> TransportConfig {
@@ -16,13 +16,8 @@ fn fixed_session_window(window: u64) -> TransportConfig {
     }
 }
 
-fn handle(sim: &Sim, node: usize) -> SessionHandle {
-    sim.nodes[node].app.sessions[0]
-}
-
 fn session(sim: &mut Sim, node: usize) -> &mut Session {
-    let h = handle(sim, node);
-    sim.nodes[node].ep.session(h).expect("session held")
+    sim.nodes[node].session()
 }
 
 /// Neither side saw its session end.
@@ -295,4 +290,55 @@ fn a_stopped_stream_gives_its_credit_back_without_another_read() {
     let end = read_to_end(&mut sim, 0, b, 2, arrived, Duration::from_secs(10));
     assert_eq!(end, 100_000);
     assert_open(&sim, "at the end");
+}
+
+#[test]
+fn a_fin_without_data_that_overtakes_the_data_is_counted_once() {
+    // finish() after the data went out and was lost: the FIN goes alone, arrives
+    // first, and the data comes after it. Both carry the same offsets: the session
+    // credit must count them once, or an honest sender is closed for exceeding it.
+    let window = 256 * 1024;
+    let link = LinkParams::new(Duration::from_millis(10), 100_000_000);
+    let mut sim = Pair::new(59, link)
+        .server_transport(fixed_session_window(window))
+        .passive()
+        .connected();
+    let client_addr = sim.client().addr;
+    let len = 10_000;
+    // Far more than one window's worth of streams.
+    for i in 0..3 * window / len as u64 {
+        let id = session(&mut sim, 1).open_stream().expect("open");
+        assert_eq!(write(&mut sim, 1, id, i, len), len);
+        let until = sim.now + Duration::from_millis(3);
+        sim.filter = Some(Box::new(move |c| {
+            if c.from == client_addr && c.at < until {
+                Fate::Lose
+            } else {
+                Fate::Deliver
+            }
+        }));
+        sim.run_until(Duration::from_millis(3), |_| false);
+        sim.filter = None;
+        session(&mut sim, 1).finish(id).expect("finish");
+        let mut accepted = None;
+        for _ in 0..1000 {
+            accepted = session(&mut sim, 0).accept_stream();
+            if accepted.is_some() {
+                break;
+            }
+            sim.run_until(Duration::from_millis(1), |_| false);
+        }
+        assert_eq!(
+            accepted,
+            Some(id),
+            "stream {i}: {:?}",
+            sim.server().app.closed
+        );
+        session(&mut sim, 0)
+            .finish(id)
+            .expect("finish the server's half");
+        let end = read_to_end(&mut sim, 0, id, i, 0, Duration::from_secs(5));
+        assert_eq!(end, len as u64, "stream {i}");
+        assert_open(&sim, &format!("stream {i}"));
+    }
 }

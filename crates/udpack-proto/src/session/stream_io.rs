@@ -185,10 +185,11 @@ impl Session {
         }
         st.stop_sent = Some(code);
         st.recv_done = true;
-        // Unread bytes count as consumed so the session's credit is not lost (and so do
-        // the bytes that arrive later, up to the final size).
-        let unread = st.recv.max_received().saturating_sub(st.recv.read_offset());
-        st.recv.discard_to(st.recv.max_received());
+        // Every byte counted against the session credit so far counts as consumed, so
+        // the credit is not lost (and so do the bytes that arrive later, up to the final
+        // size).
+        let unread = st.recv_counted.saturating_sub(st.recv.read_offset());
+        st.recv.discard_to(st.recv_counted);
         self.flow.data_read += unread;
         self.pending.stop.insert(id);
         self.pending.max_stream_data.remove(&id);

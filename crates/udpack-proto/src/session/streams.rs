@@ -29,6 +29,10 @@ pub(crate) struct StreamState {
     pub in_send_queue: bool,
 
     pub recv: RecvBuffer,
+    /// Highest offset the peer counted against the session credit: the end of any
+    /// STREAM frame (a FIN without data too) or a reset's final size. Counted here once,
+    /// whatever order the frames arrive in.
+    pub recv_counted: u64,
     /// The credit given to the peer on this stream.
     pub recv_credit: CreditWindow,
     pub final_size: Option<u64>,
@@ -56,6 +60,7 @@ impl StreamState {
             write_blocked: false,
             in_send_queue: false,
             recv: RecvBuffer::default(),
+            recv_counted: 0,
             recv_credit,
             final_size: None,
             reset_received: None,
@@ -210,7 +215,8 @@ impl Session {
             // The final size was counted when the reset arrived.
             return Ok(());
         }
-        let grew = end.saturating_sub(st.recv.max_received());
+        let grew = end.saturating_sub(st.recv_counted);
+        st.recv_counted = st.recv_counted.max(end);
         self.flow.on_received(grew, "data beyond session credit")?;
         if st.stop_sent.is_some() {
             // Discarded on arrival: consumed as far as the session credit goes.
@@ -259,7 +265,8 @@ impl Session {
         }
         // The final size counts against the session credit, as the peer counted it when
         // it sent those bytes.
-        let new = final_size - st.recv.max_received();
+        let new = final_size.saturating_sub(st.recv_counted);
+        st.recv_counted = st.recv_counted.max(final_size);
         self.flow.on_received(new, "reset beyond session credit")?;
         // Bytes the application will never read give their credit back (after stop(),
         // those up to the highest offset received did already).
