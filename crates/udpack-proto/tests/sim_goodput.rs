@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use udpack_proto::testing::*;
-use udpack_proto::{SessionHandle, TransportConfig};
+use udpack_proto::{SessionHandle, SessionStats, TransportConfig};
 
 const RATE: u64 = 100_000_000;
 
@@ -13,6 +13,16 @@ fn goodput(seed: u64, rtt_ms: u64, loss: f64, warmup: Duration, window: Duration
     let mut link = LinkParams::new(Duration::from_millis(rtt_ms) / 2, RATE);
     link.loss = loss;
     link.queue = Duration::from_millis(50);
+    goodput_on(seed, link, warmup, window).0
+}
+
+/// Goodput of one bulk stream over `link` (both ways) and the sender's figures.
+fn goodput_on(
+    seed: u64,
+    link: LinkParams,
+    warmup: Duration,
+    window: Duration,
+) -> (f64, SessionStats) {
     let mut sim = Pair::new(seed, link)
         .client_streams(vec![u64::MAX / 4])
         .build();
@@ -22,7 +32,8 @@ fn goodput(seed: u64, rtt_ms: u64, loss: f64, warmup: Duration, window: Duration
     let t2 = sim.now;
     let server = &sim.server().app;
     assert!(server.errors.is_empty(), "{:?}", server.errors);
-    server.bytes_between(t1, t2) as f64 * 8.0 / (t2 - t1).as_secs_f64()
+    let g = server.bytes_between(t1, t2) as f64 * 8.0 / (t2 - t1).as_secs_f64();
+    (g, sim.client_mut().session().stats())
 }
 
 /// Runs the simulation for `d`; with `UDPACK_SIM_TRACE` set, prints the client's
@@ -180,5 +191,74 @@ fn two_flows_share_a_bottleneck_fairly() {
     assert!(
         shares[0] + shares[1] > 0.8 * RATE as f64,
         "link underused: {shares:?}"
+    );
+}
+
+/// 40 ms RTT at 100 Mbit/s with each packet delayed by up to `jitter` more (so that at
+/// this packet rate most arrive out of order), or a fraction `reorder` held back half the
+/// delay, and random loss `loss`.
+fn reordering_link(jitter: Duration, reorder: f64, loss: f64) -> LinkParams {
+    let mut link = LinkParams::new(Duration::from_millis(20), RATE);
+    link.jitter = jitter;
+    link.reorder = reorder;
+    link.loss = loss;
+    link
+}
+
+#[test]
+fn goodput_under_reordering() {
+    let mut failures = Vec::new();
+    for (i, (jitter_ms, reorder, loss)) in [(1, 0.0, 0.01), (3, 0.0, 0.01), (0, 0.05, 0.01)]
+        .into_iter()
+        .enumerate()
+    {
+        let link = reordering_link(Duration::from_millis(jitter_ms), reorder, loss);
+        let (g, st) = goodput_on(
+            200 + i as u64,
+            link,
+            Duration::from_secs(4),
+            Duration::from_secs(10),
+        );
+        let share = g / ((1.0 - loss) * RATE as f64);
+        eprintln!(
+            "reordering: 40 ms RTT, jitter {jitter_ms} ms, reorder {:.0}%, loss {:.0}%: {:6.2} Mbit/s = {share:.3} x (1-p) x rate; spurious losses {}, reordering {} packets",
+            reorder * 100.0,
+            loss * 100.0,
+            g / 1e6,
+            st.spurious_losses,
+            st.reordering
+        );
+        if share < 0.8 {
+            failures.push((jitter_ms, reorder, share));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "below 0.8 x (1-p) x rate: {failures:?}"
+    );
+}
+
+#[test]
+fn reordering_alone_causes_no_retransmission_storm() {
+    // 3 ms of jitter at 8,300 packets a second: dozens of packets overtake each other.
+    let link = reordering_link(Duration::from_millis(3), 0.0, 0.0);
+    let (g, st) = goodput_on(210, link, Duration::from_secs(2), Duration::from_secs(6));
+    let retransmitted = st.bytes_retransmitted as f64 / st.stream_bytes_sent as f64;
+    eprintln!(
+        "reordering without loss: {:.2} Mbit/s, {:.2}% of stream bytes sent again, {} spurious losses, reordering {} packets",
+        g / 1e6,
+        retransmitted * 100.0,
+        st.spurious_losses,
+        st.reordering
+    );
+    assert!(
+        st.reordering > 3,
+        "the path reorders by {} packets",
+        st.reordering
+    );
+    assert!(
+        retransmitted < 0.02,
+        "{:.2}% of the stream bytes were sent again",
+        retransmitted * 100.0
     );
 }

@@ -59,6 +59,9 @@ pub trait Controller: Send + Debug {
     fn on_ack(&mut self, now: Instant, ack: &AckSample);
     /// Packets were declared lost.
     fn on_loss(&mut self, now: Instant, loss: &LossSample);
+    /// Packets declared lost were acknowledged after all (the path reordered them):
+    /// undo what [`Controller::on_loss`] did for them. `loss` describes those packets.
+    fn on_spurious_loss(&mut self, _now: Instant, _loss: &LossSample) {}
     /// The sender had nothing to send although the window allowed it.
     fn on_app_limited(&mut self, _bytes_in_flight: u64) {}
     /// Congestion window in bytes.

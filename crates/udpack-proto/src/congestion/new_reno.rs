@@ -29,6 +29,18 @@ pub struct NewReno {
     bytes_acked: u64,
     /// The sender did not fill the window; growing it then would be unvalidated (RFC 9002 §7.8).
     app_limited: bool,
+    /// Window and threshold before the current recovery period, and the bytes declared
+    /// lost in it that were not yet found spurious: when those reach zero, every loss of
+    /// the period was reordering, and the reduction is undone (as Linux TCP does on DSACK).
+    undo: Option<Undo>,
+}
+
+/// What a recovery period cut, to restore if its losses were spurious.
+#[derive(Debug, Clone, Copy)]
+struct Undo {
+    window: u64,
+    ssthresh: u64,
+    lost_bytes: u64,
 }
 
 impl NewReno {
@@ -42,6 +54,7 @@ impl NewReno {
             recovery_start: None,
             bytes_acked: 0,
             app_limited: false,
+            undo: None,
         }
     }
 
@@ -99,16 +112,42 @@ impl Controller for NewReno {
     fn on_loss(&mut self, now: Instant, loss: &LossSample) {
         if loss.lost_bytes > 0 && !self.in_recovery(loss.largest_lost_sent) {
             // A new congestion event: halve once for the whole recovery period.
+            self.undo = Some(Undo {
+                window: self.window,
+                ssthresh: self.ssthresh,
+                lost_bytes: 0,
+            });
             self.recovery_start = Some(now);
             self.window = (self.window / 2).max(self.minimum_window());
             self.ssthresh = self.window;
             self.bytes_acked = 0;
+        }
+        if let Some(u) = &mut self.undo {
+            u.lost_bytes = u.lost_bytes.saturating_add(loss.lost_bytes);
         }
         if loss.persistent {
             // RFC 9002 §7.6.2: collapse and let the next loss start a new recovery period.
             self.window = self.minimum_window();
             self.recovery_start = None;
             self.bytes_acked = 0;
+            self.undo = None;
+        }
+    }
+
+    fn on_spurious_loss(&mut self, _now: Instant, loss: &LossSample) {
+        if !self.in_recovery(loss.largest_lost_sent) {
+            return;
+        }
+        let Some(u) = &mut self.undo else {
+            return;
+        };
+        u.lost_bytes = u.lost_bytes.saturating_sub(loss.lost_bytes);
+        if u.lost_bytes == 0 {
+            // Every loss of this period was reordering: restore what it cut.
+            self.window = self.window.max(u.window);
+            self.ssthresh = u.ssthresh;
+            self.recovery_start = None;
+            self.undo = None;
         }
     }
 
@@ -260,5 +299,39 @@ mod tests {
         cc.on_ack(t0 + 2 * MS, &ack(u64::MAX, t0 + 2 * MS));
         cc.on_loss(t0, &loss(0, t0, true));
         assert_eq!(cc.window(), 2 * u64::from(u16::MAX));
+    }
+
+    #[test]
+    fn a_reduction_whose_losses_all_were_spurious_is_undone() {
+        let t0 = Instant::now();
+        let mut cc = NewReno::new(1200);
+        let before = cc.window();
+        let loss = |bytes, sent| LossSample {
+            lost_bytes: bytes,
+            largest_lost_sent: sent,
+            bytes_in_flight: 0,
+            persistent: false,
+        };
+        cc.on_loss(t0 + Duration::from_millis(10), &loss(2400, t0));
+        assert_eq!(cc.window(), before / 2);
+        // One of the two packets turns out spurious: the cut stays.
+        cc.on_spurious_loss(t0 + Duration::from_millis(11), &loss(1200, t0));
+        assert_eq!(cc.window(), before / 2);
+        // The other too: the reduction is undone.
+        cc.on_spurious_loss(t0 + Duration::from_millis(12), &loss(1200, t0));
+        assert_eq!(cc.window(), before);
+        assert_eq!(cc.ssthresh(), u64::MAX);
+        // A real loss after that cuts again, and a spurious loss of a packet sent after
+        // the cut does not undo it.
+        cc.on_loss(
+            t0 + Duration::from_millis(20),
+            &loss(1200, t0 + Duration::from_millis(15)),
+        );
+        assert_eq!(cc.window(), before / 2);
+        cc.on_spurious_loss(
+            t0 + Duration::from_millis(21),
+            &loss(1200, t0 + Duration::from_millis(25)),
+        );
+        assert_eq!(cc.window(), before / 2);
     }
 }

@@ -23,6 +23,7 @@ impl Session {
     ) -> Result<(), TransportError> {
         out.acked.clear();
         out.lost.clear();
+        out.spurious.clear();
         out.rtt_sample = None;
         if self.recovery.on_ack(now, ranges, delay, out).is_err() {
             return Err(TransportError::protocol_violation(
@@ -30,6 +31,9 @@ impl Session {
             ));
         }
         self.on_ack_outcome(now, out);
+        if !out.spurious.is_empty() {
+            self.on_spurious_loss(now, out);
+        }
         // Lost packets are done with; do not keep their frames until the next ACK.
         out.lost.clear();
         Ok(())
@@ -72,6 +76,32 @@ impl Session {
         }
     }
 
+    /// Packets declared lost were acknowledged after all: their data is delivered (a
+    /// retransmission not yet sent is dropped) and the controller undoes its response.
+    fn on_spurious_loss(&mut self, now: Instant, out: &mut AckOutcome) {
+        let mut lost_bytes = 0;
+        let mut largest_lost_sent = None;
+        for (_, p) in out.spurious.drain(..) {
+            self.stats.spurious_losses += 1;
+            if p.in_flight {
+                lost_bytes += u64::from(p.size);
+            }
+            largest_lost_sent = Some(largest_lost_sent.map_or(p.time, |t: Instant| t.max(p.time)));
+            self.on_packet_acked(p.frames);
+        }
+        if let Some(largest_lost_sent) = largest_lost_sent {
+            self.cc.on_spurious_loss(
+                now,
+                &LossSample {
+                    lost_bytes,
+                    largest_lost_sent,
+                    bytes_in_flight: self.recovery.bytes_in_flight(),
+                    persistent: false,
+                },
+            );
+        }
+    }
+
     fn on_packet_acked(&mut self, frames: SentFrames) {
         let SentFrames {
             stream,
@@ -93,6 +123,8 @@ impl Session {
             self.flow.send_buffered -= freed;
             if r.fin {
                 st.fin_acked = true;
+                // A FIN acknowledged after it was declared lost needs no resend.
+                st.fin_sent = true;
             }
             if st.write_blocked && freed > 0 {
                 st.write_blocked = false;

@@ -109,6 +109,10 @@ pub struct SessionStats {
     pub packets_lost: u64,
     /// Stream bytes sent again after a loss.
     pub bytes_retransmitted: u64,
+    /// Packets declared lost that were acknowledged after all (reordering).
+    pub spurious_losses: u64,
+    /// Largest reordering seen: by how many packet numbers an acknowledgement came late.
+    pub reordering: u64,
     /// Datagrams dropped: failed authentication, replays, undecodable.
     pub packets_dropped: u64,
     /// Stream bytes written by the application and delivered in order to the peer's reader.
@@ -279,6 +283,7 @@ impl Session {
             (self.cc.window() as f64 / srtt) as u64
         });
         s.delivery_rate = self.rate.latest_rate();
+        s.reordering = self.recovery.reordering_distance();
         s
     }
 

@@ -1,6 +1,10 @@
 //! Loss recovery (RFC 9002 style): the record of packets in flight, RTT estimation, loss
-//! detection by packet and time thresholds, and the probe timeout. It decides which
-//! packets are acknowledged or lost; the session decides what that means for the data.
+//! detection by packet and time thresholds that give way to a reordering window once
+//! the path reorders (`reordering.rs`), and the probe timeout. It decides which packets
+//! are acknowledged, lost, or were lost spuriously; the session decides what that means
+//! for the data.
+
+mod reordering;
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -8,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::congestion::RateSnapshot;
 use crate::session::pending::SentFrames;
+use reordering::Reordering;
 
 /// Packets a later acknowledged packet must overtake before an earlier one is lost.
 pub const PACKET_THRESHOLD: u64 = 3;
@@ -112,6 +117,8 @@ pub struct AckOutcome {
     pub lost: Vec<(u64, SentPacket)>,
     /// True when the largest acknowledged packet was new and gave an RTT sample.
     pub rtt_sample: Option<Duration>,
+    /// Packets declared lost earlier that this ACK acknowledges after all.
+    pub spurious: Vec<(u64, SentPacket)>,
 }
 
 /// The peer acknowledged a packet number we never sent.
@@ -133,6 +140,7 @@ pub struct Recovery {
     /// Consecutive probe timeouts without an acknowledgement.
     pub pto_count: u32,
     loss_time: Option<Instant>,
+    reordering: Reordering,
 }
 
 impl Recovery {
@@ -149,6 +157,7 @@ impl Recovery {
             time_of_last_ack_eliciting: None,
             pto_count: 0,
             loss_time: None,
+            reordering: Reordering::default(),
         }
     }
 
@@ -218,12 +227,17 @@ impl Recovery {
             return Err(AckOfUnsent);
         }
         let first_new = out.acked.len();
+        let largest_before = self.largest_acked;
+        let srtt = self.rtt.smoothed();
         // Ascending order keeps `out.acked` sorted.
         for r in ranges.iter().rev() {
+            self.reordering
+                .take_spurious(now, srtt, r.clone(), &mut out.spurious);
             let from = r.start.max(self.base);
             let to = r.end.min(self.base + self.sent.len() as u64);
             for pn in from..to {
                 if let Some(p) = self.take(pn) {
+                    self.reordering.on_acked(pn, largest_before);
                     out.acked.push((pn, p));
                 }
             }
@@ -245,8 +259,29 @@ impl Recovery {
         Ok(())
     }
 
+    /// How old a packet below the largest acknowledged may get before it is lost:
+    /// 9/8 RTT, or the RTT and the reordering window once the path reorders.
     fn loss_delay(&self) -> Duration {
-        (self.rtt.smoothed().max(self.rtt.latest()) * 9 / 8).max(GRANULARITY)
+        let rtt = self.rtt.smoothed().max(self.rtt.latest());
+        let delay = if self.reordering.seen() {
+            rtt + self
+                .reordering
+                .window(self.rtt.smoothed(), self.rtt.latest(), self.rtt.min())
+        } else {
+            rtt * 9 / 8
+        };
+        delay.max(GRANULARITY)
+    }
+
+    #[cfg(test)]
+    /// True once the path has shown reordering (packet-count loss detection is off).
+    pub fn reordering_seen(&self) -> bool {
+        self.reordering.seen()
+    }
+
+    /// Largest reordering seen, in packets.
+    pub fn reordering_distance(&self) -> u64 {
+        self.reordering.max_distance
     }
 
     /// Declares lost the packets below the largest acknowledged that are too far behind
@@ -259,11 +294,13 @@ impl Recovery {
         let delay = self.loss_delay();
         let cutoff = now.checked_sub(delay);
         let end = largest.min(self.base + self.sent.len() as u64);
+        let count_packets = !self.reordering.seen();
+        let first_lost = lost.len();
         for pn in self.base..end {
             let idx = (pn - self.base) as usize;
             let Some(p) = &self.sent[idx] else { continue };
             let too_old = cutoff.is_some_and(|c| p.time <= c);
-            if too_old || largest - pn >= PACKET_THRESHOLD {
+            if too_old || (count_packets && largest - pn >= PACKET_THRESHOLD) {
                 if let Some(p) = self.take(pn) {
                     lost.push((pn, p));
                 }
@@ -272,6 +309,8 @@ impl Recovery {
                 self.loss_time = Some(self.loss_time.map_or(t, |l| l.min(t)));
             }
         }
+        self.reordering.on_declared_lost(&lost[first_lost..]);
+        self.reordering.expire(now, self.rtt.smoothed());
         self.trim();
     }
 
@@ -328,6 +367,7 @@ impl Recovery {
         self.bytes_in_flight = 0;
         self.ack_eliciting_in_flight = 0;
         self.loss_time = None;
+        self.reordering.clear();
     }
 }
 
@@ -335,6 +375,7 @@ impl Recovery {
 // Ranges of packet numbers are what `on_ack` takes, one or many.
 #[allow(clippy::single_range_in_vec_init)]
 mod tests {
+    use super::reordering::{Reordering, REMEMBERED_LOST};
     use super::*;
 
     fn pkt(t: Instant) -> SentPacket {
@@ -419,5 +460,125 @@ mod tests {
         // adjusted = 130; srtt = (700 + 130) / 8 = 103.75ms
         assert_eq!(e.smoothed(), Duration::from_micros(103_750));
         assert_eq!(e.min(), Duration::from_millis(100));
+    }
+
+    fn numbers(v: &[(u64, SentPacket)]) -> Vec<u64> {
+        v.iter().map(|p| p.0).collect()
+    }
+
+    fn ack(r: &mut Recovery, at: Instant, range: Range<u64>) -> AckOutcome {
+        let mut out = AckOutcome::default();
+        r.on_ack(at, &[range], Duration::ZERO, &mut out)
+            .expect("ack of sent packets");
+        out
+    }
+
+    #[test]
+    fn an_ack_after_a_later_one_turns_packet_counting_off() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut r = Recovery::new(ms(100));
+        for i in 0..10 {
+            r.on_sent(pkt(t0 + ms(i)));
+        }
+        let out = ack(&mut r, t0 + ms(50), 1..2);
+        assert!(out.lost.is_empty() && !r.reordering_seen());
+        // Packet 0 arrives after packet 1: the path reorders.
+        let out = ack(&mut r, t0 + ms(51), 0..1);
+        assert_eq!(numbers(&out.acked), vec![0]);
+        assert!(r.reordering_seen());
+        assert_eq!(r.reordering_distance(), 1);
+        // Four and three packets behind the largest acknowledged: no longer lost for
+        // that, only once they are the RTT and a reordering window old.
+        let out = ack(&mut r, t0 + ms(56), 6..7);
+        assert!(out.lost.is_empty(), "{:?}", numbers(&out.lost));
+        let timer = r.timer(ms(25)).expect("loss timer armed");
+        let min_rtt = r.rtt.min();
+        let rtt = r.rtt.smoothed().max(r.rtt.latest());
+        assert_eq!(
+            timer,
+            t0 + ms(2) + rtt + (min_rtt / 4).min(r.rtt.smoothed())
+        );
+        let mut lost = Vec::new();
+        assert!(!r.on_timeout(timer, &mut lost));
+        assert_eq!(numbers(&lost), vec![2]);
+    }
+
+    #[test]
+    fn a_loss_acknowledged_after_all_is_spurious_and_widens_the_window() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut r = Recovery::new(ms(100));
+        for i in 0..20 {
+            r.on_sent(pkt(t0 + ms(i)));
+        }
+        // Packets 0 and 1 are three or more behind packet 4: declared lost.
+        let out = ack(&mut r, t0 + ms(50), 4..5);
+        assert_eq!(numbers(&out.lost), vec![0, 1]);
+        assert_eq!(r.bytes_in_flight(), 17_000);
+        // Packet 0 was only late.
+        let out = ack(&mut r, t0 + ms(52), 0..1);
+        assert!(out.acked.is_empty());
+        assert_eq!(numbers(&out.spurious), vec![0]);
+        assert!(r.reordering_seen());
+        let srtt = r.rtt.smoothed();
+        let two_quarters = (r.rtt.min() / 4 * 2).min(srtt);
+        assert_eq!(
+            r.reordering.window(srtt, r.rtt.latest(), r.rtt.min()),
+            two_quarters
+        );
+        // Packet 1 as well, within the same round trip: the window widens only once.
+        let out = ack(&mut r, t0 + ms(53), 1..2);
+        assert_eq!(numbers(&out.spurious), vec![1]);
+        assert_eq!(
+            r.reordering.window(srtt, r.rtt.latest(), r.rtt.min()),
+            two_quarters
+        );
+        // A second acknowledgement of the same packet is nothing.
+        let out = ack(&mut r, t0 + ms(54), 0..2);
+        assert!(out.spurious.is_empty() && out.acked.is_empty());
+        // One round trip later, another spurious loss widens it again, never past the
+        // smoothed RTT.
+        for i in 0..40u64 {
+            r.on_sent(pkt(t0 + ms(100 + i)));
+        }
+        let out = ack(&mut r, t0 + ms(189), 59..60);
+        let first_lost = out
+            .lost
+            .iter()
+            .map(|p| p.0)
+            .find(|pn| *pn >= 20)
+            .expect("a packet of the second flight lost");
+        let out = ack(&mut r, t0 + ms(190), first_lost..first_lost + 1);
+        assert_eq!(numbers(&out.spurious), vec![first_lost]);
+        let srtt = r.rtt.smoothed();
+        let w = r.reordering.window(srtt, r.rtt.latest(), r.rtt.min());
+        assert_eq!(w, (r.rtt.min() / 4 * 3).min(srtt));
+        assert!(w <= srtt);
+    }
+
+    #[test]
+    fn the_window_narrows_after_sixteen_loss_events_without_a_spurious_one() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut r = Reordering::default();
+        let p = pkt(t0);
+        r.on_declared_lost(&[(0, p.clone())]);
+        let mut spurious = Vec::new();
+        r.take_spurious(t0, ms(40), 0..1, &mut spurious);
+        assert_eq!(r.window(ms(40), ms(40), ms(40)), ms(20));
+        for i in 1..16 {
+            r.on_declared_lost(&[(i, p.clone())]);
+            assert_eq!(r.window(ms(40), ms(40), ms(40)), ms(20), "event {i}");
+        }
+        r.on_declared_lost(&[(16, p.clone())]);
+        assert_eq!(r.window(ms(40), ms(40), ms(40)), ms(10));
+        // The memory of lost packets is bounded and expires.
+        for i in 100..100 + 2 * REMEMBERED_LOST as u64 {
+            r.on_declared_lost(&[(i, p.clone())]);
+        }
+        assert_eq!(r.lost.len(), REMEMBERED_LOST);
+        r.expire(t0 + ms(40) * 5, ms(40));
+        assert!(r.lost.is_empty());
     }
 }
