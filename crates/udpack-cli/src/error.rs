@@ -1,80 +1,138 @@
-//! Failures of the command and their exit codes.
+//! Failures of the command and their exit codes. Each command's module has its own
+//! error enum; [`CliError`] gathers them, so that `main` prints one line and exits with
+//! the code the contract gives the failure.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// A failure, with the exit code the contract gives it.
+use crate::demo::DemoError;
+use crate::keygen::KeygenError;
+use crate::send::SendError;
+use crate::serve::ServeError;
+
+/// The exit codes of the command.
+pub mod exit {
+    /// Anything not listed below.
+    pub const OTHER: u8 = 1;
+    /// Bad arguments or configuration.
+    pub const USAGE: u8 = 2;
+    /// The server refused the token.
+    pub const TOKEN_REJECTED: u8 = 3;
+    /// The server could not decrypt the hello, or the handshake failed.
+    pub const HANDSHAKE: u8 = 4;
+    /// The server did not answer in time.
+    pub const UNREACHABLE: u8 = 5;
+    /// An upload arrived damaged.
+    pub const INTEGRITY: u8 = 6;
+}
+
+/// Why reading or writing a key file failed. Boxed: the key-file error type belongs to
+/// the transport crate, and the command only shows it.
+pub type KeyFileError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A failure of one command; its `Display` is the line `main` prints.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// Bad arguments or configuration (exit 2).
-    #[error("{0}")]
-    Usage(String),
-    /// The server refused the token (exit 3).
-    #[error("token rejected by the server: {0}")]
-    TokenRejected(String),
-    /// The server could not decrypt the hello, or the handshake failed (exit 4).
-    #[error("{0}")]
-    Handshake(String),
-    /// The server did not answer in time (exit 5).
-    #[error("{0}")]
-    Unreachable(String),
-    /// An upload arrived damaged (exit 6).
-    #[error("integrity check failed: {0}")]
-    Integrity(String),
-    /// Anything else (exit 1).
-    #[error("{0}")]
-    Other(String),
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    #[error(transparent)]
+    Keygen(#[from] KeygenError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error(transparent)]
+    Send(#[from] SendError),
+    #[error(transparent)]
+    Demo(#[from] DemoError),
 }
 
 impl CliError {
-    pub fn exit_code(&self) -> ExitCode {
-        ExitCode::from(match self {
-            CliError::Other(_) => 1,
-            CliError::Usage(_) => 2,
-            CliError::TokenRejected(_) => 3,
-            CliError::Handshake(_) => 4,
-            CliError::Unreachable(_) => 5,
-            CliError::Integrity(_) => 6,
-        })
+    /// The exit code the contract gives this failure.
+    pub fn code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => exit::USAGE,
+            CliError::Keygen(_) => exit::OTHER,
+            CliError::Serve(e) => e.code(),
+            CliError::Send(e) => e.code(),
+            CliError::Demo(e) => e.code(),
+        }
     }
 
-    pub fn other(e: impl std::fmt::Display) -> Self {
-        CliError::Other(e.to_string())
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.code())
     }
 }
 
-impl From<udpack_io::ConnectError> for CliError {
+/// Bad arguments or configuration (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    #[error("{}: {source}", .path.display())]
+    TokensFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", .path.display())]
+    KeyFile {
+        path: PathBuf,
+        #[source]
+        source: KeyFileError,
+    },
+    #[error("no token: pass --token or set UDPACK_TOKEN")]
+    NoToken,
+    #[error("--timeout must be a positive number of seconds")]
+    BadTimeout,
+    #[error("log directory {}: {source}", .path.display())]
+    LogDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Why connecting to the server failed, worded for the command line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectFailure {
+    /// Exit 3.
+    #[error("token rejected by the server: {reason} (code {code})")]
+    TokenRejected { code: u64, reason: String },
+    /// Exit 4.
+    #[error("the server could not decrypt the handshake: wrong server public key?")]
+    KeyMismatch,
+    /// Exit 4.
+    #[error("handshake failed: the server does not speak version {0:#x}")]
+    UnsupportedVersion(u32),
+    /// Exit 5.
+    #[error("the server did not answer in time")]
+    TimedOut,
+    /// Exit 5.
+    #[error("cannot reach the server: {0}")]
+    Unreachable(#[source] std::sync::Arc<std::io::Error>),
+    /// Exit 1.
+    #[error(transparent)]
+    Other(udpack_io::ConnectError),
+}
+
+impl ConnectFailure {
+    pub fn code(&self) -> u8 {
+        match self {
+            ConnectFailure::TokenRejected { .. } => exit::TOKEN_REJECTED,
+            ConnectFailure::KeyMismatch | ConnectFailure::UnsupportedVersion(_) => exit::HANDSHAKE,
+            ConnectFailure::TimedOut | ConnectFailure::Unreachable(_) => exit::UNREACHABLE,
+            ConnectFailure::Other(_) => exit::OTHER,
+        }
+    }
+}
+
+impl From<udpack_io::ConnectError> for ConnectFailure {
     fn from(e: udpack_io::ConnectError) -> Self {
         use udpack_io::{ConnectError as C, HandshakeError as H};
         match e {
             C::Handshake(H::Rejected { code, reason }) => {
-                CliError::TokenRejected(format!("{reason} (code {code})"))
+                ConnectFailure::TokenRejected { code, reason }
             }
-            C::Handshake(H::KeyMismatch) => CliError::Handshake(
-                "the server could not decrypt the handshake: wrong server public key?".into(),
-            ),
-            C::Handshake(H::UnsupportedVersion(v)) => CliError::Handshake(format!(
-                "handshake failed: the server does not speak version {v:#x}"
-            )),
-            C::Handshake(H::TimedOut) => {
-                CliError::Unreachable("the server did not answer in time".into())
-            }
-            C::Io(e) => CliError::Unreachable(format!("cannot reach the server: {e}")),
-            other => CliError::Other(other.to_string()),
+            C::Handshake(H::KeyMismatch) => ConnectFailure::KeyMismatch,
+            C::Handshake(H::UnsupportedVersion(v)) => ConnectFailure::UnsupportedVersion(v),
+            C::Handshake(H::TimedOut) => ConnectFailure::TimedOut,
+            C::Io(e) => ConnectFailure::Unreachable(e),
+            other => ConnectFailure::Other(other),
         }
-    }
-}
-
-impl From<udpack_io::Error> for CliError {
-    fn from(e: udpack_io::Error) -> Self {
-        match e {
-            udpack_io::Error::Connect(c) => c.into(),
-            other => CliError::Other(other.to_string()),
-        }
-    }
-}
-
-impl From<std::io::Error> for CliError {
-    fn from(e: std::io::Error) -> Self {
-        CliError::Other(e.to_string())
     }
 }

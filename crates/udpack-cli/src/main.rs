@@ -1,13 +1,5 @@
-//! `udpack`: file upload over UDPack. See `udpack --help`.
-
-mod demo;
-mod error;
-mod keygen;
-mod paths;
-mod progress;
-mod protocol;
-mod send;
-mod serve;
+//! `udpack`: file upload over UDPack. See `udpack --help`. Parses the arguments and
+//! dispatches to [`udpack_cli::commands`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,10 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tracing::level_filters::LevelFilter;
-use udpack_io::{PrivateKey, PublicKey};
-
-use crate::error::CliError;
+use udpack_cli::commands::{self, SendArgs, ServeArgs};
+use udpack_cli::{logs, shutdown, CliError};
+use udpack_io::logging::LogGuard;
 
 #[derive(Parser)]
 #[command(
@@ -108,92 +99,7 @@ fn main() -> ExitCode {
         }
     };
     let mut log_guard = None;
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Keygen { out, force } => {
-                let (pri, publ) = keygen::keygen(&out, force)?;
-                println!("wrote {} and {}", pri.display(), publ.display());
-                Ok(())
-            }
-            Command::Serve {
-                key,
-                listen,
-                mut tokens,
-                tokens_file,
-                out,
-                once,
-                log_dir,
-                verbose,
-            } => {
-                log_guard = logs(log_dir, "server", verbose)?;
-                if let Some(f) = tokens_file {
-                    let text = std::fs::read_to_string(&f)
-                        .map_err(|e| CliError::Usage(format!("{}: {e}", f.display())))?;
-                    tokens.extend(
-                        text.lines()
-                            .map(|l| l.split('#').next().unwrap_or("").trim())
-                            .filter(|l| !l.is_empty())
-                            .map(String::from),
-                    );
-                }
-                if let Ok(t) = std::env::var("UDPACK_TOKEN") {
-                    if !t.is_empty() {
-                        tokens.push(t);
-                    }
-                }
-                let key = PrivateKey::load(&key)
-                    .map_err(|e| CliError::Usage(format!("{}: {e}", key.display())))?;
-                let receiver = serve::Receiver::bind(serve::ServeOptions {
-                    key,
-                    listen,
-                    tokens,
-                    out,
-                    once,
-                    show_progress: true,
-                })
-                .await?;
-                receiver.run(shutdown_signal()).await
-            }
-            Command::Send {
-                server,
-                pubkey,
-                token,
-                timeout,
-                log_dir,
-                verbose,
-                paths,
-            } => {
-                log_guard = logs(log_dir, "client", verbose)?;
-                let token = token
-                    .or_else(|| std::env::var("UDPACK_TOKEN").ok())
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| CliError::Usage("no token: pass --token or set UDPACK_TOKEN".into()))?;
-                if !(timeout.is_finite() && timeout > 0.0) {
-                    return Err(CliError::Usage("--timeout must be a positive number of seconds".into()));
-                }
-                let pubkey = PublicKey::load(&pubkey)
-                    .map_err(|e| CliError::Usage(format!("{}: {e}", pubkey.display())))?;
-                let summary = send::send(send::SendOptions {
-                    server,
-                    pubkey,
-                    token,
-                    paths,
-                    timeout: Duration::from_secs_f64(timeout),
-                })
-                .await?;
-                let secs = summary.elapsed.as_secs_f64().max(1e-9);
-                println!(
-                    "sent {} file(s), {} bytes ({} over the network) in {secs:.2} s, {:.1} MB/s; SHA-256 verified by the server",
-                    summary.files,
-                    summary.bytes,
-                    summary.sent,
-                    summary.sent as f64 / 1e6 / secs
-                );
-                Ok(())
-            }
-            Command::Demo => demo::demo().await,
-        }
-    });
+    let result = runtime.block_on(run(cli.command, &mut log_guard));
     // Runtime tasks may hold sockets; stop them before exiting.
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(log_guard);
@@ -206,60 +112,50 @@ fn main() -> ExitCode {
     }
 }
 
-/// Sets up logging: with a directory, one file per category (the JavaScript version's layout);
-/// without, only with `-v`, to stderr.
-fn logs(
-    dir: Option<PathBuf>,
-    app: &str,
-    verbose: bool,
-) -> Result<Option<udpack_io::logging::LogGuard>, CliError> {
-    let level = if verbose {
-        LevelFilter::DEBUG
-    } else {
-        LevelFilter::INFO
-    };
-    match dir {
-        Some(d) => udpack_io::logging::init(&d, app, level)
-            .map(Some)
-            .map_err(|e| CliError::Usage(format!("log directory {}: {e}", d.display()))),
-        None => {
-            if verbose {
-                let _ = tracing_subscriber::fmt()
-                    .with_writer(std::io::stderr)
-                    .with_max_level(LevelFilter::DEBUG)
-                    .try_init();
-            }
-            Ok(None)
+/// Runs the command; the log guard is kept by the caller until the runtime has stopped.
+async fn run(command: Command, log_guard: &mut Option<LogGuard>) -> Result<(), CliError> {
+    match command {
+        Command::Keygen { out, force } => commands::keygen(&out, force),
+        Command::Serve {
+            key,
+            listen,
+            tokens,
+            tokens_file,
+            out,
+            once,
+            log_dir,
+            verbose,
+        } => {
+            *log_guard = logs::init(log_dir.as_deref(), "server", verbose)?;
+            let args = ServeArgs {
+                key,
+                listen,
+                tokens,
+                tokens_file,
+                out,
+                once,
+            };
+            commands::serve(args, shutdown::signal).await
         }
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM. The handlers are installed by the call itself (not
-/// on the first poll), so a signal sent once the server said "listening on" is handled.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let term = signal(SignalKind::terminate());
-        let int = signal(SignalKind::interrupt());
-        async move {
-            match (term, int) {
-                (Ok(mut term), Ok(mut int)) => {
-                    tokio::select! {
-                        _ = int.recv() => {}
-                        _ = term.recv() => {}
-                    }
-                }
-                _ => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
+        Command::Send {
+            server,
+            pubkey,
+            token,
+            timeout,
+            log_dir,
+            verbose,
+            paths,
+        } => {
+            *log_guard = logs::init(log_dir.as_deref(), "client", verbose)?;
+            let args = SendArgs {
+                server,
+                pubkey,
+                token,
+                timeout,
+                paths,
+            };
+            commands::send(args).await
         }
-    }
-    #[cfg(not(unix))]
-    {
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+        Command::Demo => commands::demo().await,
     }
 }

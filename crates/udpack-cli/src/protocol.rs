@@ -76,3 +76,21 @@ pub struct ErrorEvent {
     pub code: String,
     pub message: String,
 }
+
+/// The JavaScript version's upload, which the upload examples speak: `file {filename,
+/// filesize}` (no hash, no answer), the same [`ChunkRef`] `chunk`s and [`Finish`]
+/// `finish`, then `done` from the server and `done` back from the client.
+pub mod js {
+    use serde::{Deserialize, Serialize};
+
+    pub const DONE: &str = "done";
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct FileInfo {
+        pub filename: String,
+        pub filesize: u64,
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    pub struct Done {}
+}

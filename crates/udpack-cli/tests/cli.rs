@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use udpack_cli::protocol::{ChunkRef, FileAnswer, FileOffer, Finish, FinishAnswer};
 
 const TOKEN: &str = "s3cret-token";
 const MIB: usize = 1024 * 1024;
@@ -853,39 +854,6 @@ fn interrupted_upload_resumes_from_the_part_file() {
 }
 
 // 6.
-#[derive(serde::Serialize)]
-struct FileOffer {
-    filename: String,
-    filesize: u64,
-    #[serde(with = "serde_bytes")]
-    sha256: Vec<u8>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct FileAnswer {
-    ok: bool,
-    offset: u64,
-    code: String,
-    message: String,
-}
-
-#[derive(serde::Serialize)]
-struct Chunk<'a> {
-    #[serde(with = "serde_bytes")]
-    chunk: &'a [u8],
-}
-
-#[derive(serde::Serialize)]
-struct Finish {}
-
-#[derive(Debug, serde::Deserialize)]
-struct FinishAnswer {
-    ok: bool,
-    name: String,
-    code: String,
-    message: String,
-}
-
 #[test]
 fn hostile_names_are_refused_and_nothing_lands_outside_out() {
     let s = Setup::new();
@@ -974,7 +942,7 @@ fn hostile_names_are_refused_and_nothing_lands_outside_out() {
             .expect("answer");
         assert!(a.ok && a.offset == 0, "fine.txt refused: {a:?}");
         channel
-            .send("chunk", &Chunk { chunk: &payload })
+            .send("chunk", &ChunkRef { chunk: &payload })
             .await
             .expect("chunk");
         let f: FinishAnswer = channel

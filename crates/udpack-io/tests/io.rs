@@ -1,18 +1,14 @@
 //! udpack.io over real sockets on 127.0.0.1.
 
-#[path = "../examples/common/upload.rs"]
-mod upload;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use udpack_io::{
     codes, ChannelClosed, Client, ClientEvent, ClientOptions, ConnectError, Error, HandshakeError,
-    PrivateKey, Reconnect, Server, ServerEvent, ServerOptions, TransportConfig,
+    PrivateKey, Reconnect, Server, ServerEvent, ServerOptions,
 };
 
 const TOKEN: &str = "letmein";
@@ -404,45 +400,6 @@ async fn reconnection_gives_up_after_the_limit() {
     .expect("gives up in time");
     assert_eq!(errors, 2);
     assert!(client.socket().is_none());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upload_example_moves_a_64_mib_file_intact() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let src_dir = dir.path().join("src");
-    let out_dir = dir.path().join("out");
-    std::fs::create_dir_all(&src_dir).expect("mkdir");
-    std::fs::create_dir_all(&out_dir).expect("mkdir");
-    let src = src_dir.join("big.bin");
-    let mut data = vec![0u8; 64 * 1024 * 1024];
-    for (i, b) in data.iter_mut().enumerate() {
-        *b = (i.wrapping_mul(2_654_435_761) >> 13) as u8;
-    }
-    std::fs::write(&src, &data).expect("write");
-    let key = PrivateKey::generate();
-    let server = server_on(&key, 0).await;
-    let client = Client::bind(client_opts(&key).transport(TransportConfig::default()))
-        .await
-        .expect("bind");
-    client
-        .connect(server.local_addr().to_string())
-        .await
-        .expect("connect");
-    let out = out_dir.clone();
-    let receiving = tokio::spawn(async move { upload::serve_one(&server, &out, true).await });
-    let sent = tokio::time::timeout(
-        Duration::from_secs(120),
-        upload::send_file(&client, &src, true),
-    )
-    .await
-    .expect("in time")
-    .expect("upload");
-    assert_eq!(sent, data.len() as u64);
-    let path = receiving.await.expect("task").expect("received");
-    assert_eq!(path, out_dir.join("big.bin"));
-    let got = std::fs::read(&path).expect("read");
-    assert_eq!(got.len(), data.len());
-    assert_eq!(Sha256::digest(&got), Sha256::digest(&data));
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! The upload server of the udpack.io examples.
 //!
 //! ```sh
-//! cargo run --release -p udpack-io --example upload_server -- keys/prikey.pem [out-dir]
+//! cargo run --release -p udpack-cli --example upload_server -- keys/prikey.pem [out-dir]
 //! ```
 //! Listens on 0.0.0.0:45456, accepts the token in `UDPACK_TOKEN` (default
 //! `ea970f20b09311ebbe1d11acebc10dbf`), writes one uploaded file to `out-dir` (default

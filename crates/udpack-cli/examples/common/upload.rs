@@ -1,5 +1,6 @@
 //! The file upload of the udpack.io examples, shared by `upload_server`,
-//! `upload_client` and the tests: the client sends `file {filename, filesize}`, then
+//! `upload_client` and the tests, in the JavaScript version's protocol
+//! ([`udpack_cli::protocol::js`]): the client sends `file {filename, filesize}`, then
 //! `chunk {chunk}` per 1 MiB read (each read after the previous send was taken), then
 //! `finish`; the server writes the file and answers `done`; the client answers `done`.
 #![allow(dead_code)]
@@ -9,29 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use udpack_cli::protocol::js::{Done, FileInfo, DONE};
+use udpack_cli::protocol::{ChunkRef, Finish, CHUNK, CHUNK_SIZE, FILE, FINISH};
 use udpack_io::{Channel, Client, ClientEvent, Server, ServerEvent};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Size of one read (and one `chunk` message).
-pub const CHUNK: usize = 1024 * 1024;
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct FileInfo {
-    pub filename: String,
-    pub filesize: u64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Chunk {
-    #[serde(with = "serde_bytes")]
-    pub chunk: Vec<u8>,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Empty {}
 
 /// Bytes done and expected, shared with the progress printer.
 #[derive(Debug, Default)]
@@ -86,7 +70,7 @@ pub async fn receive_file(
 ) -> Result<PathBuf, BoxError> {
     let started = Instant::now();
     let first = channel.recv().await.ok_or("channel closed before `file`")?;
-    if first.event() != "file" {
+    if first.event() != FILE {
         return Err(format!("expected `file`, got `{}`", first.event()).into());
     }
     let info: FileInfo = first.data()?;
@@ -104,25 +88,25 @@ pub async fn receive_file(
             .await
             .ok_or("channel closed during the upload")?;
         match m.event() {
-            "chunk" => {
-                let c: Chunk = m.data()?;
-                file.write_all(&c.chunk).await?;
+            CHUNK => {
+                let c: ChunkRef = m.data()?;
+                file.write_all(c.chunk).await?;
                 progress
                     .done
                     .fetch_add(c.chunk.len() as u64, Ordering::Relaxed);
                 tracing::debug!("received data {} bytes", c.chunk.len());
             }
-            "finish" => break,
+            FINISH => break,
             other => tracing::warn!("unexpected event `{other}` during the upload"),
         }
     }
     file.flush().await?;
     file.sync_all().await?;
     tracing::info!("recv finished in {:?}", started.elapsed());
-    channel.send("done", &Empty {}).await?;
+    channel.send(DONE, &Done {}).await?;
     // The client answers `done`; then the upload is over.
     while let Some(m) = channel.recv().await {
-        if m.event() == "done" {
+        if m.event() == DONE {
             break;
         }
     }
@@ -142,9 +126,7 @@ pub async fn send_file(client: &Client, path: &Path, quiet: bool) -> Result<u64,
     let progress = Arc::new(Progress::default());
     progress.total.store(filesize, Ordering::Relaxed);
     let channel = client.open_channel().await?;
-    channel
-        .send("file", &FileInfo { filename, filesize })
-        .await?;
+    channel.send(FILE, &FileInfo { filename, filesize }).await?;
     let printer = {
         let p = progress.clone();
         let endpoint = client.endpoint().clone();
@@ -158,24 +140,22 @@ pub async fn send_file(client: &Client, path: &Path, quiet: bool) -> Result<u64,
             }
         })
     };
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; CHUNK_SIZE];
     loop {
         let n = read_up_to(&mut file, &mut buf).await?;
         if n == 0 {
             break;
         }
         // The next read starts only once this chunk is taken: back-pressure.
-        channel
-            .send("chunk", &ChunkRef { chunk: &buf[..n] })
-            .await?;
+        channel.send(CHUNK, &ChunkRef { chunk: &buf[..n] }).await?;
         progress.done.fetch_add(n as u64, Ordering::Relaxed);
         tracing::debug!("send data {n} bytes");
     }
-    channel.send("finish", &Empty {}).await?;
+    channel.send(FINISH, &Finish {}).await?;
     tracing::info!("send finished");
     let done = tokio::time::timeout(Duration::from_secs(120), channel.recv()).await?;
     match done {
-        Some(m) if m.event() == "done" => channel.send("done", &Empty {}).await?,
+        Some(m) if m.event() == DONE => channel.send(DONE, &Done {}).await?,
         Some(m) => return Err(format!("expected `done`, got `{}`", m.event()).into()),
         None => return Err("channel closed before `done`".into()),
     }
@@ -188,13 +168,6 @@ pub async fn send_file(client: &Client, path: &Path, quiet: bool) -> Result<u64,
         );
     }
     Ok(filesize)
-}
-
-/// A chunk borrowed from the read buffer (encoded exactly like [`Chunk`]).
-#[derive(Serialize)]
-struct ChunkRef<'a> {
-    #[serde(with = "serde_bytes")]
-    chunk: &'a [u8],
 }
 
 async fn read_up_to(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {

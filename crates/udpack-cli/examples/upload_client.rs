@@ -1,7 +1,7 @@
 //! The upload client of the udpack.io examples.
 //!
 //! ```sh
-//! cargo run --release -p udpack-io --example upload_client -- keys/pubkey.pem FILE [SERVER]
+//! cargo run --release -p udpack-cli --example upload_client -- keys/pubkey.pem FILE [SERVER]
 //! ```
 //! Uploads FILE to SERVER (default 127.0.0.1:45456) with the token in `UDPACK_TOKEN`
 //! (default `ea970f20b09311ebbe1d11acebc10dbf`), printing the progress once a second

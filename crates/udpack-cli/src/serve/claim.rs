@@ -1,0 +1,132 @@
+//! Which upload owns a `.part` file: two uploads of one file cannot interleave. A
+//! client that died mid-upload holds its part until its session times out; a new
+//! session offering the same content takes the part over and resumes it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+/// How long a new session waits for an upload of the same content it takes over.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
+
+/// An upload in progress.
+struct Active {
+    id: u64,
+    socket: String,
+    sha256: Vec<u8>,
+    /// Asks the upload to stop and keep its part file (another session resumes it).
+    stop: Arc<Notify>,
+}
+
+/// The `.part` files being written.
+#[derive(Default)]
+pub(super) struct Claims {
+    active: Mutex<HashMap<PathBuf, Active>>,
+    /// Signalled whenever an upload leaves `active`.
+    released: Notify,
+    next_id: AtomicU64,
+}
+
+/// What one look at the active set found.
+enum Attempt {
+    Claimed,
+    /// Another session's upload of the same content holds it and was asked to stop.
+    TakingOver,
+    Busy,
+}
+
+impl Claims {
+    /// Claims `part` for an upload of `sha256` by `socket`: at once if it is free; once
+    /// released if another session uploads the same content (asked to stop, waited for
+    /// up to [`TAKEOVER_WAIT`]); `None` if it stays busy.
+    pub async fn claim(&self, part: &Path, socket: &str, sha256: &[u8]) -> Option<Claim<'_>> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let stop = Arc::new(Notify::new());
+        let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
+        loop {
+            // Registered before looking, so that a release in between is not missed.
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            match self.attempt(part, id, socket, sha256, &stop) {
+                Attempt::Claimed => {
+                    return Some(Claim {
+                        claims: self,
+                        part: part.to_path_buf(),
+                        id,
+                        stop,
+                    })
+                }
+                Attempt::Busy => return None,
+                Attempt::TakingOver => {
+                    if tokio::time::timeout_at(deadline, released).await.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn attempt(
+        &self,
+        part: &Path,
+        id: u64,
+        socket: &str,
+        sha256: &[u8],
+        stop: &Arc<Notify>,
+    ) -> Attempt {
+        let Ok(mut active) = self.active.lock() else {
+            return Attempt::Busy;
+        };
+        match active.get(part) {
+            None => {
+                active.insert(
+                    part.to_path_buf(),
+                    Active {
+                        id,
+                        socket: socket.to_string(),
+                        sha256: sha256.to_vec(),
+                        stop: stop.clone(),
+                    },
+                );
+                Attempt::Claimed
+            }
+            Some(a) if a.socket != socket && a.sha256 == sha256 => {
+                a.stop.notify_one();
+                Attempt::TakingOver
+            }
+            Some(_) => Attempt::Busy,
+        }
+    }
+}
+
+/// An upload's hold on its part file, released when dropped however the upload ends,
+/// a panic included.
+pub(super) struct Claim<'a> {
+    claims: &'a Claims,
+    part: PathBuf,
+    id: u64,
+    stop: Arc<Notify>,
+}
+
+impl Claim<'_> {
+    /// Notified when another session takes the part over.
+    pub fn stop(&self) -> &Notify {
+        &self.stop
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut active) = self.claims.active.lock() {
+            if active.get(&self.part).is_some_and(|a| a.id == self.id) {
+                active.remove(&self.part);
+            }
+        }
+        self.claims.released.notify_waiters();
+    }
+}

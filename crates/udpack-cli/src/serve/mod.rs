@@ -1,0 +1,105 @@
+//! `udpack serve`: receives uploads into a directory.
+//!
+//! [`Receiver`] runs the session loop and spawns one task per channel; `receive`
+//! handles one file on its channel; `claim` decides which upload owns a `.part` file;
+//! `part` opens, resumes, discards and places part files.
+
+mod claim;
+mod part;
+mod receive;
+mod receiver;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use udpack_io::PrivateKey;
+
+use crate::error::exit;
+use crate::progress::Progress;
+
+pub use receiver::Receiver;
+
+/// What `serve` needs.
+pub struct ServeOptions {
+    pub key: PrivateKey,
+    pub listen: SocketAddr,
+    pub tokens: Vec<String>,
+    pub out: PathBuf,
+    pub once: bool,
+    /// Show the receiving progress (the demo shows only the sender's).
+    pub show_progress: bool,
+}
+
+/// Why the receiver could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Exit 2.
+    #[error("no token configured: pass --token, --tokens-file or set UDPACK_TOKEN")]
+    NoToken,
+    /// Exit 1.
+    #[error("cannot create {}: {source}", .path.display())]
+    CreateOut {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Exit 1.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: udpack_io::Error,
+    },
+}
+
+impl ServeError {
+    pub fn code(&self) -> u8 {
+        match self {
+            ServeError::NoToken => exit::USAGE,
+            ServeError::CreateOut { .. } | ServeError::Listen { .. } => exit::OTHER,
+        }
+    }
+}
+
+/// Shared by the uploads in progress.
+struct State {
+    out: PathBuf,
+    /// Which upload writes which `.part` file.
+    claims: claim::Claims,
+    /// Completed files per socket.
+    completed: Mutex<HashMap<String, usize>>,
+    progress: Progress,
+    show_progress: bool,
+}
+
+impl State {
+    fn new(out: PathBuf, show_progress: bool) -> Self {
+        State {
+            out,
+            claims: claim::Claims::default(),
+            completed: Mutex::new(HashMap::new()),
+            progress: Progress::new("recv", 0),
+            show_progress,
+        }
+    }
+
+    /// Shows how a file's upload ended, unless the progress is hidden.
+    fn note(&self, name: &str, what: &str) {
+        if self.show_progress {
+            self.progress.finish_file(name, what);
+        }
+    }
+
+    fn count_completed(&self, socket: String) {
+        if let Ok(mut c) = self.completed.lock() {
+            *c.entry(socket).or_default() += 1;
+        }
+    }
+
+    fn completed_by(&self, socket: &str) -> usize {
+        self.completed
+            .lock()
+            .map(|c| c.get(socket).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
