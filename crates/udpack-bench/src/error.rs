@@ -1,0 +1,85 @@
+//! Why a benchmark run failed.
+
+use std::io;
+
+/// A failure of a measurement. Each run stops at the first one: a figure from a run
+/// that lost or corrupted data would mean nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A failure inside one throughput run, with the run it happened in.
+    #[error("{transport} x{streams}: {source}")]
+    Run {
+        transport: &'static str,
+        streams: usize,
+        source: Box<BenchError>,
+    },
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("{0}")]
+    UdpackConnect(#[from] udpack::ConnectError),
+    #[error("{0}")]
+    UdpackStream(#[from] udpack::StreamError),
+    #[error("{0}")]
+    QuinnConnect(#[from] quinn::ConnectError),
+    #[error("{0}")]
+    QuinnConnection(#[from] quinn::ConnectionError),
+    #[error("{0}")]
+    QuinnRead(#[from] quinn::ReadError),
+    #[error("{0}")]
+    QuinnClosedStream(#[from] quinn::ClosedStream),
+    #[error("{0}")]
+    QuinnStopped(#[from] quinn::StoppedError),
+    #[error("{0}")]
+    QuinnVarInt(#[from] quinn::VarIntBoundsExceeded),
+    #[error("{0}")]
+    QuinnCipherSuite(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    #[error("{0}")]
+    Tls(#[from] rustls::Error),
+    #[error("{0}")]
+    Certificate(#[from] rcgen::Error),
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("{0}")]
+    Semaphore(#[from] tokio::sync::AcquireError),
+    /// The server side did not say where it listens.
+    #[error("the server thread exited before it was bound")]
+    NotBound,
+    #[error("{0} thread panicked")]
+    ThreadPanicked(&'static str),
+    #[error("no session")]
+    NoSession,
+    #[error("no stream")]
+    NoStream,
+    #[error("no connection")]
+    NoConnection,
+    /// A received byte differs from the pattern the sender wrote.
+    #[error("corrupt data at offset {0}")]
+    Corrupt(u64),
+    #[error("received {received} bytes, expected {expected}")]
+    ByteCount { received: u64, expected: u64 },
+    #[error("{0}")]
+    ParseInt(#[from] std::num::ParseIntError),
+    #[error("{0}")]
+    ParseAddr(#[from] std::net::AddrParseError),
+    #[error("the idle server has no {0} pipe")]
+    ChildPipe(&'static str),
+    #[error("the idle server exited")]
+    IdleServerExited,
+    #[error("unexpected line from the idle server: {0:?}")]
+    IdleServerLine(String),
+    #[error("idle sessions did not all stay open")]
+    IdleSessionsClosed,
+}
+
+pub type Result<T> = std::result::Result<T, BenchError>;
+
+impl BenchError {
+    /// Tags a failure with the throughput run it happened in.
+    pub fn in_run(self, transport: &'static str, streams: usize) -> Self {
+        BenchError::Run {
+            transport,
+            streams,
+            source: Box::new(self),
+        }
+    }
+}
