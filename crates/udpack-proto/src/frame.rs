@@ -85,6 +85,44 @@ impl Ack {
     pub fn largest(&self) -> Option<u64> {
         self.ranges.first().map(|r| r.end - 1)
     }
+
+    /// True if `ranges` are as documented (non-empty, descending, with a gap between
+    /// neighbours): then they are encoded as given, at most [`MAX_ACK_RANGES`] of them.
+    fn is_canonical(&self) -> bool {
+        self.ranges.iter().all(|r| r.start < r.end)
+            && self.ranges.windows(2).all(|w| w[1].end < w[0].start)
+    }
+
+    /// Size of the frame [`Frame::encode`] writes for this ACK.
+    fn encoded_len(&self) -> usize {
+        if !self.is_canonical() {
+            // Overlapping or unsorted ranges are merged first; only hand-built frames
+            // are like that, so the allocation stays off the packet path.
+            let mut set = RangeSet::new();
+            for r in &self.ranges {
+                set.insert(r.clone());
+            }
+            return ack_len(set.iter().rev(), self.delay_micros);
+        }
+        ack_len(self.ranges.iter().cloned(), self.delay_micros)
+    }
+}
+
+/// Size of the ACK frame [`encode_ack`] writes, without a length limit, for `ranges`
+/// (disjoint, non-adjacent, largest first).
+fn ack_len(mut ranges: impl Iterator<Item = Range<u64>>, delay_micros: u64) -> usize {
+    let Some(first) = ranges.next() else {
+        return 0;
+    };
+    // Type and range count (below MAX_ACK_RANGES: one byte each).
+    let mut len = 2 + varint_len(first.end - 1) + varint_len(delay_micros);
+    len += varint_len(first.end - first.start - 1);
+    let mut prev_start = first.start;
+    for r in ranges.take(MAX_ACK_RANGES - 1) {
+        len += varint_len(prev_start - r.end - 1) + varint_len(r.end - r.start - 1);
+        prev_start = r.start;
+    }
+    len
 }
 
 /// A STREAM frame.
@@ -227,11 +265,39 @@ impl Frame {
         }
     }
 
-    /// Encoded size in bytes.
+    /// Encoded size in bytes, computed without encoding: packet assembly asks it of
+    /// every control frame, so it must not allocate.
     pub fn encoded_len(&self) -> usize {
-        let mut v = Vec::new();
-        self.encode(&mut v);
-        v.len()
+        // Every frame type number is below 64: one varint byte.
+        const TYPE_LEN: usize = 1;
+        match self {
+            Frame::Padding | Frame::Ping => TYPE_LEN,
+            Frame::Ack(ack) => ack.encoded_len(),
+            Frame::Stream(s) => {
+                StreamFrame::header_len(s.id, s.offset, s.data.len()) + s.data.len()
+            }
+            Frame::ResetStream {
+                id,
+                code,
+                final_size,
+            } => TYPE_LEN + varint_len(*id) + varint_len(*code) + varint_len(*final_size),
+            Frame::StopSending { id, code } => TYPE_LEN + varint_len(*id) + varint_len(*code),
+            Frame::MaxData(v) | Frame::MaxStreams(v) => TYPE_LEN + varint_len(*v),
+            Frame::MaxStreamData { id, max } => TYPE_LEN + varint_len(*id) + varint_len(*max),
+            Frame::PathChallenge(d) | Frame::PathResponse(d) => TYPE_LEN + d.len(),
+            Frame::GoAway { code, reason, .. } | Frame::Close { code, reason, .. } => {
+                let reason_len = reason.len().min(MAX_REASON_LEN);
+                let streams_len = match self {
+                    Frame::GoAway { streams, .. } => varint_len(*streams),
+                    _ => 0,
+                };
+                TYPE_LEN
+                    + varint_len(*code)
+                    + streams_len
+                    + varint_len(reason_len as u64)
+                    + reason_len
+            }
+        }
     }
 
     /// True if receiving this frame obliges the peer to acknowledge the packet.
@@ -390,8 +456,13 @@ mod tests {
     const V: u64 = crate::coding::VARINT_MAX;
 
     fn arb_ack() -> impl Strategy<Value = Ack> {
+        arb_ack_with(1..20)
+    }
+
+    /// ACKs of `count` canonical ranges.
+    fn arb_ack_with(count: Range<usize>) -> impl Strategy<Value = Ack> {
         (
-            proptest::collection::vec((1u64..1000, 1u64..1000), 1..20),
+            proptest::collection::vec((1u64..1000, 1u64..1000), count),
             0u64..1 << 40,
         )
             .prop_map(|(steps, delay)| {
@@ -457,6 +528,34 @@ mod tests {
             }
             let decoded: Result<Vec<_>, _> = Frames::new(Bytes::from(buf)).collect();
             prop_assert_eq!(decoded.unwrap(), frames);
+        }
+
+        #[test]
+        fn encoded_len_is_the_encoded_size(frame in prop_oneof![
+            Just(Frame::Padding),
+            arb_frame(),
+            // More ranges than one ACK frame carries.
+            arb_ack_with(50..100).prop_map(Frame::Ack),
+            // Hand-built ranges: unsorted, overlapping, adjacent, empty or none at all.
+            (
+                proptest::collection::vec((prop_oneof![0u64..5000, 0..V], 0u64..100), 0..80),
+                0..V,
+            )
+                .prop_map(|(raw, delay_micros)| Frame::Ack(Ack {
+                    ranges: raw.into_iter().map(|(s, len)| s..s.saturating_add(len)).collect(),
+                    delay_micros,
+                })),
+            // Values above VARINT_MAX are clamped; reasons above MAX_REASON_LEN cut.
+            any::<u64>().prop_map(Frame::MaxData),
+            (any::<bool>(), any::<u64>(), arb_bytes(2 * MAX_REASON_LEN))
+                .prop_map(|(app, code, reason)| Frame::Close { app, code, reason }),
+            (any::<u64>(), any::<u64>(), arb_bytes(2 * MAX_REASON_LEN)).prop_map(
+                |(code, streams, reason)| Frame::GoAway { code, streams, reason }
+            ),
+        ]) {
+            let mut buf = Vec::new();
+            frame.encode(&mut buf);
+            prop_assert_eq!(frame.encoded_len(), buf.len());
         }
 
         #[test]

@@ -1,0 +1,190 @@
+//! Fair sharing through the standing queue. v1 flows that probe in lockstep keep
+//! whatever shares they start with; here two rounds with a standing queue (even the lowest
+//! RTT sample of each round above min_rtt + the threshold) mean the flows together
+//! overshoot: each cuts a short-term cap `bw_lo` to 0.7 × its delivery rate and restarts
+//! its max filter there, then grows the cap by equal, doubling absolute steps. AIMD
+//! converges to equal shares. A queue that outlives two cuts marks min_rtt as stale.
+
+use std::time::Duration;
+
+use super::model::Model;
+use super::{INITIAL_RTT, MIN_CWND_PACKETS, MIN_RTT_FOR_RATE};
+
+/// A queue longer than min_rtt / this is "standing": two rounds of it cut the short-term
+/// bandwidth cap, half of it suspends loss compensation, and a loss seen with twice that
+/// queue is taken as an overflow, not as random loss.
+const STANDING_QUEUE_DIVISOR: u32 = 8;
+/// Multiplicative decrease of the short-term bandwidth cap on a standing queue.
+const STANDING_QUEUE_BETA: f64 = 0.7;
+/// Floor for the standing-queue threshold, against RTT jitter on very short paths...
+pub(super) const MIN_QUEUE_THRESHOLD: Duration = Duration::from_millis(1);
+/// ...and against quantization on slow paths: this many packets at the estimated rate.
+const QUEUE_THRESHOLD_PACKETS: u64 = 8;
+/// Cuts in a row without a queue-free round before the queue is blamed on a stale min_rtt.
+const MAX_UNRELIEVED_CUTS: u32 = 2;
+
+/// Queueing delay above which the queue counts as standing: an eighth of min_rtt, but
+/// at least a few packets' worth (at `bw`), which ACK clocking and quantization keep
+/// queued on paths with a small BDP anyway.
+pub(super) fn threshold(min_rtt: Duration, bw: u64, mtu: u64) -> Duration {
+    let packets = if bw > 0 {
+        let bytes = mtu.saturating_mul(QUEUE_THRESHOLD_PACKETS) as f64;
+        Duration::try_from_secs_f64(bytes / bw as f64).unwrap_or(Duration::MAX)
+    } else {
+        Duration::ZERO
+    };
+    (min_rtt / STANDING_QUEUE_DIVISOR)
+        .max(MIN_QUEUE_THRESHOLD)
+        .max(packets)
+}
+
+/// First additive step of `bw_lo`: one packet per min_rtt.
+fn initial_step(min_rtt: Option<Duration>, mtu: u64) -> u64 {
+    let rtt = min_rtt.unwrap_or(INITIAL_RTT).max(MIN_RTT_FOR_RATE);
+    (mtu as f64 / rtt.as_secs_f64()) as u64
+}
+
+/// The queue seen in RTT samples, round by round, and the short-term bandwidth cap
+/// it drives.
+#[derive(Debug, Default)]
+pub(super) struct StandingQueue {
+    /// Minimum RTT sample of the current and the previous round: their excess over
+    /// `min_rtt` is the standing queue.
+    round_min_rtt: Option<Duration>,
+    prev_round_min_rtt: Option<Duration>,
+    /// Highest non-app-limited delivery rate sampled in the current round.
+    round_max_bw: u64,
+    /// The round that just ended had a standing queue throughout.
+    prev_round_min_rtt_queued: bool,
+    /// The previous round ended with a standing queue (reset after a cut).
+    prev_round_queued: bool,
+    /// Cuts since the last queue-free round.
+    unrelieved_cuts: u32,
+    /// Short-term bandwidth cap (v2's `bw_lo`, driven by the queue instead of loss): cut
+    /// multiplicatively when a standing queue persists, raised by the same absolute,
+    /// doubling steps for every flow. This AIMD is what makes competing flows converge.
+    bw_lo: Option<u64>,
+    bw_lo_step: u64,
+}
+
+impl StandingQueue {
+    /// `bw` under the short-term cap.
+    pub(super) fn cap(&self, bw: u64) -> u64 {
+        bw.min(self.bw_lo.unwrap_or(u64::MAX))
+    }
+
+    /// Drops the short-term cap (Startup searches without it).
+    pub(super) fn lift_cap(&mut self) {
+        self.bw_lo = None;
+    }
+
+    /// True if the round that just ended had a standing queue throughout.
+    pub(super) fn stood_last_round(&self) -> bool {
+        self.prev_round_min_rtt_queued
+    }
+
+    /// True if no RTT sample of this or the previous round came within half the
+    /// standing-queue threshold of min_rtt: the loss compensation overshoots. Reacting at
+    /// half the threshold keeps this from escalating to a `bw_lo` cut.
+    pub(super) fn standing(&self, min_rtt: Option<Duration>, bw: u64, mtu: u64) -> bool {
+        let Some(min_rtt) = min_rtt else {
+            return false;
+        };
+        let recent = match (self.round_min_rtt, self.prev_round_min_rtt) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return false,
+        };
+        recent.saturating_sub(min_rtt) > threshold(min_rtt, bw, mtu) / 2
+    }
+
+    /// An RTT sample taken while a min_rtt estimate exists.
+    pub(super) fn on_rtt_sample(&mut self, rtt: Duration) {
+        self.round_min_rtt = Some(self.round_min_rtt.map_or(rtt, |m| m.min(rtt)));
+    }
+
+    /// A delivery rate that was not app-limited.
+    pub(super) fn on_delivery_rate(&mut self, rate: u64) {
+        self.round_max_bw = self.round_max_bw.max(rate);
+    }
+
+    /// Each gain cycle restarts the additive growth of `bw_lo` at one packet per round
+    /// trip, so it stays additive while competing.
+    pub(super) fn restart_growth(&mut self, min_rtt: Option<Duration>, mtu: u64) {
+        self.bw_lo_step = initial_step(min_rtt, mtu);
+    }
+
+    /// Judges the round that just ended and starts the next one.
+    pub(super) fn on_round_end(&mut self, in_probe_bw: bool, model: &mut Model, mtu: u64) {
+        let queued = self.stood_all_round(model.min_rtt, model.bw(), mtu);
+        self.prev_round_min_rtt_queued = queued;
+        self.update_bw_lo(queued, in_probe_bw, model, mtu);
+        self.round_max_bw = 0;
+        self.prev_round_min_rtt = self.round_min_rtt.take();
+    }
+
+    /// True if even the lowest RTT sample of the round just ended saw a standing queue.
+    fn stood_all_round(&self, min_rtt: Option<Duration>, bw: u64, mtu: u64) -> bool {
+        match (self.round_min_rtt, min_rtt) {
+            (Some(rtt), Some(min_rtt)) => rtt.saturating_sub(min_rtt) > threshold(min_rtt, bw, mtu),
+            _ => false,
+        }
+    }
+
+    /// Short-term AIMD on the standing queue, judged once per round in ProbeBW.
+    fn update_bw_lo(&mut self, queued: bool, in_probe_bw: bool, model: &mut Model, mtu: u64) {
+        if !in_probe_bw {
+            self.prev_round_queued = false;
+            return;
+        }
+        if !queued {
+            self.unrelieved_cuts = 0;
+        }
+        if queued && self.prev_round_queued && self.unrelieved_cuts >= MAX_UNRELIEVED_CUTS {
+            // The queue outlived repeated cuts: more likely the path's RTT grew (or a
+            // loss-based flow keeps the buffer full) than that we overshoot. Re-measure
+            // min_rtt instead of cutting again, which would starve this flow.
+            model.mark_min_rtt_stale();
+            self.unrelieved_cuts = 0;
+            self.prev_round_queued = false;
+            return;
+        }
+        if queued && self.prev_round_queued {
+            // Competing flows together exceed the bottleneck: everyone backs off in
+            // proportion to its rate, then needs two fresh rounds before the next cut.
+            self.unrelieved_cuts = self.unrelieved_cuts.saturating_add(1);
+            let model_bw = self.cap(model.bw());
+            let delivered = if self.round_max_bw > 0 {
+                self.round_max_bw.min(model_bw)
+            } else {
+                model_bw
+            };
+            let floor = initial_step(model.min_rtt, mtu).saturating_mul(MIN_CWND_PACKETS);
+            let cut = ((delivered as f64 * STANDING_QUEUE_BETA) as u64).max(floor);
+            self.bw_lo = Some(cut);
+            // Older maxima encode the old, unfair shares; forget them, or the flows return
+            // to those shares as soon as the cap is lifted.
+            model.restart_bw(delivered);
+            self.bw_lo_step = initial_step(model.min_rtt, mtu);
+            self.prev_round_queued = false;
+            return;
+        }
+        self.prev_round_queued = queued;
+        if queued {
+            self.bw_lo_step = initial_step(model.min_rtt, mtu);
+        } else if let Some(lo) = self.bw_lo {
+            // Grow by absolute steps, equal for all flows, and keep the cap while competing:
+            // probe samples inflate the max filter in proportion to a flow's rate, so
+            // handing control back to it would undo the convergence.
+            let lo = lo.saturating_add(self.bw_lo_step);
+            self.bw_lo_step = self.bw_lo_step.saturating_mul(2);
+            self.bw_lo = (lo < model.bw().saturating_mul(2)).then_some(lo);
+        }
+    }
+
+    /// Persistent congestion: the queue history no longer applies.
+    pub(super) fn reset(&mut self) {
+        self.prev_round_queued = false;
+        self.unrelieved_cuts = 0;
+    }
+}
