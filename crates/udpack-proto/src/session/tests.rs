@@ -210,3 +210,63 @@ fn a_path_probe_held_back_by_the_amplification_limit_gives_up() {
     assert_eq!(elsewhere(&sim).len(), probes.len());
     assert!(sim.server_mut().session().is_established());
 }
+
+#[test]
+fn a_loss_that_was_only_reordering_is_undone() {
+    let newreno = TransportConfig {
+        congestion: crate::ControllerKind::NewReno,
+        ..TransportConfig::default()
+    };
+    let mut sim = Pair::new(7, LinkParams::new(Duration::from_millis(5), 0))
+        .client_transport(newreno)
+        .passive()
+        .connected();
+    let client_addr = sim.client().addr;
+    let id = sim.client_mut().session().open_stream().expect("open");
+    assert_eq!(
+        sim.client_mut().session().write(id, &[7; 30_000]),
+        Ok(30_000)
+    );
+    // The first data packet is held back: the ones after it arrive, so it is declared
+    // lost three packets later.
+    let mut first = true;
+    sim.filter = Some(Box::new(move |c| {
+        if first && c.from == client_addr && c.data[0] == DATA_PACKET {
+            first = false;
+            Fate::Hold
+        } else {
+            Fate::Deliver
+        }
+    }));
+    let before = sim.client_mut().session().stats().congestion_window;
+    sim.run_until(Duration::from_secs(1), |s| {
+        let c = &s.client().app;
+        // Stop as soon as the client saw the loss.
+        !c.connected.is_empty() && s.held.len() == 1 && {
+            let h = c.sessions[0];
+            s.client()
+                .ep
+                .session_ref(h)
+                .is_some_and(|x| x.stats.packets_lost > 0)
+        }
+    });
+    sim.filter = None;
+    let cut = sim.client_mut().session().stats();
+    assert_eq!(cut.packets_lost, 1);
+    assert!(
+        cut.congestion_window < before,
+        "{} after the loss, {before} before",
+        cut.congestion_window
+    );
+    // It was only late.
+    let held = sim.held.pop().expect("held").data;
+    sim.handle_now(client_addr, 0, &held);
+    sim.run_until(Duration::from_millis(20), |_| false);
+    let after = sim.client_mut().session().stats();
+    assert_eq!(after.spurious_losses, 1);
+    assert!(
+        after.congestion_window >= before,
+        "{} after the undo, {before} before the loss",
+        after.congestion_window
+    );
+}

@@ -98,6 +98,14 @@ impl RandomLoss {
         }
     }
 
+    /// Packets counted as lost were acknowledged after all: take them out again.
+    fn on_spurious(&mut self, sent: Instant, bytes: u64) {
+        let window = self.windows.iter_mut().find(|w| w.contains(sent));
+        if let Some(w) = window {
+            w.lost = w.lost.saturating_sub(bytes);
+        }
+    }
+
     /// Folds closed windows into the estimate once their losses must have been detected.
     fn finish(&mut self, now: Instant, rtt: Duration) {
         let grace = rtt.saturating_mul(2);
@@ -211,6 +219,14 @@ impl Loss {
         }
     }
 
+    /// Packets declared lost were only reordered: they count neither as random loss
+    /// nor toward a heavy-loss round.
+    pub(super) fn on_spurious(&mut self, loss: &LossSample) {
+        self.round_lost = self.round_lost.saturating_sub(loss.lost_bytes);
+        self.random
+            .on_spurious(loss.largest_lost_sent, loss.lost_bytes);
+    }
+
     /// End of an ACK: opens or closes the measurement window and folds in the windows
     /// whose losses must have been detected by now (two `rtt`s after they closed).
     pub(super) fn after_ack(&mut self, now: Instant, draining: bool, rtt: Duration) {
@@ -253,5 +269,33 @@ impl Loss {
     pub(super) fn reset(&mut self) {
         self.inflight_hi = None;
         self.random = RandomLoss::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One measurement window with `lost` of `sent` bytes lost, and `spurious` of those
+    /// acknowledged after all; returns the estimated random loss rate.
+    fn estimate(sent: u64, lost: u64, spurious: u64) -> f64 {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut r = RandomLoss::default();
+        r.sync(t0, true);
+        r.on_sent(sent);
+        r.on_loss(t0 + ms(1), lost);
+        r.on_spurious(t0 + ms(1), spurious);
+        r.sync(t0 + ms(10), false);
+        r.finish(t0 + ms(1000), ms(10));
+        r.rate(1200)
+    }
+
+    #[test]
+    fn spurious_losses_leave_the_random_loss_estimate() {
+        let sent = 10_000_000;
+        assert!((estimate(sent, 500_000, 0) - 0.05).abs() < 1e-9);
+        assert!((estimate(sent, 500_000, 200_000) - 0.03).abs() < 1e-9);
+        assert_eq!(estimate(sent, 500_000, 500_000), 0.0);
     }
 }

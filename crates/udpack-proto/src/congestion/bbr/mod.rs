@@ -381,6 +381,10 @@ impl Controller for Bbr {
         }
     }
 
+    fn on_spurious_loss(&mut self, _now: Instant, loss: &LossSample) {
+        self.loss.on_spurious(loss);
+    }
+
     fn on_app_limited(&mut self, bytes_in_flight: u64) {
         self.app_limited = true;
         self.bytes_in_flight = bytes_in_flight;
