@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing::level_filters::LevelFilter;
-use udpack_io::{PrivateKey, PublicKey};
+use udpack_io::{KeyFile, PrivateKey, PublicKey};
 
 use crate::error::CliError;
 

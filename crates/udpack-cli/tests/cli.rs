@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use udpack::KeyFile;
 
 const TOKEN: &str = "s3cret-token";
 const MIB: usize = 1024 * 1024;
