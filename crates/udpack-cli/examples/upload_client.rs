@@ -14,7 +14,7 @@ mod upload;
 use std::path::PathBuf;
 
 use tracing::level_filters::LevelFilter;
-use udpack_io::{Client, ClientOptions, PublicKey, Reconnect};
+use udpack_io::{Client, ClientOptions, KeyFile, PublicKey, Reconnect};
 
 #[tokio::main]
 async fn main() -> Result<(), upload::BoxError> {

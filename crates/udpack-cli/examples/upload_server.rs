@@ -14,7 +14,7 @@ mod upload;
 use std::path::PathBuf;
 
 use tracing::level_filters::LevelFilter;
-use udpack_io::{PrivateKey, Server, ServerOptions};
+use udpack_io::{KeyFile, PrivateKey, Server, ServerOptions};
 
 #[tokio::main]
 async fn main() -> Result<(), upload::BoxError> {

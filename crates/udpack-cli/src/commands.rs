@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use udpack_io::{PrivateKey, PublicKey};
+use udpack_io::{KeyFile, PrivateKey, PublicKey};
 
 use crate::error::{CliError, UsageError};
 use crate::send::SendOptions;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
-use udpack_io::{PrivateKey, PublicKey};
+use udpack_io::{KeyFile, PrivateKey, PublicKey};
 
 use crate::error::{exit, CliError, KeyFileError};
 use crate::keygen::keygen;

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use udpack_io::PrivateKey;
+use udpack_io::{KeyFile, PrivateKey};
 
 use crate::error::KeyFileError;
 

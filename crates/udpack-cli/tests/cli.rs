@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use udpack::KeyFile;
 use udpack_cli::protocol::{ChunkRef, FileAnswer, FileOffer, Finish, FinishAnswer};
 
 const TOKEN: &str = "s3cret-token";

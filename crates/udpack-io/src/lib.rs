@@ -26,7 +26,9 @@ pub use message::{Message, DEFAULT_MAX_MESSAGE_SIZE};
 pub use serde_bytes;
 pub use server::{Server, ServerEvent, ServerOptions};
 pub use socket::Socket;
-pub use udpack::{CloseReason, PrivateKey, PublicKey, Speed, TransportConfig};
+pub use udpack::{
+    CloseReason, KeyFile, KeyFileError, PrivateKey, PublicKey, Speed, TransportConfig,
+};
 
 /// The README's examples, compiled as doctests so that they stay true.
 #[cfg(doctest)]

@@ -4,13 +4,16 @@
 //! configured with the server's [`PublicKey`]; the server holds the matching
 //! [`PrivateKey`].
 //!
-//! Keys are stored on disk in the same PEM formats that OpenSSL uses, so they
-//! can be created and inspected with standard tools:
+//! Keys are written in the same PEM formats that OpenSSL uses, so they can be
+//! created and inspected with standard tools:
 //!
 //! ```text
-//! openssl genpkey -algorithm x25519 -out server.key     # PrivateKey::load
-//! openssl pkey -in server.key -pubout -out server.pub   # PublicKey::load
+//! openssl genpkey -algorithm x25519 -out server.key     # PrivateKey::from_pem
+//! openssl pkey -in server.key -pubout -out server.pub   # PublicKey::from_pem
 //! ```
+//!
+//! This crate does no I/O: it only parses and encodes. Key files are read and
+//! written by the runtime crate (`udpack::KeyFile`).
 //!
 //! * Private keys are PKCS#8 `PrivateKeyInfo` / `OneAsymmetricKey`
 //!   ([RFC 5958]) with the X25519 algorithm identifier of [RFC 8410], in a
@@ -28,10 +31,8 @@
 //! [RFC 8410]: https://www.rfc-editor.org/rfc/rfc8410
 
 use std::fmt;
-use std::fs;
-use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+
+use zeroize::{Zeroize, Zeroizing};
 
 /// PEM label of a PKCS#8 private key.
 const PRIVATE_LABEL: &str = "PRIVATE KEY";
@@ -77,20 +78,16 @@ const PUBLIC_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x03, 0x21, 0x00,
 ];
 
-/// Key files larger than this are rejected without being read completely
-/// (an X25519 PEM file is about 120 bytes).
-const MAX_FILE_LEN: u64 = 64 * 1024;
-
 /// Number of key bytes shown by [`PublicKey::fingerprint`].
 const FINGERPRINT_LEN: usize = 8;
 
-/// Errors from parsing, loading or saving keys.
+/// Errors from parsing keys.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
     /// The text is not usable PEM: no `-----BEGIN ...-----` block, bad
     /// base64, mismatched BEGIN/END labels, several candidate blocks, or
-    /// (for files) not UTF-8 or implausibly large.
+    /// (for files, as the runtime reads them) not UTF-8 or implausibly large.
     #[error("not PEM: {0}")]
     Pem(String),
 
@@ -115,16 +112,6 @@ pub enum KeyError {
     /// one derived from its private key, so the file is corrupt.
     #[error("the public key embedded in the private key does not match the private key")]
     PublicKeyMismatch,
-
-    /// Reading or writing a key file failed.
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        /// The file the operation was applied to.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
-    },
 }
 
 /// An X25519 static private key (the server's identity).
@@ -187,10 +174,8 @@ impl PrivateKey {
     /// Text around the PEM block is ignored; if there are several blocks,
     /// exactly one must be labelled `PRIVATE KEY`.
     pub fn from_pem(text: &str) -> Result<Self, KeyError> {
-        let mut der = decode_pem(text, PRIVATE_LABEL)?;
-        let result = Self::from_der(&der);
-        wipe(&mut der);
-        result
+        let der = Zeroizing::new(decode_pem(text, PRIVATE_LABEL)?);
+        Self::from_der(&der)
     }
 
     /// Decodes the DER of a PKCS#8 X25519 private key (v1 or v2).
@@ -221,44 +206,18 @@ impl PrivateKey {
     /// byte for byte what OpenSSL writes: base64 wrapped at 64 columns, LF
     /// line endings, trailing newline.
     ///
-    /// Intermediate buffers holding the DER are wiped (best effort); the
-    /// returned string contains the secret and is the caller's to protect.
+    /// Intermediate buffers holding the DER are zeroized; the returned
+    /// string contains the secret and is the caller's to protect (e.g. in
+    /// [`Zeroizing`]).
     pub fn to_pem(&self) -> String {
         let mut der = Vec::with_capacity(PRIVATE_V1_PREFIX.len() + KEY_LEN);
         der.extend_from_slice(&PRIVATE_V1_PREFIX);
-        let mut secret = self.to_bytes();
-        der.extend_from_slice(&secret);
-        wipe(&mut secret);
+        der.extend_from_slice(Zeroizing::new(self.to_bytes()).as_slice());
 
         let block = pem::Pem::new(PRIVATE_LABEL, der);
         let text = encode_pem(&block);
-        wipe(&mut block.into_contents());
+        block.into_contents().zeroize();
         text
-    }
-
-    /// Reads a private key PEM file (see [`from_pem`](Self::from_pem)).
-    pub fn load(path: impl AsRef<Path>) -> Result<Self, KeyError> {
-        let mut bytes = read_key_file(path.as_ref())?;
-        let result = match std::str::from_utf8(&bytes) {
-            Ok(text) => Self::from_pem(text),
-            Err(_) => Err(KeyError::Pem("file is not UTF-8 text".into())),
-        };
-        wipe(&mut bytes);
-        result
-    }
-
-    /// Writes the key as PEM (see [`to_pem`](Self::to_pem)).
-    ///
-    /// On Unix the file is created with mode 0600 (before any key material
-    /// is written; the mode is not changed afterwards). The contents are
-    /// written to a new temporary file in the same directory, synced, and
-    /// renamed over `path`, so an existing file is replaced atomically and
-    /// its old, possibly wider permissions are not inherited.
-    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), KeyError> {
-        let mut text = self.to_pem().into_bytes();
-        let result = write_file_atomic(path.as_ref(), &text, 0o600);
-        wipe(&mut text);
-        result
     }
 }
 
@@ -309,22 +268,6 @@ impl PublicKey {
         encode_pem(&pem::Pem::new(PUBLIC_LABEL, der))
     }
 
-    /// Reads a public key PEM file (see [`from_pem`](Self::from_pem)).
-    pub fn load(path: impl AsRef<Path>) -> Result<Self, KeyError> {
-        let bytes = read_key_file(path.as_ref())?;
-        match std::str::from_utf8(&bytes) {
-            Ok(text) => Self::from_pem(text),
-            Err(_) => Err(KeyError::Pem("file is not UTF-8 text".into())),
-        }
-    }
-
-    /// Writes the key as PEM (see [`to_pem`](Self::to_pem)), replacing
-    /// `path` atomically like [`PrivateKey::save`]. On Unix the file is
-    /// created with mode 0644 (minus the process umask).
-    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), KeyError> {
-        write_file_atomic(path.as_ref(), self.to_pem().as_bytes(), 0o644)
-    }
-
     /// Short identifier for logs: the first 8 bytes of the key as 16
     /// lowercase hex digits. Not a cryptographic commitment; compare full
     /// keys for authentication decisions.
@@ -357,14 +300,6 @@ fn read_key(bytes: &[u8]) -> [u8; KEY_LEN] {
     key
 }
 
-/// Overwrites a buffer that held secret material. Best effort: without
-/// `unsafe` or the `zeroize` crate the compiler is only discouraged, not
-/// forbidden, from eliding the writes.
-fn wipe(bytes: &mut [u8]) {
-    bytes.fill(0);
-    std::hint::black_box(bytes);
-}
-
 /// Encodes a PEM block the way OpenSSL does (64 columns, LF).
 fn encode_pem(block: &pem::Pem) -> String {
     pem::encode_config(
@@ -377,6 +312,16 @@ fn encode_pem(block: &pem::Pem) -> String {
 /// decoded contents.
 fn decode_pem(text: &str, expected: &'static str) -> Result<Vec<u8>, KeyError> {
     let blocks = pem::parse_many(text).map_err(|e| KeyError::Pem(e.to_string()))?;
+    let result = pick_block(&blocks, expected);
+    // The parsed blocks may hold a private key too.
+    for block in blocks {
+        block.into_contents().zeroize();
+    }
+    result
+}
+
+/// The contents of the single block of `blocks` labelled `expected`.
+fn pick_block(blocks: &[pem::Pem], expected: &'static str) -> Result<Vec<u8>, KeyError> {
     let mut matching = blocks.iter().filter(|b| b.tag() == expected);
     match (matching.next(), matching.next()) {
         (Some(block), None) => {
@@ -402,84 +347,10 @@ fn decode_pem(text: &str, expected: &'static str) -> Result<Vec<u8>, KeyError> {
     }
 }
 
-/// Reads a key file, refusing files larger than [`MAX_FILE_LEN`] (so that
-/// pointing at e.g. `/dev/zero` fails instead of exhausting memory).
-fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
-    let io_err = |source| KeyError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = fs::File::open(path).map_err(io_err)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_LEN + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_err)?;
-    if bytes.len() as u64 > MAX_FILE_LEN {
-        wipe(&mut bytes);
-        return Err(KeyError::Pem(format!(
-            "file is larger than {MAX_FILE_LEN} bytes"
-        )));
-    }
-    Ok(bytes)
-}
-
-/// Writes `contents` to a fresh temporary file next to `path` (created with
-/// `mode` on Unix), syncs it and renames it over `path`.
-fn write_file_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-    let file_name = path.file_name().ok_or_else(|| KeyError::Io {
-        path: path.to_path_buf(),
-        source: io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"),
-    })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let tmp_path = path.with_file_name(tmp_name);
-
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-
-    let mut file = options.open(&tmp_path).map_err(|source| KeyError::Io {
-        path: tmp_path.clone(),
-        source,
-    })?;
-    let written = file
-        .write_all(contents)
-        .and_then(|()| file.sync_all())
-        .map_err(|source| KeyError::Io {
-            path: tmp_path.clone(),
-            source,
-        });
-    drop(file);
-    let renamed = written.and_then(|()| {
-        fs::rename(&tmp_path, path).map_err(|source| KeyError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
-    });
-    if renamed.is_err() {
-        let _ = fs::remove_file(&tmp_path);
-    }
-    renamed
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
-    use std::process::Command;
 
     /// RFC 7748 §6.1: Alice's private and public keys.
     const RFC7748_PRIVATE: &str =
@@ -506,64 +377,6 @@ mod tests {
 
     fn wrap(label: &str, der: &[u8]) -> String {
         encode_pem(&pem::Pem::new(label, der.to_vec()))
-    }
-
-    /// A unique directory under `std::env::temp_dir()`, removed on drop.
-    struct TestDir(PathBuf);
-
-    impl TestDir {
-        fn new(name: &str) -> Self {
-            static N: AtomicU64 = AtomicU64::new(0);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let dir = std::env::temp_dir().join(format!(
-                "udpack-keys-test-{name}-{}-{nanos}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            fs::create_dir_all(&dir).unwrap();
-            TestDir(dir)
-        }
-
-        fn path(&self, file: &str) -> PathBuf {
-            self.0.join(file)
-        }
-    }
-
-    impl Drop for TestDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// Whether an `openssl` executable is on `PATH`.
-    fn have_openssl() -> bool {
-        let found = std::env::var_os("PATH").is_some_and(|paths| {
-            std::env::split_paths(&paths).any(|dir| dir.join("openssl").is_file())
-        });
-        if !found {
-            eprintln!("openssl not found on PATH; skipping OpenSSL interoperability test");
-        }
-        found
-    }
-
-    /// Runs `openssl args...`, panicking with its stderr on failure, and
-    /// returns its stdout.
-    fn openssl(args: &[&std::ffi::OsStr]) -> String {
-        let out = Command::new("openssl").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {:?} failed: {}",
-            args,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    macro_rules! os {
-        ($($a:expr),* $(,)?) => { &[$(std::ffi::OsStr::new($a)),*] };
     }
 
     #[test]
@@ -894,199 +707,5 @@ mod tests {
         );
         let e = PrivateKey::from_pem("").unwrap_err();
         assert_eq!(e.to_string(), "not PEM: no PEM block found");
-        let e = PublicKey::load("/nonexistent/udpack/key.pub").unwrap_err();
-        assert!(
-            matches!(&e, KeyError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
-        );
-        assert!(
-            e.to_string()
-                .starts_with("I/O error on /nonexistent/udpack/key.pub: "),
-            "{e}"
-        );
-        assert!(std::error::Error::source(&e).is_some());
-    }
-
-    #[test]
-    fn save_and_load_files() {
-        let dir = TestDir::new("save");
-        let key = PrivateKey::generate();
-        let public = key.public_key();
-
-        let key_path = dir.path("server.key");
-        let pub_path = dir.path("server.pub");
-        key.save(&key_path).unwrap();
-        public.save(&pub_path).unwrap();
-
-        assert_eq!(fs::read_to_string(&key_path).unwrap(), key.to_pem());
-        assert_eq!(fs::read_to_string(&pub_path).unwrap(), public.to_pem());
-        assert_eq!(
-            PrivateKey::load(&key_path).unwrap().to_bytes(),
-            key.to_bytes()
-        );
-        assert_eq!(PublicKey::load(&pub_path).unwrap(), public);
-
-        // Overwriting works and leaves no temporary files behind.
-        let key2 = PrivateKey::generate();
-        key2.save(&key_path).unwrap();
-        assert_eq!(
-            PrivateKey::load(&key_path).unwrap().to_bytes(),
-            key2.to_bytes()
-        );
-        let mut names: Vec<_> = fs::read_dir(&dir.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["server.key", "server.pub"]);
-
-        // Errors.
-        assert!(matches!(
-            PrivateKey::load(dir.path("missing.key")),
-            Err(KeyError::Io { .. })
-        ));
-        assert!(matches!(
-            key.save(dir.path("no-such-dir").join("k.pem")),
-            Err(KeyError::Io { .. })
-        ));
-        assert!(matches!(key.save("/"), Err(KeyError::Io { .. })));
-        fs::write(dir.path("binary"), [0xff, 0xfe, 0x00, 0x80]).unwrap();
-        assert!(matches!(
-            PrivateKey::load(dir.path("binary")),
-            Err(KeyError::Pem(_))
-        ));
-        fs::write(dir.path("big"), vec![b'A'; MAX_FILE_LEN as usize + 1]).unwrap();
-        assert!(matches!(
-            PublicKey::load(dir.path("big")),
-            Err(KeyError::Pem(_))
-        ));
-        assert!(matches!(PrivateKey::load(&dir.0), Err(KeyError::Io { .. })));
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn save_file_modes() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = TestDir::new("mode");
-        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-
-        let key = PrivateKey::generate();
-        let key_path = dir.path("server.key");
-        key.save(&key_path).unwrap();
-        assert_eq!(mode(&key_path), 0o600);
-
-        // Replacing a world-readable file still yields 0600.
-        let loose = dir.path("loose.key");
-        fs::write(&loose, "old").unwrap();
-        fs::set_permissions(&loose, fs::Permissions::from_mode(0o644)).unwrap();
-        key.save(&loose).unwrap();
-        assert_eq!(mode(&loose), 0o600);
-
-        let pub_path = dir.path("server.pub");
-        key.public_key().save(&pub_path).unwrap();
-        let m = mode(&pub_path);
-        assert_eq!(m & 0o600, 0o600, "{m:o}");
-        assert_eq!(m & 0o133, 0, "{m:o}"); // at most 0644
-    }
-
-    #[test]
-    fn openssl_generated_key_loads() {
-        if !have_openssl() {
-            return;
-        }
-        let dir = TestDir::new("ossl-gen");
-        let k = dir.path("k.pem");
-        openssl(os![
-            "genpkey",
-            "-algorithm",
-            "x25519",
-            "-out",
-            k.as_os_str()
-        ]);
-        let pub_text = openssl(os!["pkey", "-in", k.as_os_str(), "-pubout"]);
-
-        let key = PrivateKey::load(&k).unwrap();
-        let openssl_public = PublicKey::from_pem(&pub_text).unwrap();
-        assert_eq!(key.public_key(), openssl_public);
-
-        // Our encoders reproduce OpenSSL's files byte for byte.
-        assert_eq!(key.to_pem(), fs::read_to_string(&k).unwrap());
-        assert_eq!(openssl_public.to_pem(), pub_text);
-    }
-
-    #[test]
-    fn openssl_reads_our_keys() {
-        if !have_openssl() {
-            return;
-        }
-        let dir = TestDir::new("ossl-read");
-        let ours = dir.path("ours.pem");
-        let key = PrivateKey::generate();
-        key.save(&ours).unwrap();
-        let pub_text = openssl(os!["pkey", "-in", ours.as_os_str(), "-pubout"]);
-        assert_eq!(PublicKey::from_pem(&pub_text).unwrap(), key.public_key());
-
-        // OpenSSL also accepts our public key file and re-emits it unchanged.
-        let ours_pub = dir.path("ours.pub");
-        key.public_key().save(&ours_pub).unwrap();
-        let again = openssl(os![
-            "pkey",
-            "-pubin",
-            "-in",
-            ours_pub.as_os_str(),
-            "-pubout"
-        ]);
-        assert_eq!(again, key.public_key().to_pem());
-    }
-
-    #[test]
-    fn openssl_other_algorithms_are_rejected() {
-        if !have_openssl() {
-            return;
-        }
-        let dir = TestDir::new("ossl-other");
-        let cases: &[(&str, &[&str])] = &[
-            ("ed25519", &["-algorithm", "ed25519"]),
-            ("x448", &["-algorithm", "x448"]),
-            ("ed448", &["-algorithm", "ed448"]),
-            (
-                "rsa",
-                &["-algorithm", "rsa", "-pkeyopt", "rsa_keygen_bits:1024"],
-            ),
-            (
-                "ec",
-                &["-algorithm", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
-            ),
-        ];
-        for (name, args) in cases {
-            let k = dir.path(&format!("{name}.pem"));
-            let mut full = vec![std::ffi::OsStr::new("genpkey")];
-            full.extend(args.iter().map(std::ffi::OsStr::new));
-            full.extend([std::ffi::OsStr::new("-out"), k.as_os_str()]);
-            openssl(&full);
-            let pub_text = openssl(os!["pkey", "-in", k.as_os_str(), "-pubout"]);
-
-            let r = PrivateKey::load(&k);
-            assert!(matches!(r, Err(KeyError::NotX25519)), "{name}: {r:?}");
-            let r = PublicKey::from_pem(&pub_text);
-            assert!(matches!(r, Err(KeyError::NotX25519)), "{name}: {r:?}");
-        }
-
-        // A passphrase-protected X25519 key is refused by label.
-        let enc = dir.path("enc.pem");
-        openssl(os![
-            "genpkey",
-            "-algorithm",
-            "x25519",
-            "-aes-128-cbc",
-            "-pass",
-            "pass:x",
-            "-out",
-            enc.as_os_str()
-        ]);
-        let r = PrivateKey::load(&enc);
-        assert!(
-            matches!(&r, Err(KeyError::WrongLabel { found, .. }) if found == "ENCRYPTED PRIVATE KEY"),
-            "{r:?}"
-        );
     }
 }

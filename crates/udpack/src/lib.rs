@@ -30,6 +30,7 @@
 mod driver;
 mod endpoint;
 mod error;
+mod key_file;
 mod session;
 mod socket;
 mod speed;
@@ -38,6 +39,7 @@ mod stream;
 
 pub use endpoint::{Endpoint, EndpointBuilder};
 pub use error::{ConnectError, HandshakeError, StreamError};
+pub use key_file::{KeyFile, KeyFileError};
 pub use session::Session;
 pub use speed::Speed;
 pub use stream::{RecvStream, SendStream, Stream};
