@@ -60,6 +60,34 @@ impl Default for TransportConfig {
     }
 }
 
+impl TransportConfig {
+    /// The configuration as a session applies it: each limit brought within what the
+    /// protocol allows a peer to announce (`handshake::TransportParams::validate`),
+    /// so that what this side announces and what it enforces agree.
+    pub(crate) fn normalized(&self) -> TransportConfig {
+        use crate::handshake::{
+            MAX_ACK_DELAY_MS, MAX_DATAGRAM_SIZE, MAX_IDLE_TIMEOUT_MS, MAX_STREAMS, MIN_CREDIT,
+        };
+        let initial_stream_window = self.initial_stream_window.max(MIN_CREDIT);
+        let initial_session_window = self.initial_session_window.max(MIN_CREDIT);
+        TransportConfig {
+            max_datagram_size: self.max_datagram_size.clamp(1200, MAX_DATAGRAM_SIZE as u16),
+            initial_stream_window,
+            max_stream_window: self.max_stream_window.max(initial_stream_window),
+            initial_session_window,
+            max_session_window: self.max_session_window.max(initial_session_window),
+            max_concurrent_streams: self.max_concurrent_streams.min(MAX_STREAMS),
+            idle_timeout: self
+                .idle_timeout
+                .min(Duration::from_millis(MAX_IDLE_TIMEOUT_MS)),
+            max_ack_delay: self
+                .max_ack_delay
+                .min(Duration::from_millis(MAX_ACK_DELAY_MS - 1)),
+            ..self.clone()
+        }
+    }
+}
+
 /// Decides whether a token may open a session. Called before any state is kept.
 pub type AuthFn = dyn Fn(&[u8]) -> bool + Send + Sync;
 

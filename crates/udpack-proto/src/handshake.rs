@@ -77,12 +77,49 @@ impl TransportParams {
             max_datagram_size: r.varint()?,
             max_ack_delay_ms: r.varint()?,
         };
-        if p.max_datagram_size < 1200 || p.max_ack_delay_ms >= 1 << 14 {
-            return Err(DecodeError::Invalid("transport parameters"));
-        }
+        p.validate().map_err(DecodeError::Invalid)?;
         Ok(p)
     }
+
+    /// Refuses parameters no honest peer sends: credit too small to make progress
+    /// (a zero window would freeze every write to the peer), counts beyond what stream
+    /// ids can carry, timers that overflow a clock.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.max_data < MIN_CREDIT {
+            return Err("transport parameters: max_data below the minimum");
+        }
+        if self.max_stream_data < MIN_CREDIT {
+            return Err("transport parameters: max_stream_data below the minimum");
+        }
+        if self.max_streams > MAX_STREAMS {
+            return Err("transport parameters: max_streams beyond stream ids");
+        }
+        if self.idle_timeout_ms > MAX_IDLE_TIMEOUT_MS {
+            return Err("transport parameters: idle_timeout_ms too long");
+        }
+        if !(MIN_DATAGRAM_SIZE..=MAX_DATAGRAM_SIZE).contains(&self.max_datagram_size) {
+            return Err("transport parameters: max_datagram_size out of range");
+        }
+        if self.max_ack_delay_ms >= MAX_ACK_DELAY_MS {
+            return Err("transport parameters: max_ack_delay_ms too long");
+        }
+        Ok(())
+    }
 }
+
+/// Smallest `max_data` and `max_stream_data` a peer may announce (and this side
+/// announces, whatever its configuration says).
+pub const MIN_CREDIT: u64 = 16 * 1024;
+/// Most streams a peer may allow: stream ids carry the index in 62 bits minus two.
+pub const MAX_STREAMS: u64 = 1 << 60;
+/// Longest idle timeout a peer may announce: one day.
+pub const MAX_IDLE_TIMEOUT_MS: u64 = 24 * 60 * 60 * 1000;
+/// Smallest datagram every UDPack path must carry.
+pub const MIN_DATAGRAM_SIZE: u64 = 1200;
+/// Largest UDP payload over IPv4.
+pub const MAX_DATAGRAM_SIZE: u64 = 65_507;
+/// ACK delays are announced below this many milliseconds.
+pub const MAX_ACK_DELAY_MS: u64 = 1 << 14;
 
 fn builder() -> snow::Builder<'static> {
     // The constant name always parses.
@@ -328,12 +365,12 @@ mod tests {
 
     fn arb_params() -> impl Strategy<Value = TransportParams> {
         (
-            0..crate::coding::VARINT_MAX,
-            0..crate::coding::VARINT_MAX,
-            0..crate::coding::VARINT_MAX,
-            0..crate::coding::VARINT_MAX,
-            1200..crate::coding::VARINT_MAX,
-            0u64..(1 << 14),
+            MIN_CREDIT..crate::coding::VARINT_MAX,
+            MIN_CREDIT..crate::coding::VARINT_MAX,
+            0..=MAX_STREAMS,
+            0..=MAX_IDLE_TIMEOUT_MS,
+            MIN_DATAGRAM_SIZE..=MAX_DATAGRAM_SIZE,
+            0u64..MAX_ACK_DELAY_MS,
         )
             .prop_map(|(a, b, c, d, e, f)| TransportParams {
                 max_data: a,
@@ -343,6 +380,74 @@ mod tests {
                 max_datagram_size: e,
                 max_ack_delay_ms: f,
             })
+    }
+
+    #[test]
+    fn transport_params_out_of_range_are_refused() {
+        let good = params();
+        assert_eq!(good.validate(), Ok(()));
+        let bad = [
+            TransportParams {
+                max_data: 0,
+                ..good
+            },
+            TransportParams {
+                max_data: MIN_CREDIT - 1,
+                ..good
+            },
+            TransportParams {
+                max_stream_data: 0,
+                ..good
+            },
+            TransportParams {
+                max_streams: MAX_STREAMS + 1,
+                ..good
+            },
+            TransportParams {
+                idle_timeout_ms: MAX_IDLE_TIMEOUT_MS + 1,
+                ..good
+            },
+            TransportParams {
+                max_datagram_size: 1199,
+                ..good
+            },
+            TransportParams {
+                max_datagram_size: MAX_DATAGRAM_SIZE + 1,
+                ..good
+            },
+            TransportParams {
+                max_ack_delay_ms: MAX_ACK_DELAY_MS,
+                ..good
+            },
+        ];
+        for p in bad {
+            assert!(p.validate().is_err(), "{p:?}");
+            let mut buf = Vec::new();
+            p.encode(&mut buf);
+            assert!(
+                matches!(
+                    TransportParams::decode(&mut Reader::new(&buf)),
+                    Err(DecodeError::Invalid(_))
+                ),
+                "{p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_configuration_below_the_minimums_is_announced_within_them() {
+        let config = crate::TransportConfig {
+            initial_stream_window: 0,
+            initial_session_window: 1,
+            max_datagram_size: u16::MAX,
+            idle_timeout: std::time::Duration::MAX,
+            max_ack_delay: std::time::Duration::from_secs(3600),
+            ..crate::TransportConfig::default()
+        };
+        let p = crate::Session::local_params(&config);
+        assert_eq!(p.validate(), Ok(()));
+        assert_eq!(p.max_stream_data, MIN_CREDIT);
+        assert_eq!(p.max_data, MIN_CREDIT);
     }
 
     proptest! {

@@ -41,6 +41,7 @@ pub(crate) struct Connect {
 impl Session {
     /// Our transport parameters, as announced in the handshake.
     pub(crate) fn local_params(config: &TransportConfig) -> TransportParams {
+        let config = config.normalized();
         TransportParams {
             max_data: config.initial_session_window,
             max_stream_data: config.initial_stream_window,

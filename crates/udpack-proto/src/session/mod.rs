@@ -203,7 +203,8 @@ impl Session {
         config: TransportConfig,
         rng: rand::rngs::StdRng,
     ) -> Self {
-        let mtu = config.max_datagram_size.max(1200);
+        let config = config.normalized();
+        let mtu = config.max_datagram_size;
         Session {
             side,
             state: State::Handshake,

@@ -146,7 +146,7 @@ impl Session {
             (false, None) => ours,
         };
         let floor = self.recovery.rtt.pto(self.config.max_ack_delay) * 3;
-        self.idle_deadline = Some(now + t.max(floor));
+        self.idle_deadline = now.checked_add(t.max(floor));
     }
 
     fn keepalive_deadline(&self) -> Option<Instant> {
@@ -158,6 +158,6 @@ impl Session {
         }
         self.config
             .keepalive
-            .map(|k| self.transmit.last_ack_eliciting_sent + k)
+            .and_then(|k| self.transmit.last_ack_eliciting_sent.checked_add(k))
     }
 }
