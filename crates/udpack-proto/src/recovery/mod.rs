@@ -16,6 +16,9 @@ use reordering::Reordering;
 
 /// Packets a later acknowledged packet must overtake before an earlier one is lost.
 pub const PACKET_THRESHOLD: u64 = 3;
+/// Packet numbers stop below this: a session closes before it would need one more, and
+/// a packet claiming one at or above it is dropped unread.
+pub const PACKET_NUMBER_LIMIT: u64 = 1 << 62;
 /// Timer granularity assumed for loss and probe timers.
 pub const GRANULARITY: Duration = Duration::from_millis(1);
 
@@ -164,6 +167,21 @@ impl Recovery {
     /// The number the next packet gets.
     pub fn next_packet_number(&self) -> u64 {
         self.next_pn
+    }
+
+    #[cfg(test)]
+    /// Jumps the packet numbers ahead (to test the end of the number space).
+    /// Forgets what is outstanding (call it on an idle session).
+    pub fn skip_packet_numbers_to(&mut self, pn: u64) {
+        self.clear();
+        self.next_pn = pn.max(self.next_pn);
+        self.base = self.next_pn;
+    }
+
+    /// Packets recorded as sent and neither acknowledged nor declared lost yet
+    /// (counting the gaps between them).
+    pub fn record_len(&self) -> usize {
+        self.sent.len()
     }
 
     /// Bytes of in-flight packets.

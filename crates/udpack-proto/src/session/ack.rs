@@ -23,6 +23,9 @@ pub(crate) struct AckState {
     deadline: Option<Instant>,
     /// An ACK is due now.
     immediate: bool,
+    /// Test-only misbehaviour: never acknowledge anything.
+    #[cfg(test)]
+    pub never_ack: bool,
 }
 
 impl AckState {
@@ -90,6 +93,10 @@ impl AckState {
     /// something that asks for one arrived, so the peer's own ACK-only packets are never
     /// acknowledged. Returns the largest number acknowledged.
     pub fn write(&self, buf: &mut Vec<u8>, now: Instant, room: usize, due: bool) -> Option<u64> {
+        #[cfg(test)]
+        if self.never_ack {
+            return None;
+        }
         if self.received.is_empty() || !(due || self.eliciting_unacked > 0) {
             return None;
         }

@@ -304,6 +304,9 @@ impl Session {
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         self.now = self.now.max(now);
         buf.clear();
+        if self.state == State::Established {
+            self.check_send_limits(now);
+        }
         match self.state {
             State::Handshake => self.transmit_hello(now, buf),
             State::Closing { .. } => self.transmit_close(now, buf),

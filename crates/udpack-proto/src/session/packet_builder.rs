@@ -6,10 +6,11 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::error::transport_error;
 use super::pending::SentFrames;
 use super::{Session, Transmit};
 use crate::packet::{encode_data_header, DATA_HEADER_LEN};
-use crate::recovery::SentPacket;
+use crate::recovery::{SentPacket, PACKET_NUMBER_LIMIT};
 
 /// How a packet counts for loss recovery and congestion control.
 #[derive(Debug, Default)]
@@ -46,12 +47,40 @@ impl Sent {
     }
 }
 
+/// Packet numbers kept back for the CLOSE packets of a session that ran out of them.
+pub(crate) const CLOSE_PACKET_NUMBERS: u64 = 64;
+/// A record of sent packets longer than this many (and than four windows' worth) means
+/// the peer does not acknowledge what it receives: the session closes rather than grow
+/// the record without end.
+const MAX_SENT_RECORD: usize = 64 * 1024;
+
 impl Session {
+    /// Closes the session when it can no longer send safely: its packet numbers are
+    /// running out, or the peer leaves everything unacknowledged.
+    pub(super) fn check_send_limits(&mut self, now: Instant) {
+        if self.recovery.next_packet_number() >= PACKET_NUMBER_LIMIT - CLOSE_PACKET_NUMBERS {
+            self.close_with_error(now, transport_error::INTERNAL, "packet numbers exhausted");
+            return;
+        }
+        let mtu = self.config.max_datagram_size.max(1) as usize;
+        let windows = (self.cc.window() as usize / mtu).saturating_mul(4);
+        if self.recovery.record_len() > MAX_SENT_RECORD.max(windows) {
+            self.close_with_error(
+                now,
+                transport_error::PROTOCOL_VIOLATION,
+                "the peer does not acknowledge",
+            );
+        }
+    }
+
     /// Writes the header of the next packet into `buf`; returns its number. `None`
     /// before the session has keys.
     pub(super) fn begin_packet(&self, buf: &mut Vec<u8>) -> Option<u64> {
         self.keys.as_ref()?;
         let pn = self.recovery.next_packet_number();
+        if pn >= PACKET_NUMBER_LIMIT {
+            return None;
+        }
         encode_data_header(buf, self.remote_sid, pn);
         Some(pn)
     }

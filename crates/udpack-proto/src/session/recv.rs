@@ -10,7 +10,7 @@ use super::error::{transport_error, TransportError};
 use super::{Session, State};
 use crate::frame::{Frame, Frames};
 use crate::packet::DATA_HEADER_LEN;
-use crate::recovery::AckOutcome;
+use crate::recovery::{AckOutcome, PACKET_NUMBER_LIMIT};
 use crate::stream::StreamId;
 
 impl Session {
@@ -35,7 +35,7 @@ impl Session {
         if matches!(self.state, State::Draining { .. } | State::Drained) {
             return;
         }
-        if !self.replay.check(number) {
+        if number >= PACKET_NUMBER_LIMIT || !self.replay.check(number) {
             self.stats.packets_dropped += 1;
             return;
         }

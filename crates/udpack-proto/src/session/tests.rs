@@ -270,3 +270,69 @@ fn a_loss_that_was_only_reordering_is_undone() {
         after.congestion_window
     );
 }
+
+#[test]
+fn a_session_closes_before_its_packet_numbers_run_out() {
+    use crate::recovery::PACKET_NUMBER_LIMIT;
+    let mut sim = instant_pair(TransportConfig::default());
+    let client_addr = sim.client().addr;
+    sim.client_mut().session().recovery.skip_packet_numbers_to(
+        PACKET_NUMBER_LIMIT - super::packet_builder::CLOSE_PACKET_NUMBERS - 3,
+    );
+    let id = sim.client_mut().session().open_stream().expect("open");
+    sim.client_mut()
+        .session()
+        .write(id, &[1; 50_000])
+        .expect("write");
+    run(&mut sim, Duration::from_secs(3));
+    let reason = sim.client().app.closed.first().map(|c| c.1.clone());
+    assert!(
+        matches!(&reason, Some(CloseReason::Transport { code, by_peer: false, .. }) if *code == transport_error::INTERNAL),
+        "{reason:?}"
+    );
+    let server = sim.server().app.closed.first().map(|c| c.1.clone());
+    assert!(
+        matches!(&server, Some(CloseReason::Transport { by_peer: true, .. })),
+        "{server:?}"
+    );
+
+    // A packet claiming a number at or beyond the limit is dropped unread.
+    let mut sim = instant_pair(TransportConfig::default());
+    let pn = PACKET_NUMBER_LIMIT;
+    let datagram = {
+        let c = sim.client_mut().session();
+        let mut buf = Vec::new();
+        crate::packet::encode_data_header(&mut buf, c.remote_sid, pn);
+        crate::frame::Frame::Ping.encode(&mut buf);
+        c.keys
+            .as_ref()
+            .expect("keys")
+            .seal(pn, &mut buf, crate::packet::DATA_HEADER_LEN);
+        buf
+    };
+    let before = sim.server_mut().session().stats.packets_dropped;
+    sim.handle_now(client_addr, 0, &datagram);
+    let s = sim.server_mut().session();
+    assert_eq!(s.stats.packets_dropped, before + 1);
+    assert!(s.is_established());
+}
+
+#[test]
+fn a_peer_that_never_acknowledges_is_closed() {
+    // The server sends; the client acknowledges it with ACK-only packets, and the server
+    // (a test-only misbehaviour) never acknowledges any of them, nor pings for it.
+    let mut sim = Pair::new(9, LinkParams::new(Duration::ZERO, 0))
+        .server_streams(vec![u64::MAX / 4])
+        .connected();
+    sim.server_mut().session().ack.never_ack = true;
+    let closed = sim.run_until(Duration::from_secs(60), |s| {
+        !s.client().app.closed.is_empty()
+    });
+    assert!(closed, "the client kept its record growing");
+    let reason = sim.client().app.closed[0].1.clone();
+    assert!(
+        matches!(&reason, CloseReason::Transport { code, by_peer: false, reason } if *code == transport_error::PROTOCOL_VIOLATION && reason.contains("acknowledge")),
+        "{reason:?}"
+    );
+    assert!(sim.client_mut().session().recovery.record_len() <= 64 * 1024 + 1);
+}
