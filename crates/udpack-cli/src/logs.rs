@@ -1,5 +1,6 @@
-//! Where the command's logs go: with a directory, one file per category (the
-//! JavaScript version's layout); without, only with `-v`, to stderr.
+//! Where the command's logs go: with a directory, one file per category (`udpack.log`,
+//! `udpack.io.log`, and `server.log` or `client.log`); without, only with `-v`, to
+//! stderr.
 
 use std::path::Path;
 

@@ -1,5 +1,5 @@
-//! Progress display: bars on a terminal (indicatif), one plain line a second
-//! otherwise (the JavaScript version's `[43.20%] [send.speed 11523.4 KB/s]`).
+//! Progress display: bars on a terminal (indicatif), otherwise one plain line a second
+//! such as `[43.20%] [send.speed 11523.4 KB/s]`.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +20,7 @@ enum Mode {
 /// Progress of the bytes of one side of a transfer.
 pub struct Progress {
     mode: Mode,
-    /// "send" or "recv", as in the JavaScript version's lines.
+    /// "send" or "recv": the direction the plain lines name and report the speed of.
     label: &'static str,
     total: AtomicU64,
     done: AtomicU64,

@@ -77,9 +77,11 @@ pub struct ErrorEvent {
     pub message: String,
 }
 
-/// The JavaScript version's upload, which the upload examples speak: `file {filename,
-/// filesize}` (no hash, no answer), the same [`ChunkRef`] `chunk`s and [`Finish`]
-/// `finish`, then `done` from the server and `done` back from the client.
+/// The simpler upload the udpack.io upload examples speak: `file {filename, filesize}`
+/// (no hash, no answer), the same [`ChunkRef`] `chunk`s and [`Finish`] `finish`, then
+/// `done` from the server and `done` back from the client: no resume, no integrity
+/// check. Named `js` because it follows the upload of the JavaScript udpack.io
+/// examples (the API mapping is in `udpack_io`'s crate docs).
 pub mod js {
     use serde::{Deserialize, Serialize};
 

@@ -113,7 +113,7 @@ impl Core {
     }
 }
 
-/// A channel (the JavaScript version's `Channel`, over a UDPack stream). Cheap to clone; the stream
+/// A channel: one UDPack stream carrying messages both ways. Cheap to clone; the stream
 /// is closed when the last clone is dropped.
 #[derive(Clone)]
 pub struct Channel {
@@ -168,8 +168,8 @@ impl Channel {
         &self.core.socket
     }
 
-    /// Sends `[event, data]`. Resolves when the message is taken into the send buffer
-    /// (the JavaScript version's callback), so a sender that awaits each send cannot outrun the link.
+    /// Sends `[event, data]`. Resolves when the message is taken into the send buffer,
+    /// so a sender that awaits each send cannot outrun the link.
     pub async fn send<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), Error> {
         let frame = message::encode_event(event, data, None)?;
         tracing::trace!(target: "udpack.io", socket = %self.core.socket.id_str(), channel = self.core.id, event, len = frame.len(), "send");
@@ -177,8 +177,7 @@ impl Channel {
     }
 
     /// Sends `[event, data, id]` and waits for the peer's reply, decoded as `R`; sending
-    /// and waiting together take at most the channel's ack timeout (Socket.IO's
-    /// `emitWithAck`).
+    /// and waiting together take at most the channel's ack timeout.
     pub async fn send_with_ack<T: Serialize + ?Sized, R: DeserializeOwned>(
         &self,
         event: &str,
@@ -302,7 +301,7 @@ impl Channel {
         }
     }
 
-    /// Resolves when the channel ends, with why (the JavaScript version's `close` event).
+    /// Resolves when the channel ends, with why.
     pub async fn closed(&self) -> ChannelClosed {
         let mut rx = self.core.closed.subscribe();
         let why = match rx.wait_for(|c| c.is_some()).await {

@@ -70,8 +70,9 @@ impl Reconnect {
     }
 }
 
-/// What a client needs: the JavaScript version's `{ host, port, pubkey, token }`, plus limits and the
-/// reconnection policy.
+/// What a client needs: the server's public key and a token, the local address to bind,
+/// plus limits and the reconnection policy. The server's address goes to
+/// [`Client::connect`].
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     /// Local address to bind (default 0.0.0.0, port 0: any).
@@ -149,7 +150,7 @@ impl ClientOptions {
     }
 }
 
-/// What happens on a client (the JavaScript version's client events).
+/// What happens on a client, as [`Client::next_event`] reports it.
 #[derive(Debug)]
 pub enum ClientEvent {
     /// Bound, on this local address (first event).
@@ -267,7 +268,7 @@ impl Client {
         socket.ok_or(Error::NotConnected)
     }
 
-    /// Opens a channel on the current socket (the JavaScript version's `openChannel`).
+    /// Opens a channel on the current socket; [`Error::NotConnected`] without one.
     pub async fn open_channel(&self) -> Result<Channel, Error> {
         let socket = self.socket().ok_or(Error::NotConnected)?;
         socket.open_channel().await

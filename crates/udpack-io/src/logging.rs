@@ -1,6 +1,6 @@
-//! Logging set up the way the JavaScript version's log4js configuration did it: the transport
-//! (`udpack`), the event framework (`udpack.io`) and the application each write to
-//! their own file in one directory, at one level.
+//! Logging to one directory, one file per category: the transport (`udpack`), the
+//! event framework (`udpack.io`) and the application each write to their own file, at
+//! one level.
 
 use std::io;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! A channel (a UDPack stream) carries frames: a 4-byte big-endian length, then that
 //! many bytes of MessagePack. The MessagePack value is one of
 //!
-//! - `[event, data]`: an event (`event` a string, `data` any value), the JavaScript version's format;
+//! - `[event, data]`: an event (`event` a string, `data` any value);
 //! - `[event, data, id]`: the same, asking for a reply (`id` an unsigned integer);
 //! - `[id, data]`: the reply to the request `id`.
 //!

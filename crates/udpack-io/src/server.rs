@@ -17,7 +17,8 @@ const EVENT_QUEUE: usize = 1024;
 
 type AuthFn = dyn Fn(&[u8]) -> bool + Send + Sync;
 
-/// What a server needs: the JavaScript version's `{ host, port, prikey, authToken }`, plus limits.
+/// What a server needs: the address to listen on, its private key and who may connect
+/// ([`ServerOptions::auth`]), plus limits.
 #[derive(Clone)]
 pub struct ServerOptions {
     pub host: String,
@@ -42,8 +43,8 @@ impl std::fmt::Debug for ServerOptions {
 }
 
 impl ServerOptions {
-    /// Listens on 0.0.0.0:45456 (the JavaScript version's port) with this key; refuses every token
-    /// until [`ServerOptions::auth`] is set.
+    /// Listens on 0.0.0.0:45456 with this key; refuses every token until
+    /// [`ServerOptions::auth`] is set.
     pub fn new(private_key: PrivateKey) -> Self {
         ServerOptions {
             host: "0.0.0.0".into(),
@@ -66,7 +67,8 @@ impl ServerOptions {
         self
     }
 
-    /// Decides who may connect (the JavaScript version's `authToken(token)`).
+    /// Decides who may connect: called with each client's token before the server keeps
+    /// any state for it; `false` refuses the client.
     pub fn auth<F: Fn(&[u8]) -> bool + Send + Sync + 'static>(mut self, f: F) -> Self {
         self.auth = Arc::new(f);
         self
@@ -88,7 +90,7 @@ impl ServerOptions {
     }
 }
 
-/// What happens on a server (the JavaScript version's server events).
+/// What happens on a server, as [`Server::next_event`] reports it.
 #[derive(Debug)]
 pub enum ServerEvent {
     /// Bound and accepting, on this address (first event).

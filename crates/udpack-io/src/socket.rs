@@ -7,7 +7,7 @@ use udpack::{CloseReason, Session, SessionStats, Speed};
 use crate::channel::{Channel, ChannelLimits};
 use crate::error::Error;
 
-/// A socket (the JavaScript version's `Socket`, over a UDPack session). Cheap to clone.
+/// A socket: one UDPack session with a peer. Cheap to clone.
 #[derive(Clone)]
 pub struct Socket {
     session: Session,
@@ -31,7 +31,7 @@ impl Socket {
         &self.limits
     }
 
-    /// The session id as text (the JavaScript version's `netSessionIdStr()`).
+    /// The session id as 16 hex digits, as the logs show it.
     pub fn id_str(&self) -> String {
         self.session.id_str()
     }
@@ -63,8 +63,8 @@ impl Socket {
         self.session.close(code, reason);
     }
 
-    /// Resolves when the socket ends, with why (the JavaScript version's `close`, with the goaway
-    /// code in [`CloseReason::code`]).
+    /// Resolves when the socket ends, with why; when either side's application ended it
+    /// ([`Socket::close`], [`Socket::disconnect`]), [`CloseReason::code`] is its code.
     pub async fn closed(&self) -> CloseReason {
         self.session.closed().await
     }

@@ -106,8 +106,8 @@ impl Drop for EndpointRef {
     }
 }
 
-/// A UDP socket carrying any number of sessions (the JavaScript version's `UDPack` object). Cheap to
-/// clone; the socket closes when every clone and every session handle is gone.
+/// A UDP socket carrying any number of sessions. Cheap to clone; the socket closes when
+/// every clone and every session handle is gone.
 #[derive(Clone)]
 pub struct Endpoint {
     inner: Arc<EndpointRef>,
@@ -137,7 +137,7 @@ impl Endpoint {
         EndpointBuilder::default()
     }
 
-    /// The bound address (the JavaScript version's `endpoint`).
+    /// The bound address (with the port the OS picked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
     }
@@ -273,7 +273,7 @@ impl Endpoint {
         .await
     }
 
-    /// Throughput of the whole endpoint, updated once a second (the JavaScript version's `speed`).
+    /// Throughput of the whole endpoint over the last second, updated once a second.
     pub fn speed(&self) -> watch::Receiver<Speed> {
         self.inner.shared.lock().speed.subscribe()
     }

@@ -47,8 +47,8 @@ impl Drop for SessionRef {
     }
 }
 
-/// A session (the JavaScript version's `session`): cheap to clone; when the last clone and every
-/// stream of it are dropped, it sends GOAWAY and closes once its streams are done.
+/// A session: cheap to clone; when the last clone and every stream of it are dropped, it
+/// sends GOAWAY and closes once its streams are done.
 #[derive(Clone)]
 pub struct Session {
     pub(crate) inner: Arc<SessionRef>,
@@ -99,7 +99,7 @@ impl Session {
         self.inner.handle.0
     }
 
-    /// The session id as 16 hex digits (the JavaScript version's `netSessionIdStr()`).
+    /// The session id as 16 hex digits, as the logs show it.
     pub fn id_str(&self) -> String {
         format!("{:016x}", self.inner.handle.0)
     }
@@ -164,9 +164,9 @@ impl Session {
         Some(Stream::new(self.clone(), id))
     }
 
-    /// Announces the end of the session with `code` and `reason` (the JavaScript version's goaway):
-    /// no new streams either way; the session closes once the current streams are done,
-    /// and both sides see `code`.
+    /// Announces the end of the session with `code` and `reason` (a GOAWAY): no new
+    /// streams either way; the session closes once the current streams are done, and both
+    /// sides see `code`.
     pub fn goaway(&self, code: u64, reason: &str) {
         self.inner
             .shared
@@ -198,7 +198,8 @@ impl Session {
             .and_then(|s| s.close.clone())
     }
 
-    /// Resolves when the session ends, with why (the JavaScript version's `goaway` event and code).
+    /// Resolves when the session ends, with why; when either side's application ended it
+    /// ([`Session::goaway`], [`Session::close`]), [`CloseReason::code`] is its code.
     pub async fn closed(&self) -> CloseReason {
         let shared = self.shared();
         let h = self.handle();

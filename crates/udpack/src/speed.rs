@@ -1,7 +1,7 @@
-//! Throughput figures, published once a second (the JavaScript version's `speed` event).
+//! Throughput figures, computed by the driver once a second from the byte counters.
 
 /// Throughput over the last second, in kilobytes (1000 bytes) per second of UDP
-/// payload, the way the JavaScript version reported it.
+/// payload: whole datagrams, retransmissions included, not only application bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Speed {
     pub send: f64,

@@ -18,9 +18,9 @@ use crate::state::{SessionSlot, State};
 /// One stream of a session. Implements tokio's `AsyncRead` and `AsyncWrite`.
 ///
 /// A write resolves once its bytes are taken into the session's send buffer and waits
-/// while that buffer (or the peer's flow-control credit) is full: the back-pressure of
-/// the JavaScript version's `write(buf, cb)`. Dropping a stream finishes its sending side (what was
-/// written is still delivered) and stops its receiving side.
+/// while that buffer (or the peer's flow-control credit) is full, so a writer that awaits
+/// its writes cannot outrun the link. Dropping a stream finishes its sending side (what
+/// was written is still delivered) and stops its receiving side.
 ///
 /// [`Stream::into_split`] gives the two directions as separate handles, for a reader
 /// and a writer in different tasks.
