@@ -38,7 +38,7 @@ pub struct EndpointStats {
     pub hellos_rejected: u64,
     pub sessions_accepted: u64,
     /// Stateless answers (rejects, UNDECRYPTABLE, VERSION_MISMATCH) not sent because
-    /// [`MAX_STATELESS_QUEUE`] of them were already waiting.
+    /// 256 of them were already waiting.
     pub answers_dropped: u64,
 }
 
