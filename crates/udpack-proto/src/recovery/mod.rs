@@ -19,6 +19,8 @@ pub const PACKET_THRESHOLD: u64 = 3;
 /// Packet numbers stop below this: a session closes before it would need one more, and
 /// a packet claiming one at or above it is dropped unread.
 pub const PACKET_NUMBER_LIMIT: u64 = 1 << 62;
+/// Skipped packet numbers remembered for the optimistic-ACK check.
+const SKIPPED_REMEMBERED: usize = 16;
 /// Timer granularity assumed for loss and probe timers.
 pub const GRANULARITY: Duration = Duration::from_millis(1);
 
@@ -144,6 +146,9 @@ pub struct Recovery {
     pub pto_count: u32,
     loss_time: Option<Instant>,
     reordering: Reordering,
+    /// Packet numbers skipped on purpose, newest last: an ACK of one proves the peer
+    /// acknowledges what it never received (an optimistic ACK).
+    skipped: VecDeque<u64>,
 }
 
 impl Recovery {
@@ -161,6 +166,7 @@ impl Recovery {
             pto_count: 0,
             loss_time: None,
             reordering: Reordering::default(),
+            skipped: VecDeque::new(),
         }
     }
 
@@ -176,6 +182,28 @@ impl Recovery {
         self.clear();
         self.next_pn = pn.max(self.next_pn);
         self.base = self.next_pn;
+    }
+
+    /// Leaves the next packet number unused. A peer acknowledging it acknowledges a
+    /// packet it cannot have received.
+    pub fn skip_packet_number(&mut self) {
+        let pn = self.next_pn;
+        self.next_pn += 1;
+        if self.sent.is_empty() {
+            self.base = self.next_pn;
+        } else {
+            self.sent.push_back(None);
+        }
+        if self.skipped.len() >= SKIPPED_REMEMBERED {
+            self.skipped.pop_front();
+        }
+        self.skipped.push_back(pn);
+    }
+
+    #[cfg(test)]
+    /// The packet numbers skipped recently.
+    pub fn skipped_numbers(&self) -> Vec<u64> {
+        self.skipped.iter().copied().collect()
     }
 
     /// Packets recorded as sent and neither acknowledged nor declared lost yet
@@ -242,6 +270,13 @@ impl Recovery {
             return Ok(());
         };
         if largest >= self.next_pn {
+            return Err(AckOfUnsent);
+        }
+        if self
+            .skipped
+            .iter()
+            .any(|pn| ranges.iter().any(|r| r.contains(pn)))
+        {
             return Err(AckOfUnsent);
         }
         let first_new = out.acked.len();
@@ -598,5 +633,38 @@ mod tests {
         assert_eq!(r.lost.len(), REMEMBERED_LOST);
         r.expire(t0 + ms(40) * 5, ms(40));
         assert!(r.lost.is_empty());
+    }
+
+    #[test]
+    fn an_ack_of_a_skipped_packet_number_is_refused() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut r = Recovery::new(ms(100));
+        r.on_sent(pkt(t0));
+        r.skip_packet_number();
+        r.on_sent(pkt(t0 + ms(1)));
+        assert_eq!(r.next_packet_number(), 3);
+        // Packets 0 and 2 acknowledged, the gap left open: honest.
+        let mut out = AckOutcome::default();
+        r.on_ack(t0 + ms(50), &[2..3, 0..1], Duration::ZERO, &mut out)
+            .expect("honest ack");
+        assert_eq!(numbers(&out.acked), vec![0, 2]);
+        assert!(out.lost.is_empty());
+        // Acknowledging the skipped number is lying.
+        assert_eq!(
+            r.on_ack(
+                t0 + ms(51),
+                &[0..3],
+                Duration::ZERO,
+                &mut AckOutcome::default()
+            ),
+            Err(AckOfUnsent)
+        );
+        // Skipping with nothing outstanding keeps the record empty.
+        let mut r = Recovery::new(ms(100));
+        r.skip_packet_number();
+        assert_eq!(r.record_len(), 0);
+        r.on_sent(pkt(t0));
+        assert_eq!(r.record_len(), 1);
     }
 }

@@ -336,3 +336,52 @@ fn a_peer_that_never_acknowledges_is_closed() {
     );
     assert!(sim.client_mut().session().recovery.record_len() <= 64 * 1024 + 1);
 }
+
+#[test]
+fn an_ack_of_a_packet_never_sent_closes_the_session() {
+    // The client skips a packet number now and then; a server that acknowledges
+    // everything up to the largest it saw, the skipped number included, is lying about
+    // what it received (an optimistic ACK, to make the client send faster).
+    let mut sim = instant_pair(TransportConfig::default());
+    let server_addr = sim.server().addr;
+    let id = sim.client_mut().session().open_stream().expect("open");
+    sim.client_mut()
+        .session()
+        .write(id, &vec![5; 2_000_000])
+        .expect("write");
+    run(&mut sim, Duration::from_millis(500));
+    let (skipped, largest) = {
+        let c = sim.client_mut().session();
+        let skipped = *c
+            .recovery
+            .skipped_numbers()
+            .last()
+            .expect("a number was skipped");
+        (skipped, c.recovery.next_packet_number() - 1)
+    };
+    assert!(skipped < largest);
+    let datagram = {
+        let s = sim.server_mut().session();
+        let pn = s.recovery.next_packet_number();
+        let mut buf = Vec::new();
+        crate::packet::encode_data_header(&mut buf, s.remote_sid, pn);
+        let mut all = crate::range_set::RangeSet::new();
+        all.insert(0..largest + 1);
+        crate::frame::encode_ack(&mut buf, &all, 0, 1000);
+        s.keys
+            .as_ref()
+            .expect("keys")
+            .seal(pn, &mut buf, crate::packet::DATA_HEADER_LEN);
+        buf
+    };
+    sim.handle_now(server_addr, 1, &datagram);
+    let c = sim.client_mut().session();
+    assert!(c.is_closed());
+    let reason = sim.client().app.closed.first().map(|c| c.1.clone());
+    run(&mut sim, Duration::from_millis(1));
+    let reason = reason.or_else(|| sim.client().app.closed.first().map(|c| c.1.clone()));
+    assert!(
+        matches!(&reason, Some(CloseReason::Transport { code, by_peer: false, .. }) if *code == transport_error::PROTOCOL_VIOLATION),
+        "{reason:?}"
+    );
+}

@@ -5,6 +5,8 @@
 
 use std::time::Instant;
 
+use rand::Rng;
+
 use super::packet_builder::Sent;
 use super::pending::{SentFrames, StreamRange};
 use super::streams::enqueue;
@@ -14,6 +16,8 @@ use crate::frame::{Frame, StreamFrame};
 use crate::handshake::TransportParams;
 use crate::packet::{DATA_HEADER_LEN, TAG_LEN};
 
+/// A packet number is skipped once per this many packets, chosen at random.
+const SKIP_INTERVAL: std::ops::Range<u64> = 256..1280;
 /// Smallest room worth a stream frame.
 const MIN_STREAM_FRAME_ROOM: usize = 24;
 
@@ -26,6 +30,8 @@ pub(crate) struct TransmitState {
     pub probes: u8,
     /// When the last ack-eliciting packet went out (keepalive, ACK-of-ACK PING).
     pub last_ack_eliciting_sent: Instant,
+    /// The packet number at which the next one is skipped.
+    pub next_skip: u64,
 }
 
 impl TransmitState {
@@ -34,6 +40,7 @@ impl TransmitState {
             pacing_until: None,
             probes: 0,
             last_ack_eliciting_sent: now,
+            next_skip: SKIP_INTERVAL.start,
         }
     }
 }
@@ -60,6 +67,13 @@ impl Session {
         let may_elicit = self.may_elicit(now, mtu as u64);
         if !may_elicit && !ack_wanted {
             return None;
+        }
+        if may_elicit && self.recovery.next_packet_number() >= self.transmit.next_skip {
+            // Now and then a number is left out: acknowledging it is lying (RFC 9000
+            // §21.4), and it closes the session.
+            self.recovery.skip_packet_number();
+            self.transmit.next_skip =
+                self.recovery.next_packet_number() + self.rng.gen_range(SKIP_INTERVAL.clone());
         }
         let pn = self.begin_packet(buf)?;
         let max_payload = limit - TAG_LEN;
