@@ -194,7 +194,16 @@ pub struct RecvBuffer {
     read: u64,
     /// Highest offset received, plus one.
     max_received: u64,
+    /// Memory the out-of-order chunks hold: their bytes plus a fixed cost per chunk.
+    held: u64,
 }
+
+/// What one out-of-order chunk costs beyond its bytes (map node, handle), counted so
+/// that many tiny fragments cannot hold much more memory than their bytes suggest.
+pub const CHUNK_OVERHEAD: u64 = 64;
+/// Out-of-order pieces smaller than this are copied out of the receive block they
+/// arrived in, so that a tiny fragment does not keep a whole shared block alive.
+const COPY_BELOW: usize = 1024;
 
 impl RecvBuffer {
     /// Stores `data` at `offset`, ignoring bytes already received. Returns the number of
@@ -231,6 +240,12 @@ impl RecvBuffer {
     /// out-of-order chunks; then moves chunks that became contiguous.
     fn store(&mut self, at: u64, piece: Bytes) {
         if at != self.ready_end {
+            let piece = if piece.len() < COPY_BELOW {
+                Bytes::copy_from_slice(&piece)
+            } else {
+                piece
+            };
+            self.held += piece.len() as u64 + CHUNK_OVERHEAD;
             self.chunks.insert(at, piece);
             return;
         }
@@ -241,9 +256,15 @@ impl RecvBuffer {
                 break;
             }
             let next = entry.remove();
+            self.held -= next.len() as u64 + CHUNK_OVERHEAD;
             self.ready_end += next.len() as u64;
             self.ready.push_back(next);
         }
+    }
+
+    /// Memory held by out-of-order chunks, overhead included.
+    pub fn held(&self) -> u64 {
+        self.held
     }
 
     /// The next in-order bytes, at most `max` of them.
@@ -280,6 +301,7 @@ impl RecvBuffer {
     /// read: the application will never see them (the stream was stopped or reset).
     pub fn discard_to(&mut self, end: u64) {
         self.chunks.clear();
+        self.held = 0;
         self.ready.clear();
         self.read = self.read.max(end);
         self.ready_end = self.read;

@@ -13,6 +13,9 @@ const CREDIT_UPDATE_FRACTION: u64 = 4;
 /// previous one.
 const WINDOW_GROWTH_RTTS: u32 = 4;
 
+/// Out-of-order memory a session may hold beyond twice its credit window.
+const FRAGMENT_ALLOWANCE: u64 = 1 << 20;
+
 /// The credit we give the peer on one window (a stream's or the session's).
 #[derive(Debug, Clone)]
 pub(crate) struct CreditWindow {
@@ -38,6 +41,11 @@ impl CreditWindow {
     /// Highest offset the peer may send.
     pub fn limit(&self) -> u64 {
         self.limit
+    }
+
+    /// The window's current size.
+    pub fn window(&self) -> u64 {
+        self.window
     }
 
     /// Called when the application consumed data up to `consumed` (the peer sent up to
@@ -86,6 +94,8 @@ pub(crate) struct SessionFlow {
     pub data_received: u64,
     /// Of those, the ones consumed: read, or never to be read (stopped, reset).
     pub data_read: u64,
+    /// Memory the streams' out-of-order chunks hold, per-chunk overhead included.
+    pub(crate) fragments_held: u64,
 }
 
 impl SessionFlow {
@@ -97,7 +107,31 @@ impl SessionFlow {
             credit: CreditWindow::new(initial_window, max_window),
             data_received: 0,
             data_read: 0,
+            fragments_held: 0,
         }
+    }
+
+    /// A stream's out-of-order memory went from `before` to `after`. Honest data held
+    /// out of order is at most the credit given plus a few percent of overhead; far
+    /// beyond that, the peer fragments on purpose to exhaust memory.
+    pub fn on_fragments(&mut self, before: u64, after: u64) -> Result<(), TransportError> {
+        self.fragments_held = (self.fragments_held + after).saturating_sub(before);
+        let budget = self
+            .credit
+            .window()
+            .saturating_mul(2)
+            .saturating_add(FRAGMENT_ALLOWANCE);
+        if self.fragments_held > budget {
+            return Err(TransportError::flow_control(
+                "out-of-order data beyond the memory budget",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A stream dropped `n` bytes of out-of-order memory (discarded, stopped, reset).
+    pub fn release_fragments(&mut self, n: u64) {
+        self.fragments_held = self.fragments_held.saturating_sub(n);
     }
 
     /// Session credit we may still use for new bytes.

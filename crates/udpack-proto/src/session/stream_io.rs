@@ -189,6 +189,7 @@ impl Session {
         // the credit is not lost (and so do the bytes that arrive later, up to the final
         // size).
         let unread = st.recv_counted.saturating_sub(st.recv.read_offset());
+        self.flow.release_fragments(st.recv.held());
         st.recv.discard_to(st.recv_counted);
         self.flow.data_read += unread;
         self.pending.stop.insert(id);

@@ -221,6 +221,7 @@ impl Session {
         if st.stop_sent.is_some() {
             // Discarded on arrival: consumed as far as the session credit goes.
             let unread = end.saturating_sub(st.recv.read_offset());
+            self.flow.release_fragments(st.recv.held());
             st.recv.discard_to(end);
             let final_known = st.final_size.is_some();
             self.flow.data_read += unread;
@@ -230,7 +231,9 @@ impl Session {
             self.update_session_credit();
             return Ok(());
         }
+        let before = st.recv.held();
         st.recv.insert(f.offset, f.data);
+        self.flow.on_fragments(before, st.recv.held())?;
         if st.final_size.is_some() {
             self.pending.max_stream_data.remove(&id);
         }
@@ -272,6 +275,7 @@ impl Session {
         // those up to the highest offset received did already).
         let unread = final_size - st.recv.read_offset();
         st.final_size = Some(final_size);
+        self.flow.release_fragments(st.recv.held());
         st.recv.discard_to(final_size);
         self.flow.data_read += unread;
         self.pending.max_stream_data.remove(&id);

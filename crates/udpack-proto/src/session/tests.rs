@@ -385,3 +385,53 @@ fn an_ack_of_a_packet_never_sent_closes_the_session() {
         "{reason:?}"
     );
 }
+
+#[test]
+fn tiny_out_of_order_fragments_are_bounded_in_memory() {
+    // A peer sends one byte per packet, every other offset, never the first: nothing is
+    // ever readable, and each fragment would keep its whole receive block alive.
+    let mut sim = instant_pair(TransportConfig::default());
+    let client_addr = sim.client().addr;
+    let id = sim.client_mut().session().open_stream().expect("open");
+    let (sid, mut pn) = {
+        let c = sim.client_mut().session();
+        (c.remote_sid, c.recovery.next_packet_number() + 100)
+    };
+    let mut closed_after = None;
+    for i in 0..200_000u64 {
+        let datagram = {
+            let c = sim.client_mut().session();
+            let mut buf = Vec::new();
+            crate::packet::encode_data_header(&mut buf, sid, pn);
+            crate::frame::StreamFrame::encode_header(&mut buf, id.0, 2 * i + 1, 1, false);
+            buf.push(0xaa);
+            c.keys
+                .as_ref()
+                .expect("keys")
+                .seal(pn, &mut buf, crate::packet::DATA_HEADER_LEN);
+            buf
+        };
+        pn += 1;
+        sim.handle_now(client_addr, 0, &datagram);
+        let s = sim.server_mut().session();
+        assert!(
+            s.flow.fragments_held <= 3 * 1024 * 1024 + 2 * 1024 * 1024,
+            "{} bytes held",
+            s.flow.fragments_held
+        );
+        if s.is_closed() {
+            closed_after = Some(i);
+            break;
+        }
+    }
+    let n = closed_after.expect("the server kept accepting fragments");
+    assert!(n > 10_000, "closed after only {n} fragments");
+    let reason = {
+        run(&mut sim, Duration::from_millis(1));
+        sim.server().app.closed.first().map(|c| c.1.clone())
+    };
+    assert!(
+        matches!(&reason, Some(CloseReason::Transport { code, .. }) if *code == transport_error::FLOW_CONTROL),
+        "{reason:?}"
+    );
+}
