@@ -107,6 +107,7 @@ pub struct ServerConfig {
     pub(crate) auth: Arc<AuthFn>,
     pub(crate) transport: TransportConfig,
     pub(crate) max_sessions: usize,
+    pub(crate) max_sessions_per_address: usize,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -115,6 +116,7 @@ impl fmt::Debug for ServerConfig {
             .field("public_key", &self.key.public_key())
             .field("transport", &self.transport)
             .field("max_sessions", &self.max_sessions)
+            .field("max_sessions_per_address", &self.max_sessions_per_address)
             .finish_non_exhaustive()
     }
 }
@@ -127,6 +129,7 @@ impl ServerConfig {
             auth: Arc::new(|_| false),
             transport: TransportConfig::default(),
             max_sessions: 100_000,
+            max_sessions_per_address: 256,
         }
     }
 
@@ -145,6 +148,13 @@ impl ServerConfig {
     /// Sets how many sessions may exist at once; more hellos are rejected as busy.
     pub fn max_sessions(mut self, n: usize) -> Self {
         self.max_sessions = n;
+        self
+    }
+
+    /// Sets how many sessions one IP address may hold at once (default 256, room for a
+    /// NAT with many clients behind it); more hellos from it are rejected as busy.
+    pub fn max_sessions_per_address(mut self, n: usize) -> Self {
+        self.max_sessions_per_address = n;
         self
     }
 

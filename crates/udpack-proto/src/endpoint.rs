@@ -5,7 +5,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,6 +40,9 @@ pub struct EndpointStats {
     /// Stateless answers (rejects, UNDECRYPTABLE, VERSION_MISMATCH) not sent because
     /// 256 of them were already waiting.
     pub answers_dropped: u64,
+    /// Hellos rejected as busy because their address held its limit of sessions
+    /// (`ServerConfig::max_sessions_per_address`); also counted in `hellos_rejected`.
+    pub hellos_over_address_limit: u64,
 }
 
 /// Most stateless answers waiting to go out at once; more are dropped, so a flood of
@@ -61,6 +64,8 @@ struct Entry {
     hello_key: Option<u64>,
     /// The application let go; remove once drained.
     released: bool,
+    /// Server sessions: the IP address the hello came from, counted against its limit.
+    peer_ip: Option<IpAddr>,
 }
 
 /// A set of sessions sharing one socket.
@@ -71,6 +76,8 @@ pub struct Endpoint {
     /// Server: client session id → (its address, our session id) of accepted hellos, so a repeated
     /// hello gets the same reply instead of a second session.
     hellos: HashMap<u64, (SocketAddr, u64)>,
+    /// Server: sessions held per client IP address.
+    per_address: HashMap<IpAddr, usize>,
     incoming: VecDeque<SessionHandle>,
     ready: VecDeque<u64>,
     touched: Vec<u64>,
@@ -105,6 +112,7 @@ impl Endpoint {
             server,
             sessions: HashMap::new(),
             hellos: HashMap::new(),
+            per_address: HashMap::new(),
             incoming: VecDeque::new(),
             ready: VecDeque::new(),
             touched: Vec::new(),
@@ -156,11 +164,20 @@ impl Endpoint {
         let sid = self.new_sid();
         let rng = self.session_rng();
         let session = Session::client(now, sid, remote, config, rng);
-        self.insert(sid, session, None);
+        self.insert(sid, session, None, None);
         SessionHandle(sid)
     }
 
-    fn insert(&mut self, sid: u64, session: Session, hello_key: Option<u64>) {
+    fn insert(
+        &mut self,
+        sid: u64,
+        session: Session,
+        hello_key: Option<u64>,
+        peer_ip: Option<IpAddr>,
+    ) {
+        if let Some(ip) = peer_ip {
+            *self.per_address.entry(ip).or_insert(0) += 1;
+        }
         self.sessions.insert(
             sid,
             Box::new(Entry {
@@ -169,6 +186,7 @@ impl Endpoint {
                 ready: false,
                 hello_key,
                 released: false,
+                peer_ip,
             }),
         );
         self.touched.push(sid);
@@ -212,6 +230,14 @@ impl Endpoint {
         if let Some(e) = self.sessions.remove(&sid) {
             if let Some(k) = e.hello_key {
                 self.hellos.remove(&k);
+            }
+            if let Some(ip) = e.peer_ip {
+                if let Some(n) = self.per_address.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_address.remove(&ip);
+                    }
+                }
             }
         }
     }
@@ -320,6 +346,22 @@ impl Endpoint {
             }
             return;
         }
+        let ip = remote.ip();
+        if self.per_address.get(&ip).copied().unwrap_or(0) >= server.max_sessions_per_address {
+            self.stats.hellos_rejected += 1;
+            self.stats.hellos_over_address_limit += 1;
+            if hello
+                .reject(
+                    reject::SERVER_BUSY,
+                    "too many sessions from this address",
+                    &mut out,
+                )
+                .is_ok()
+            {
+                self.queue_stateless(remote, out);
+            }
+            return;
+        }
         let sid = self.new_sid();
         let params = Session::local_params(&server.transport);
         let peer = hello.params;
@@ -342,7 +384,7 @@ impl Endpoint {
         );
         self.stats.sessions_accepted += 1;
         self.hellos.insert(client_sid, (remote, sid));
-        self.insert(sid, session, Some(client_sid));
+        self.insert(sid, session, Some(client_sid), Some(ip));
         self.incoming.push_back(SessionHandle(sid));
     }
 

@@ -808,3 +808,51 @@ fn decode_anything_every_first_byte_and_length() {
     );
     check_still_works(&mut sim);
 }
+
+#[test]
+fn one_address_holds_at_most_its_limit_of_sessions() {
+    let seed = 41;
+    let mut sim = new_sim(seed);
+    sim.add_server(server_config(seed, TransportConfig::default()).max_sessions_per_address(2));
+    let cfg = client_config(seed, TransportConfig::default());
+    let nat: Vec<SocketAddr> = (0..3)
+        .map(|i| format!("10.0.1.1:{}", 5000 + i).parse().expect("address"))
+        .collect();
+    for addr in &nat {
+        sim.add_client_at(*addr, &cfg, App::default());
+    }
+    let other = sim.add_client_at(
+        "10.0.2.1:5000".parse().expect("address"),
+        &cfg,
+        App::default(),
+    );
+    sim.run_until(Duration::from_secs(5), |s| {
+        s.nodes[1..]
+            .iter()
+            .all(|n| !n.app.connected.is_empty() || !n.app.connect_errors.is_empty())
+    });
+    let connected: Vec<bool> = sim.nodes[1..]
+        .iter()
+        .map(|n| !n.app.connected.is_empty())
+        .collect();
+    // Two from the shared address get in, the third is told the server is busy; another
+    // address is not affected.
+    assert_eq!(
+        connected.iter().take(3).filter(|c| **c).count(),
+        2,
+        "{connected:?}"
+    );
+    assert!(connected[other - 1]);
+    let refused: Vec<_> = sim.nodes[1..4]
+        .iter()
+        .flat_map(|n| n.app.connect_errors.clone())
+        .collect();
+    assert!(
+        matches!(
+            refused.as_slice(),
+            [CloseReason::ConnectFailed(HandshakeError::Rejected { code, .. })] if *code == reject::SERVER_BUSY
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(sim.server_mut().ep.stats().hellos_over_address_limit, 1);
+}

@@ -199,6 +199,12 @@ impl Sim {
     pub fn add_client(&mut self, config: &ClientConfig, app: App) -> usize {
         let idx = self.nodes.len();
         let addr: SocketAddr = format!("10.0.1.{idx}:5000").parse().expect("address");
+        self.add_client_at(addr, config, app)
+    }
+
+    /// Adds a client node at `addr` (several may share an IP address).
+    pub fn add_client_at(&mut self, addr: SocketAddr, config: &ClientConfig, app: App) -> usize {
+        let idx = self.nodes.len();
         let mut ep = Endpoint::new(
             EndpointConfig {
                 rng_seed: Some(self.seed ^ (idx as u64 * 7919)),
