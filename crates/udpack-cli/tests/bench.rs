@@ -392,8 +392,9 @@ fn exit_codes_are_those_of_send() {
 #[test]
 fn one_test_at_a_time_and_a_vanished_client_does_not_stop_the_server() {
     let mut bench = Bench::start();
+    // Long enough that the second client surely arrives during it.
     let mut first = bench
-        .client(&["--duration", "1"])
+        .client(&["--duration", "3"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

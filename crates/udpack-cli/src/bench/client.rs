@@ -127,6 +127,7 @@ impl Run<'_> {
         });
         let mut streams = self.start_streams(&spec, &counters).await?;
         let mut tally = Tally::new(spec, self.mark(&counters, Report::default()));
+        // Past the server's own deadline, which ends the test with a last report.
         let mut deadline = counters.start + spec.duration + spec.tail() + Duration::from_secs(5);
         let mut failed: Option<FlowError> = None;
         let last = loop {
@@ -195,12 +196,7 @@ impl Run<'_> {
         let open = |k: u8| async move {
             let stream = self.session.open_stream().await?;
             let (mut tx, rx) = stream.into_split();
-            tx.write_all_bytes(Bytes::from_static(match k {
-                kind::UPLOAD => &[kind::UPLOAD],
-                kind::DOWNLOAD => &[kind::DOWNLOAD],
-                _ => &[kind::ECHO],
-            }))
-            .await?;
+            tx.write_all_bytes(Bytes::copy_from_slice(&[k])).await?;
             Ok::<_, udpack::StreamError>((tx, rx))
         };
         for _ in 0..spec.streams {
