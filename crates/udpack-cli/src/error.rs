@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::bench::BenchError;
 use crate::demo::DemoError;
 use crate::keygen::KeygenError;
 use crate::send::SendError;
@@ -43,6 +44,8 @@ pub enum CliError {
     Send(#[from] SendError),
     #[error(transparent)]
     Demo(#[from] DemoError),
+    #[error(transparent)]
+    Bench(#[from] BenchError),
 }
 
 impl CliError {
@@ -54,6 +57,7 @@ impl CliError {
             CliError::Serve(e) => e.code(),
             CliError::Send(e) => e.code(),
             CliError::Demo(e) => e.code(),
+            CliError::Bench(e) => e.code(),
         }
     }
 
@@ -78,6 +82,11 @@ pub enum UsageError {
     },
     #[error("no token: pass --token or set UDPACK_TOKEN")]
     NoToken,
+    /// A client presents one token; several are for a server.
+    #[error("a client presents one token: pass --token once")]
+    ManyTokens,
+    #[error("bench needs --listen ADDR --key PRIKEY or --connect ADDR --pubkey PUBKEY")]
+    BenchRole,
     #[error("--timeout must be a positive number of seconds")]
     BadTimeout,
     #[error("log directory {}: {source}", .path.display())]

@@ -1,13 +1,15 @@
-//! `udpack`: file upload over UDPack. See `udpack --help`. Parses the arguments and
-//! dispatches to [`udpack_cli::commands`].
+//! `udpack`: file upload and link measurement over UDPack. See `udpack --help`. Parses
+//! the arguments and dispatches to [`udpack_cli::commands`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use udpack_cli::commands::{self, SendArgs, ServeArgs};
+use clap::{ArgGroup, Parser, Subcommand};
+use udpack_cli::bench::Mode;
+use udpack_cli::commands::{self, BenchConnectArgs, BenchListenArgs, SendArgs, ServeArgs};
+use udpack_cli::error::UsageError;
 use udpack_cli::{logs, shutdown, CliError};
 use udpack_io::logging::LogGuard;
 
@@ -84,9 +86,71 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
+    /// Measures a link, as iperf3 does (goodput, RTT, loss, retransmissions, cwnd).
+    ///
+    /// One host runs `--listen ADDR --key PRIKEY`, the other `--connect ADDR --pubkey
+    /// PUBKEY`; the client shows a line per direction and second, then a summary.
+    Bench(BenchCli),
     /// Fresh keys, a server and a client on loopback, a generated file uploaded and
     /// checked.
     Demo,
+}
+
+#[derive(clap::Args)]
+#[command(group(ArgGroup::new("role").required(true).args(["listen", "connect"])))]
+struct BenchCli {
+    /// Serve bench clients on this address, one test at a time.
+    #[arg(long, requires = "key")]
+    listen: Option<SocketAddr>,
+    /// The server's private key (PEM), with --listen.
+    #[arg(long, requires = "listen")]
+    key: Option<PathBuf>,
+    /// With --listen: a token clients may present (repeatable; also UDPACK_TOKEN).
+    /// With --connect: the token (or UDPACK_TOKEN, which keeps it out of `ps`).
+    #[arg(long = "token")]
+    tokens: Vec<String>,
+    /// With --listen: a file of tokens, one per line (`#` starts a comment).
+    #[arg(long, requires = "listen")]
+    tokens_file: Option<PathBuf>,
+    /// Run a test against the server at this address (host:port).
+    #[arg(long, requires = "pubkey")]
+    connect: Option<String>,
+    /// The server's public key (PEM), with --connect.
+    #[arg(long, requires = "connect")]
+    pubkey: Option<PathBuf>,
+    /// Seconds of data.
+    #[arg(long, default_value_t = 10.0, conflicts_with = "listen")]
+    duration: f64,
+    /// The server sends and the client receives.
+    #[arg(long, conflicts_with_all = ["listen", "bidir", "messages"])]
+    reverse: bool,
+    /// Both directions at once.
+    #[arg(long, conflicts_with_all = ["listen", "messages"])]
+    bidir: bool,
+    /// Small messages echoed by the server: round-trip percentiles instead of goodput.
+    #[arg(long, conflicts_with = "listen")]
+    messages: bool,
+    /// Messages per second, with --messages.
+    #[arg(long, default_value_t = 100, requires = "messages")]
+    rate: u32,
+    /// Bytes per message, with --messages.
+    #[arg(long, default_value_t = 1024, requires = "messages")]
+    size: u32,
+    /// Streams per direction (echo streams with --messages).
+    #[arg(long, default_value_t = 1, conflicts_with = "listen")]
+    streams: u32,
+    /// One JSON document at the end, nothing else on stdout.
+    #[arg(long, conflicts_with = "listen")]
+    json: bool,
+    /// Give up connecting, or waiting for the server's answer, after this many seconds.
+    #[arg(long, default_value_t = 10.0, conflicts_with = "listen")]
+    timeout: f64,
+    /// Write udpack.log, udpack.io.log and server.log / client.log here.
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// More detailed logs.
+    #[arg(short, long)]
+    verbose: bool,
 }
 
 fn main() -> ExitCode {
@@ -156,6 +220,47 @@ async fn run(command: Command, log_guard: &mut Option<LogGuard>) -> Result<(), C
             };
             commands::send(args).await
         }
+        Command::Bench(b) => bench(b, log_guard).await,
         Command::Demo => commands::demo().await,
+    }
+}
+
+/// `udpack bench`, as server or client.
+async fn bench(b: BenchCli, log_guard: &mut Option<LogGuard>) -> Result<(), CliError> {
+    match (b.listen, b.key, b.connect, b.pubkey) {
+        (Some(listen), Some(key), _, _) => {
+            *log_guard = logs::init(b.log_dir.as_deref(), "server", b.verbose)?;
+            let args = BenchListenArgs {
+                key,
+                listen,
+                tokens: b.tokens,
+                tokens_file: b.tokens_file,
+            };
+            commands::bench_listen(args, shutdown::signal).await
+        }
+        (_, _, Some(server), Some(pubkey)) => {
+            *log_guard = logs::init(b.log_dir.as_deref(), "client", b.verbose)?;
+            let mode = match (b.reverse, b.bidir, b.messages) {
+                (true, _, _) => Mode::Download,
+                (_, true, _) => Mode::Bidir,
+                (_, _, true) => Mode::Messages,
+                _ => Mode::Upload,
+            };
+            let args = BenchConnectArgs {
+                server,
+                pubkey,
+                tokens: b.tokens,
+                timeout: b.timeout,
+                mode,
+                duration: b.duration,
+                streams: b.streams,
+                size: b.size,
+                rate: b.rate,
+                json: b.json,
+            };
+            commands::bench_connect(args).await
+        }
+        // clap requires --listen with --key or --connect with --pubkey.
+        _ => Err(UsageError::BenchRole.into()),
     }
 }
