@@ -12,7 +12,7 @@ use udpack_io::{KeyFile, PrivateKey, PublicKey};
 use crate::bench::{BenchError, ConnectOptions, ListenOptions, Listener, Mode, Spec};
 use crate::error::{CliError, UsageError};
 use crate::send::SendOptions;
-use crate::serve::{Receiver, ServeOptions};
+use crate::serve::{Limits, Receiver, ServeOptions};
 
 /// `udpack keygen`.
 pub fn keygen(out: &Path, force: bool) -> Result<(), CliError> {
@@ -29,6 +29,7 @@ pub struct ServeArgs {
     pub tokens_file: Option<PathBuf>,
     pub out: PathBuf,
     pub once: bool,
+    pub limits: Limits,
 }
 
 /// `udpack serve`: serves until the future `stop` returns resolves. `stop` is called
@@ -46,6 +47,7 @@ pub async fn serve<F: Future<Output = ()>>(
         tokens,
         out: args.out,
         once: args.once,
+        limits: args.limits,
         show_progress: true,
     })
     .await?;

@@ -70,6 +70,7 @@ pub async fn demo() -> Result<(), CliError> {
         tokens: vec![token.clone()],
         out: out.clone(),
         once: true,
+        limits: Default::default(),
         show_progress: false,
     })
     .await?;

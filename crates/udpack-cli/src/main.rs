@@ -10,7 +10,7 @@ use clap::{ArgGroup, Parser, Subcommand};
 use udpack_cli::bench::Mode;
 use udpack_cli::commands::{self, BenchConnectArgs, BenchListenArgs, SendArgs, ServeArgs};
 use udpack_cli::error::UsageError;
-use udpack_cli::{logs, shutdown, CliError};
+use udpack_cli::{logs, serve, shutdown, CliError};
 use udpack_io::logging::LogGuard;
 
 #[derive(Parser)]
@@ -55,6 +55,17 @@ enum Command {
         /// Exit after the first completed upload (one client session).
         #[arg(long)]
         once: bool,
+        /// Most bytes the output directory may hold (final files and parts); K, M, G,
+        /// T suffixes are powers of 1024. No quota by default.
+        #[arg(long, value_parser = serve::parse_size)]
+        quota: Option<u64>,
+        /// Bytes to keep free on the output file system after an accepted upload.
+        #[arg(long, value_parser = serve::parse_size, default_value = "0")]
+        min_free: u64,
+        /// Remove `.part` files untouched this long (s, m, h, d), at start and
+        /// periodically.
+        #[arg(long, value_parser = serve::parse_age, default_value = "7d")]
+        part_max_age: Duration,
         /// Write udpack.log, udpack.io.log and server.log here.
         #[arg(long)]
         log_dir: Option<PathBuf>,
@@ -187,6 +198,9 @@ async fn run(command: Command, log_guard: &mut Option<LogGuard>) -> Result<(), C
             tokens_file,
             out,
             once,
+            quota,
+            min_free,
+            part_max_age,
             log_dir,
             verbose,
         } => {
@@ -198,6 +212,11 @@ async fn run(command: Command, log_guard: &mut Option<LogGuard>) -> Result<(), C
                 tokens_file,
                 out,
                 once,
+                limits: serve::Limits {
+                    quota,
+                    min_free,
+                    part_max_age,
+                },
             };
             commands::serve(args, shutdown::signal).await
         }

@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use unicode_normalization::UnicodeNormalization;
+
 /// Longest accepted path component, in bytes: room is left for the `.part.sha256`
 /// of an upload in progress and a `.N` suffix, within the usual 255-byte limit.
 const MAX_COMPONENT: usize = 255 - ".part.sha256".len() - ".9999".len();
@@ -29,6 +31,8 @@ pub enum BadPath {
     TooDeep,
     #[error("ends with `.part` or `.part.sha256`, the names of uploads in progress")]
     PartSuffix,
+    #[error("`:` in the name")]
+    Colon,
 }
 
 /// Turns a client's `/`-separated relative name into a relative path that stays
@@ -42,6 +46,10 @@ pub fn sanitize(name: &str) -> Result<PathBuf, BadPath> {
     }
     if name.contains('\\') {
         return Err(BadPath::Backslash);
+    }
+    // Alternate data streams on NTFS, the path separator of old macOS APIs.
+    if name.contains(':') {
+        return Err(BadPath::Colon);
     }
     if name.chars().any(|c| c.is_control()) {
         return Err(BadPath::Control);
@@ -84,43 +92,14 @@ fn is_device_name(p: &str) -> bool {
         && stem.as_bytes()[3].is_ascii_digit())
 }
 
-/// Moves `part` to the first of `path`, `path.1`, `path.2`... that does not exist and
-/// returns it. Uploads never overwrite a file: the name is claimed with a hard link,
-/// which fails if the name is taken (even by an upload finishing at the same moment),
-/// and only then is the part removed.
-pub fn claim_free_name(part: &Path, path: &Path) -> std::io::Result<PathBuf> {
-    for n in 0u32..10_000 {
-        let candidate = if n == 0 {
-            path.to_path_buf()
-        } else {
-            with_suffix(path, &format!(".{n}"))
-        };
-        match std::fs::hard_link(part, &candidate) {
-            Ok(()) => {
-                std::fs::remove_file(part)?;
-                return Ok(candidate);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            // File systems without hard links: check, then rename (a narrow race).
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::Unsupported | std::io::ErrorKind::PermissionDenied
-                ) =>
-            {
-                if candidate.exists() {
-                    continue;
-                }
-                std::fs::rename(part, &candidate)?;
-                return Ok(candidate);
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::AlreadyExists,
-        format!("{} and 9999 variants exist", path.display()),
-    ))
+/// The name uploads in progress are told apart by: NFC, then lower case. Two names a
+/// case-insensitive or normalising file system (APFS, NTFS, most SMB shares) would
+/// store as one get one key, so they cannot write one part file at the same time.
+pub fn upload_key(rel: &Path) -> String {
+    rel.to_string_lossy()
+        .nfc()
+        .collect::<String>()
+        .to_lowercase()
 }
 
 /// `path` with `suffix` appended to its file name.
@@ -171,6 +150,9 @@ mod tests {
             "trailing.",
             " lead",
             "trail ",
+            "a:b",
+            "file.txt:stream",
+            "dir:/x",
         ] {
             assert!(sanitize(bad).is_err(), "{bad:?} was accepted");
         }
@@ -182,22 +164,14 @@ mod tests {
     }
 
     #[test]
-    fn claiming_a_name_never_replaces_an_existing_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("f.txt");
-        let part = dir.path().join("f.txt.part");
-        for (i, want) in ["f.txt", "f.txt.1", "f.txt.2"].into_iter().enumerate() {
-            std::fs::write(&part, [i as u8]).expect("write");
-            let got = claim_free_name(&part, &p).expect("claim");
-            assert_eq!(got, dir.path().join(want));
-            assert!(!part.exists());
-        }
-        // Each file kept its own content.
-        for (i, name) in ["f.txt", "f.txt.1", "f.txt.2"].into_iter().enumerate() {
-            assert_eq!(
-                std::fs::read(dir.path().join(name)).expect("read"),
-                [i as u8]
-            );
-        }
+    fn keys_fold_case_and_normalisation() {
+        // "é" precomposed and as e + combining acute, in two letter cases.
+        let composed = upload_key(Path::new("Dir/\u{e9}t\u{e9}.TXT"));
+        let decomposed = upload_key(Path::new("dir/e\u{301}te\u{301}.txt"));
+        assert_eq!(composed, decomposed);
+        assert_ne!(
+            upload_key(Path::new("a.txt")),
+            upload_key(Path::new("b.txt"))
+        );
     }
 }

@@ -32,6 +32,10 @@ pub mod code {
     pub const INTEGRITY: &str = "integrity";
     /// The request itself was malformed.
     pub const PROTOCOL: &str = "protocol";
+    /// The server's file system has no room for the announced size.
+    pub const NO_SPACE: &str = "no_space";
+    /// The upload would take the output directory over the server's `--quota`.
+    pub const QUOTA: &str = "quota";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

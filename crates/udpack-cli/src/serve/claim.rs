@@ -1,9 +1,10 @@
 //! Which upload owns a `.part` file: two uploads of one file cannot interleave. A
 //! client that died mid-upload holds its part until its session times out; a new
-//! session offering the same content takes the part over and resumes it.
+//! session offering the same content takes the part over and resumes it. Uploads are
+//! told apart by [`upload_key`](crate::paths::upload_key), so that names one file
+//! system stores as one share one claim.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +19,8 @@ struct Active {
     id: u64,
     socket: String,
     sha256: Vec<u8>,
+    /// Announced size: what the upload may still add to the directory.
+    filesize: u64,
     /// Asks the upload to stop and keep its part file (another session resumes it).
     stop: Arc<Notify>,
 }
@@ -25,7 +28,7 @@ struct Active {
 /// The `.part` files being written.
 #[derive(Default)]
 pub(super) struct Claims {
-    active: Mutex<HashMap<PathBuf, Active>>,
+    active: Mutex<HashMap<String, Active>>,
     /// Signalled whenever an upload leaves `active`.
     released: Notify,
     next_id: AtomicU64,
@@ -40,10 +43,16 @@ enum Attempt {
 }
 
 impl Claims {
-    /// Claims `part` for an upload of `sha256` by `socket`: at once if it is free; once
+    /// Claims the upload `key` (of `filesize` bytes hashed `sha256`) for `socket`: at once if it is free; once
     /// released if another session uploads the same content (asked to stop, waited for
     /// up to [`TAKEOVER_WAIT`]); `None` if it stays busy.
-    pub async fn claim(&self, part: &Path, socket: &str, sha256: &[u8]) -> Option<Claim<'_>> {
+    pub async fn claim(
+        &self,
+        key: &str,
+        socket: &str,
+        sha256: &[u8],
+        filesize: u64,
+    ) -> Option<Claim<'_>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let stop = Arc::new(Notify::new());
         let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
@@ -52,11 +61,11 @@ impl Claims {
             let released = self.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            match self.attempt(part, id, socket, sha256, &stop) {
+            match self.attempt(key, id, socket, sha256, filesize, &stop) {
                 Attempt::Claimed => {
                     return Some(Claim {
                         claims: self,
-                        part: part.to_path_buf(),
+                        key: key.to_string(),
                         id,
                         stop,
                     })
@@ -73,23 +82,25 @@ impl Claims {
 
     fn attempt(
         &self,
-        part: &Path,
+        key: &str,
         id: u64,
         socket: &str,
         sha256: &[u8],
+        filesize: u64,
         stop: &Arc<Notify>,
     ) -> Attempt {
         let Ok(mut active) = self.active.lock() else {
             return Attempt::Busy;
         };
-        match active.get(part) {
+        match active.get(key) {
             None => {
                 active.insert(
-                    part.to_path_buf(),
+                    key.to_string(),
                     Active {
                         id,
                         socket: socket.to_string(),
                         sha256: sha256.to_vec(),
+                        filesize,
                         stop: stop.clone(),
                     },
                 );
@@ -104,11 +115,25 @@ impl Claims {
     }
 }
 
+impl Claims {
+    /// The keys of the uploads in progress and the sum of their announced sizes.
+    pub fn snapshot(&self) -> (HashSet<String>, u64) {
+        let Ok(active) = self.active.lock() else {
+            return (HashSet::new(), 0);
+        };
+        let reserved = active
+            .values()
+            .map(|a| a.filesize)
+            .fold(0u64, u64::saturating_add);
+        (active.keys().cloned().collect(), reserved)
+    }
+}
+
 /// An upload's hold on its part file, released when dropped however the upload ends,
 /// a panic included.
 pub(super) struct Claim<'a> {
     claims: &'a Claims,
-    part: PathBuf,
+    key: String,
     id: u64,
     stop: Arc<Notify>,
 }
@@ -123,8 +148,8 @@ impl Claim<'_> {
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
         if let Ok(mut active) = self.claims.active.lock() {
-            if active.get(&self.part).is_some_and(|a| a.id == self.id) {
-                active.remove(&self.part);
+            if active.get(&self.key).is_some_and(|a| a.id == self.id) {
+                active.remove(&self.key);
             }
         }
         self.claims.released.notify_waiters();

@@ -2,9 +2,13 @@
 //!
 //! [`Receiver`] runs the session loop and spawns one task per channel; `receive`
 //! handles one file on its channel; `claim` decides which upload owns a `.part` file;
-//! `part` opens, resumes, discards and places part files.
+//! `part` opens, resumes, discards and places part files, through the directory
+//! handles of `dir` (never following a link); `limits` holds the quota, free-space and
+//! part-age rules.
 
 mod claim;
+mod dir;
+mod limits;
 mod part;
 mod receive;
 mod receiver;
@@ -12,13 +16,14 @@ mod receiver;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use udpack_io::PrivateKey;
 
 use crate::error::exit;
 use crate::progress::Progress;
 
+pub use limits::{parse_age, parse_size, LimitError, Limits, DEFAULT_PART_MAX_AGE};
 pub use receiver::Receiver;
 
 /// What `serve` needs.
@@ -28,6 +33,8 @@ pub struct ServeOptions {
     pub tokens: Vec<String>,
     pub out: PathBuf,
     pub once: bool,
+    /// Quota, free space, part age.
+    pub limits: Limits,
     /// Show the receiving progress (the demo shows only the sender's).
     pub show_progress: bool,
 }
@@ -63,7 +70,9 @@ impl ServeError {
 
 /// Shared by the uploads in progress.
 struct State {
-    out: PathBuf,
+    /// The output directory, every file opened relative to it.
+    out: Arc<dir::Dir>,
+    limits: Limits,
     /// Which upload writes which `.part` file.
     claims: claim::Claims,
     /// Completed files per socket.
@@ -73,9 +82,10 @@ struct State {
 }
 
 impl State {
-    fn new(out: PathBuf, show_progress: bool) -> Self {
+    fn new(out: dir::Dir, limits: Limits, show_progress: bool) -> Self {
         State {
-            out,
+            out: Arc::new(out),
+            limits,
             claims: claim::Claims::default(),
             completed: Mutex::new(HashMap::new()),
             progress: Progress::new("recv", 0),
@@ -88,6 +98,22 @@ impl State {
         if self.show_progress {
             self.progress.finish_file(name, what);
         }
+    }
+
+    /// What an upload's limits are checked against, once it holds its claim.
+    fn admission(&self) -> part::Admission {
+        let (active, reserved) = self.claims.snapshot();
+        part::Admission {
+            limits: self.limits.clone(),
+            active,
+            reserved,
+        }
+    }
+
+    /// Removes the abandoned parts (not those being written); blocking.
+    fn sweep(&self) -> usize {
+        let (active, _) = self.claims.snapshot();
+        limits::sweep(&self.out, self.limits.part_max_age, &active)
     }
 
     fn count_completed(&self, socket: String) {

@@ -1,49 +1,101 @@
 //! The `.part` file an upload is written to, and its `.part.sha256` sidecar naming the
 //! content it belongs to: resumed when both match the offer, started afresh otherwise,
-//! discarded when the upload is damaged, moved to a free name when complete.
+//! discarded when the upload is damaged, moved to a free name when complete. All of it
+//! through [`Dir`] handles, so never through a symbolic link; and only once the
+//! directory's limits ([`Limits`]) leave room for the upload.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use rustix::fs::FileType;
 use sha2::{Digest, Sha256};
-use tokio::fs::{File, OpenOptions};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::fs::File;
 
-use crate::paths::{claim_free_name, with_suffix};
+use super::dir::{Dir, DirError};
+use super::limits::{usage, Limits};
+use crate::paths::upload_key;
+use crate::protocol::code;
+
+/// Longest sidecar read: a hex SHA-256 and some white space.
+const SIDECAR_MAX: u64 = 256;
 
 /// Why a part file could not be made ready.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum PartError {
-    #[error("cannot create the directory: {0}")]
-    CreateDir(#[source] std::io::Error),
-    #[error("cannot open the partial file: {0}")]
-    Open(#[source] std::io::Error),
+    #[error(transparent)]
+    Dir(#[from] DirError),
     #[error("cannot read the partial file: {0}")]
     Read(#[source] std::io::Error),
     #[error("cannot truncate: {0}")]
     Truncate(#[source] std::io::Error),
     #[error("cannot seek: {0}")]
     Seek(#[source] std::io::Error),
-    #[error("cannot create the file: {0}")]
-    Create(#[source] std::io::Error),
     #[error("cannot write: {0}")]
     WriteSidecar(#[source] std::io::Error),
+    #[error("cannot check the free space: {0}")]
+    Statvfs(#[source] std::io::Error),
+    #[error("not enough free space: {need} bytes needed, {free} free (keeping {min_free})")]
+    NoSpace { need: u64, free: u64, min_free: u64 },
+    #[error("over the quota of {quota} bytes: {used} in use or reserved, {filesize} offered")]
+    Quota {
+        quota: u64,
+        used: u64,
+        filesize: u64,
+    },
+    #[error("the server failed opening the file")]
+    Task,
+}
+
+impl PartError {
+    /// The protocol's error code for it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PartError::Dir(DirError::Link(_) | DirError::NotFile(_) | DirError::HardLinked(_)) => {
+                code::BAD_PATH
+            }
+            PartError::NoSpace { .. } => code::NO_SPACE,
+            PartError::Quota { .. } => code::QUOTA,
+            _ => code::IO,
+        }
+    }
 }
 
 /// Where one upload goes.
+#[derive(Debug, Clone)]
 pub(super) struct Destination {
     /// The sanitized relative path, for messages.
     pub rel: PathBuf,
-    /// The final path (or, if taken, the first free variant of it).
-    pub target: PathBuf,
-    /// The file written meanwhile: `target.part`.
-    pub part: PathBuf,
+    /// What the upload is told apart by (see [`upload_key`]).
+    pub key: String,
+    /// The directory it lands in, relative to the output directory.
+    parent: PathBuf,
+    /// The final name (or, if taken, the first free variant of it).
+    name: OsString,
+    /// The file written meanwhile: `NAME.part`.
+    part: OsString,
+    /// The hash of the content the part belongs to: `NAME.part.sha256`.
+    sidecar: OsString,
 }
 
 impl Destination {
-    pub fn new(out: &Path, rel: PathBuf) -> Self {
-        let target = out.join(&rel);
-        let part = with_suffix(&target, ".part");
-        Destination { rel, target, part }
+    pub fn new(rel: PathBuf) -> Self {
+        let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
+        let name = rel.file_name().map(|n| n.to_owned()).unwrap_or_default();
+        let mut part = name.clone();
+        part.push(".part");
+        let mut sidecar = part.clone();
+        sidecar.push(".sha256");
+        Destination {
+            key: upload_key(&rel),
+            rel,
+            parent,
+            name,
+            part,
+            sidecar,
+        }
     }
 }
 
@@ -54,51 +106,116 @@ pub(super) struct Part {
     pub len: u64,
     /// SHA-256 of those bytes, to be continued with the rest.
     pub hasher: Sha256,
+    /// The directory holding it.
+    pub dir: Dir,
 }
 
-/// Where a resumable upload keeps the hash of the content it belongs to.
-fn sidecar(part: &Path) -> PathBuf {
-    with_suffix(part, ".sha256")
+/// What the limits are checked against: the uploads in progress (this one included).
+pub(super) struct Admission {
+    pub limits: Limits,
+    pub active: HashSet<String>,
+    /// Sum of their announced sizes.
+    pub reserved: u64,
 }
 
-/// Creates the directories of the target, then resumes the part file if it holds a
-/// prefix of the content hashed `sha256_hex` (of `filesize` bytes), or starts it afresh.
+/// Creates the directories of the target, checks the limits, then resumes the part
+/// file if it holds a prefix of the content hashed `sha256_hex` (of `filesize` bytes),
+/// or starts it afresh.
 pub(super) async fn open(
+    out: Arc<Dir>,
     dest: &Destination,
     sha256_hex: &str,
     filesize: u64,
+    admission: Admission,
 ) -> Result<Part, PartError> {
-    let part = dest.part.as_path();
-    if let Some(dir) = dest.target.parent() {
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(PartError::CreateDir)?;
-    }
-    let same_content = tokio::fs::read_to_string(sidecar(part))
+    let dest = dest.clone();
+    let hex = sha256_hex.to_string();
+    tokio::task::spawn_blocking(move || open_blocking(&out, &dest, &hex, filesize, &admission))
         .await
-        .is_ok_and(|h| h.trim() == sha256_hex);
-    let existing = tokio::fs::metadata(part).await.map(|m| m.len()).ok();
-    match existing {
-        Some(len) if same_content && len <= filesize => resume(part, len).await,
-        _ => start(part, sha256_hex).await,
-    }
+        .unwrap_or(Err(PartError::Task))
 }
 
-/// Hashes the `len` bytes already in `part` and positions at their end (cutting
+fn open_blocking(
+    out: &Dir,
+    dest: &Destination,
+    sha256_hex: &str,
+    filesize: u64,
+    admission: &Admission,
+) -> Result<Part, PartError> {
+    let dir = out.subdir(&dest.parent)?;
+    if let Some(st) = dir.stat(&dest.name)? {
+        if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+            return Err(DirError::Link(dest.rel.to_string_lossy().into_owned()).into());
+        }
+    }
+    let same_content = dir
+        .read_small(&dest.sidecar, SIDECAR_MAX)?
+        .is_some_and(|h| String::from_utf8_lossy(&h).trim() == sha256_hex);
+    let existing = dir
+        .check_file(&dest.part)?
+        .map(|st| u64::try_from(st.st_size).unwrap_or(0));
+    let resume_from = match existing {
+        Some(len) if same_content && len <= filesize => Some(len),
+        _ => None,
+    };
+    admit(
+        out,
+        filesize - resume_from.unwrap_or(0),
+        filesize,
+        admission,
+    )?;
+    let (file, len, hasher) = match resume_from {
+        Some(len) => resume(&dir, dest, len)?,
+        None => start(&dir, dest, sha256_hex)?,
+    };
+    Ok(Part {
+        file: File::from_std(file),
+        len,
+        hasher,
+        dir,
+    })
+}
+
+/// Refuses an upload that needs `need` more bytes when the file system or the quota
+/// has no room for them.
+fn admit(out: &Dir, need: u64, filesize: u64, a: &Admission) -> Result<(), PartError> {
+    let free = out.free_space().map_err(PartError::Statvfs)?;
+    let min_free = a.limits.min_free;
+    if free < need.saturating_add(min_free) {
+        return Err(PartError::NoSpace {
+            need,
+            free,
+            min_free,
+        });
+    }
+    if let Some(quota) = a.limits.quota {
+        // Uploads in progress count at their announced size, this one included.
+        let used = usage(out, &a.active).saturating_add(a.reserved);
+        if used > quota {
+            return Err(PartError::Quota {
+                quota,
+                used: used.saturating_sub(filesize),
+                filesize,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Hashes the `len` bytes already in the part and positions at their end (cutting
 /// anything after what could be read).
-async fn resume(part: &Path, len: u64) -> Result<Part, PartError> {
+fn resume(
+    dir: &Dir,
+    dest: &Destination,
+    len: u64,
+) -> Result<(std::fs::File, u64, Sha256), PartError> {
     let mut hasher = Sha256::new();
-    let mut f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(part)
-        .await
-        .map_err(PartError::Open)?;
+    let mut f = dir.open_file(&dest.part, false)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut left = len;
     while left > 0 {
         let want = left.min(buf.len() as u64) as usize;
-        let n = f.read(&mut buf[..want]).await.map_err(PartError::Read)?;
+        let n = f.read(&mut buf[..want]).map_err(PartError::Read)?;
         if n == 0 {
             break;
         }
@@ -106,45 +223,38 @@ async fn resume(part: &Path, len: u64) -> Result<Part, PartError> {
         left -= n as u64;
     }
     let have = len - left;
-    f.set_len(have).await.map_err(PartError::Truncate)?;
+    f.set_len(have).map_err(PartError::Truncate)?;
     f.seek(std::io::SeekFrom::Start(have))
-        .await
         .map_err(PartError::Seek)?;
-    Ok(Part {
-        file: f,
-        len: have,
-        hasher,
-    })
+    Ok((f, have, hasher))
 }
 
-/// An empty `part`, with the sidecar naming its content.
-async fn start(part: &Path, sha256_hex: &str) -> Result<Part, PartError> {
-    let file = File::create(part).await.map_err(PartError::Create)?;
-    tokio::fs::write(sidecar(part), sha256_hex)
-        .await
+/// An empty part, with the sidecar naming its content. Both are emptied only once
+/// opened and checked (a regular file of one link), never by `O_TRUNC` on a name.
+fn start(
+    dir: &Dir,
+    dest: &Destination,
+    sha256_hex: &str,
+) -> Result<(std::fs::File, u64, Sha256), PartError> {
+    let file = dir.open_file(&dest.part, true)?;
+    file.set_len(0).map_err(PartError::Truncate)?;
+    let mut side = dir.open_file(&dest.sidecar, true)?;
+    side.set_len(0)
+        .and_then(|()| side.write_all(sha256_hex.as_bytes()))
         .map_err(PartError::WriteSidecar)?;
-    Ok(Part {
-        file,
-        len: 0,
-        hasher: Sha256::new(),
-    })
+    Ok((file, 0, Sha256::new()))
 }
 
 /// Removes a damaged part and its sidecar: the next upload starts afresh.
-pub(super) async fn discard(part: &Path) {
-    let _ = tokio::fs::remove_file(part).await;
-    let _ = tokio::fs::remove_file(sidecar(part)).await;
+pub(super) fn discard(dir: &Dir, dest: &Destination) {
+    let _ = dir.remove(&dest.part);
+    let _ = dir.remove(&dest.sidecar);
 }
 
-/// Moves a complete part to the first free name of `target`, `target.1`... (never
-/// replacing a file) and removes its sidecar; returns the path it got.
-pub(super) async fn place(dest: &Destination) -> std::io::Result<PathBuf> {
-    let final_path = {
-        let (part, target) = (dest.part.clone(), dest.target.clone());
-        tokio::task::spawn_blocking(move || claim_free_name(&part, &target))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
-    }?;
-    let _ = tokio::fs::remove_file(sidecar(&dest.part)).await;
-    Ok(final_path)
+/// Moves a complete part to the first free name of the target, `NAME.1`... (never
+/// replacing a file) and removes its sidecar; returns the relative path it got.
+pub(super) fn place(dir: &Dir, dest: &Destination) -> std::io::Result<PathBuf> {
+    let name = dir.claim_free_name(&dest.part, &dest.name)?;
+    let _ = dir.remove(&dest.sidecar);
+    Ok(dest.parent.join(name))
 }

@@ -54,6 +54,7 @@ impl UploadError {
     fn code(&self) -> &'static str {
         match self {
             UploadError::TooLong { .. } | UploadError::Mismatch { .. } => code::INTEGRITY,
+            UploadError::Part(e) => e.code(),
             _ => code::IO,
         }
     }
@@ -76,8 +77,12 @@ pub(super) async fn receive(channel: Channel, state: Arc<State>) {
     let Some((offer, rel)) = read_offer(&channel, &first).await else {
         return;
     };
-    let dest = Destination::new(&state.out, rel);
-    let Some(claim) = state.claims.claim(&dest.part, &socket, &offer.sha256).await else {
+    let dest = Destination::new(rel);
+    let claimed = state
+        .claims
+        .claim(&dest.key, &socket, &offer.sha256, offer.filesize)
+        .await;
+    let Some(claim) = claimed else {
         let _ = first
             .reply(&refuse(
                 code::BUSY,
@@ -197,11 +202,21 @@ impl Upload<'_> {
     /// Opens (or resumes) the part file and answers the offer with where to start.
     async fn open(&self) -> Result<Part, UploadError> {
         let expected_hex = hex::encode(&self.offer.sha256);
-        let part = match part::open(self.dest, &expected_hex, self.offer.filesize).await {
+        let out = self.state.out.clone();
+        let admission = self.state.admission();
+        let opened = part::open(
+            out,
+            self.dest,
+            &expected_hex,
+            self.offer.filesize,
+            admission,
+        );
+        let part = match opened.await {
             Ok(p) => p,
             Err(e) => {
                 let e = UploadError::Part(e);
-                let _ = self.first.reply(&refuse(code::IO, e.to_string())).await;
+                tracing::warn!(name = %self.offer.filename, error = %e, "refused an upload");
+                let _ = self.first.reply(&refuse(e.code(), e.to_string())).await;
                 return Err(e);
             }
         };
@@ -266,7 +281,7 @@ impl Upload<'_> {
                 announced: self.offer.filesize,
             };
             fail(self.channel, e.code(), &e.to_string()).await;
-            part::discard(&self.dest.part).await;
+            part::discard(&part.dir, self.dest);
             return Err(e);
         }
         if let Err(source) = part.file.write_all(c.chunk).await {
@@ -290,6 +305,7 @@ impl Upload<'_> {
             mut file,
             len: received,
             hasher,
+            dir,
         } = part;
         if let Err(source) = async {
             file.flush().await?;
@@ -306,7 +322,7 @@ impl Upload<'_> {
         let digest = hasher.finalize();
         let hash_matches = digest.as_slice() == self.offer.sha256.as_slice();
         if received != self.offer.filesize || !hash_matches {
-            part::discard(&self.dest.part).await;
+            part::discard(&dir, self.dest);
             return Err(UploadError::Mismatch {
                 name: self.offer.filename.clone(),
                 received,
@@ -314,17 +330,11 @@ impl Upload<'_> {
                 hash_matches,
             });
         }
-        let final_path = part::place(self.dest)
-            .await
-            .map_err(|source| UploadError::Place {
-                path: self.dest.rel.clone(),
-                source,
-            })?;
-        Ok(final_path
-            .strip_prefix(&self.state.out)
-            .unwrap_or(&final_path)
-            .to_string_lossy()
-            .into_owned())
+        let final_path = part::place(&dir, self.dest).map_err(|source| UploadError::Place {
+            path: self.dest.rel.clone(),
+            source,
+        })?;
+        Ok(final_path.to_string_lossy().into_owned())
     }
 }
 

@@ -4,12 +4,18 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::JoinSet;
 use udpack_io::{Server, ServerEvent, ServerOptions};
 
 use super::receive::receive;
 use super::{ServeError, ServeOptions, State};
+
+/// Abandoned parts are looked for as often as they may age, but at most every second
+/// and at least hourly.
+const SWEEP_MIN: Duration = Duration::from_secs(1);
+const SWEEP_MAX: Duration = Duration::from_secs(3600);
 
 /// A bound receiver.
 pub struct Receiver {
@@ -36,6 +42,15 @@ impl Receiver {
             path: opts.out.clone(),
             source,
         })?;
+        let out = super::dir::Dir::open(&opts.out).map_err(|source| ServeError::CreateOut {
+            path: opts.out.clone(),
+            source,
+        })?;
+        let state = Arc::new(State::new(out, opts.limits, opts.show_progress));
+        let removed = state.sweep();
+        if removed > 0 {
+            tracing::info!(removed, "removed abandoned parts at start");
+        }
         let tokens: HashSet<Vec<u8>> = opts.tokens.iter().map(|t| t.as_bytes().to_vec()).collect();
         let server = Server::bind(
             ServerOptions::new(opts.key)
@@ -50,7 +65,7 @@ impl Receiver {
         })?;
         Ok(Receiver {
             server,
-            state: Arc::new(State::new(opts.out, opts.show_progress)),
+            state,
             once: opts.once,
             show_progress: opts.show_progress,
         })
@@ -65,6 +80,9 @@ impl Receiver {
     pub async fn run(self, stop: impl Future<Output = ()>) -> Result<(), ServeError> {
         tokio::pin!(stop);
         let mut uploads = JoinSet::new();
+        let every = self.state.limits.part_max_age.clamp(SWEEP_MIN, SWEEP_MAX);
+        let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let event = tokio::select! {
                 _ = &mut stop => {
@@ -72,6 +90,11 @@ impl Receiver {
                     break;
                 }
                 Some(_) = uploads.join_next(), if !uploads.is_empty() => continue,
+                _ = sweep.tick() => {
+                    let state = self.state.clone();
+                    drop(tokio::task::spawn_blocking(move || state.sweep()));
+                    continue;
+                }
                 event = self.server.next_event() => event,
             };
             let Some(event) = event else { break };

@@ -1,0 +1,341 @@
+//! The upload server against a hostile output directory and hostile offers, through the
+//! `udpack` binary: links planted in the directory, names one file system stores as one,
+//! offers beyond the free space or the quota, abandoned parts.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::{Digest, Sha256};
+use udpack::KeyFile;
+use udpack_cli::protocol::{ChunkRef, FileAnswer, FileOffer, Finish, FinishAnswer};
+
+const TOKEN: &str = "s3cret-token";
+
+/// A scratch directory with keys, an output directory and a running server (killed
+/// when dropped).
+struct Env {
+    dir: tempfile::TempDir,
+    server: Option<Child>,
+    addr: Option<SocketAddr>,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = Command::new(assert_cmd::cargo::cargo_bin("udpack"))
+            .arg("keygen")
+            .arg("--out")
+            .arg(dir.path().join("keys"))
+            .stdout(Stdio::null())
+            .status()
+            .expect("keygen");
+        assert!(status.success(), "keygen failed");
+        std::fs::create_dir_all(dir.path().join("out")).expect("mkdir out");
+        std::fs::create_dir_all(dir.path().join("outside")).expect("mkdir outside");
+        Env {
+            dir,
+            server: None,
+            addr: None,
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Starts `udpack serve` into `out` and waits for its address.
+    fn serve(&mut self, extra: &[&str]) {
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("udpack"))
+            .env_remove("UDPACK_TOKEN")
+            .env_remove("RUST_LOG")
+            .arg("serve")
+            .arg("--key")
+            .arg(self.path("keys/prikey.pem"))
+            .args(["--listen", "127.0.0.1:0", "--token", TOKEN, "--out"])
+            .arg(self.path("out"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the server");
+        let pipe = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if let Some(a) = line.strip_prefix("listening on ") {
+                    if let Ok(a) = a.trim().parse::<SocketAddr>() {
+                        let _ = tx.send(a);
+                    }
+                }
+            }
+        });
+        self.server = Some(child);
+        self.addr = Some(
+            rx.recv_timeout(Duration::from_secs(20))
+                .expect("the server reports its address"),
+        );
+    }
+
+    /// A raw client: offers each of `offers` (name, content) on its own channel and,
+    /// when accepted, uploads and finishes it; returns the answers.
+    fn upload(&self, offers: &[(&str, &[u8])]) -> Vec<(FileAnswer, Option<FinishAnswer>)> {
+        let pubkey = udpack::PublicKey::load(self.path("keys/pubkey.pem")).expect("pubkey");
+        let addr = self.addr.expect("serving");
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let client = udpack_io::Client::bind(
+                udpack_io::ClientOptions::new(pubkey)
+                    .token(TOKEN)
+                    .handshake_timeout(Duration::from_secs(10))
+                    .reconnect(udpack_io::Reconnect::off()),
+            )
+            .await
+            .expect("bind");
+            let socket = client.connect(addr.to_string()).await.expect("connect");
+            let mut out = Vec::new();
+            for (name, content) in offers {
+                let channel = client.open_channel().await.expect("channel");
+                let a: FileAnswer = channel
+                    .send_with_ack_timeout("file", &offer(name, content), Duration::from_secs(10))
+                    .await
+                    .expect("answer");
+                let mut f = None;
+                if a.ok {
+                    channel
+                        .send("chunk", &ChunkRef { chunk: content })
+                        .await
+                        .expect("chunk");
+                    f = Some(
+                        channel
+                            .send_with_ack_timeout("finish", &Finish {}, Duration::from_secs(10))
+                            .await
+                            .expect("finish answer"),
+                    );
+                }
+                channel.close().await;
+                out.push((a, f));
+            }
+            socket.close(0, "done");
+            let _ = tokio::time::timeout(Duration::from_secs(3), socket.closed()).await;
+            client.close();
+            out
+        })
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn offer(name: &str, content: &[u8]) -> FileOffer {
+    FileOffer {
+        filename: name.into(),
+        filesize: content.len() as u64,
+        sha256: Sha256::digest(content).to_vec(),
+    }
+}
+
+fn assert_refused(a: &FileAnswer, code: &str, words: &str, what: &str) {
+    assert!(!a.ok, "{what} was accepted: {a:?}");
+    assert_eq!(a.code, code, "{what}: {a:?}");
+    assert!(a.message.contains(words), "{what}: {a:?}");
+}
+
+/// Every file below `root`, with its content.
+fn contents(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).expect("read")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn links_in_the_output_directory_are_never_followed() {
+    let mut env = Env::new();
+    let (out, outside) = (env.path("out"), env.path("outside"));
+    for v in ["victim-part", "victim-sidecar", "victim-final"] {
+        std::fs::write(outside.join(v), b"keep").expect("write");
+    }
+    let link = |target: &str, at: &str| {
+        std::os::unix::fs::symlink(outside.join(target), out.join(at)).expect("symlink")
+    };
+    link("victim-part", "a.bin.part");
+    link("victim-sidecar", "b.bin.part.sha256");
+    link("victim-final", "c.bin");
+    std::os::unix::fs::symlink(&outside, out.join("sub")).expect("symlink");
+    let before = contents(&outside);
+    env.serve(&[]);
+    let payload = b"hostile peers write through links".to_vec();
+    let answers = env.upload(&[
+        ("a.bin", &payload),
+        ("b.bin", &payload),
+        ("c.bin", &payload),
+        ("sub/d.bin", &payload),
+        ("fine.bin", &payload),
+    ]);
+    for ((a, _), what) in answers.iter().zip(["a.bin", "b.bin", "c.bin", "sub/d.bin"]) {
+        assert_refused(a, "bad_path", "symbolic link", what);
+    }
+    let (a, f) = &answers[4];
+    assert!(a.ok, "fine.bin refused: {a:?}");
+    assert!(
+        f.as_ref().is_some_and(|f| f.ok && f.name == "fine.bin"),
+        "{f:?}"
+    );
+    assert_eq!(
+        contents(&outside),
+        before,
+        "something changed outside --out"
+    );
+    for l in ["a.bin.part", "b.bin.part.sha256", "c.bin", "sub"] {
+        assert!(out.join(l).is_symlink(), "{l} was replaced");
+    }
+}
+
+#[test]
+fn colons_and_names_a_file_system_folds_together() {
+    let mut env = Env::new();
+    env.serve(&[]);
+    let answers = env.upload(&[("notes.txt:stream", b"x"), ("dir:x/y", b"x")]);
+    for (a, _) in &answers {
+        assert_refused(a, "bad_path", "`:`", "a name with a colon");
+    }
+    // Two uploads whose names differ in case and normalisation only cannot run at the
+    // same time: the second is busy while the first holds its claim.
+    let pubkey = udpack::PublicKey::load(env.path("keys/pubkey.pem")).expect("pubkey");
+    let addr = env.addr.expect("serving");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let second = rt.block_on(async {
+        let client = udpack_io::Client::bind(
+            udpack_io::ClientOptions::new(pubkey)
+                .token(TOKEN)
+                .reconnect(udpack_io::Reconnect::off()),
+        )
+        .await
+        .expect("bind");
+        let _socket = client.connect(addr.to_string()).await.expect("connect");
+        let first = client.open_channel().await.expect("channel");
+        let a: FileAnswer = first
+            .send_with_ack_timeout(
+                "file",
+                &offer("Caf\u{e9}.TXT", &[1; 100]),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("answer");
+        assert!(a.ok, "{a:?}");
+        let other = client.open_channel().await.expect("channel");
+        let b: FileAnswer = other
+            .send_with_ack_timeout(
+                "file",
+                &offer("cafe\u{301}.txt", &[2; 100]),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("answer");
+        client.close();
+        b
+    });
+    assert_refused(&second, "busy", "another client", "the case-folded twin");
+}
+
+#[test]
+fn offers_beyond_free_space_or_quota_are_refused() {
+    let mut env = Env::new();
+    std::fs::write(env.path("out/old.bin"), vec![0u8; 8192]).expect("write");
+    env.serve(&["--quota", "10K"]);
+    let huge = FileOffer {
+        filesize: 1 << 60,
+        ..offer("huge.bin", b"")
+    };
+    let pubkey = udpack::PublicKey::load(env.path("keys/pubkey.pem")).expect("pubkey");
+    let addr = env.addr.expect("serving");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let a = rt.block_on(async {
+        let client = udpack_io::Client::bind(
+            udpack_io::ClientOptions::new(pubkey)
+                .token(TOKEN)
+                .reconnect(udpack_io::Reconnect::off()),
+        )
+        .await
+        .expect("bind");
+        let _socket = client.connect(addr.to_string()).await.expect("connect");
+        let ch = client.open_channel().await.expect("channel");
+        let a: FileAnswer = ch
+            .send_with_ack_timeout("file", &huge, Duration::from_secs(10))
+            .await
+            .expect("answer");
+        client.close();
+        a
+    });
+    assert_refused(&a, "no_space", "free space", "2^60 bytes");
+    assert!(!env.path("out/huge.bin.part").exists());
+    let answers = env.upload(&[("big.bin", &[7; 4096]), ("small.bin", &[7; 1024])]);
+    assert_refused(
+        &answers[0].0,
+        "quota",
+        "quota",
+        "8 KiB + 4 KiB within 10 KiB",
+    );
+    assert!(answers[1].1.as_ref().is_some_and(|f| f.ok), "{answers:?}");
+    assert!(!env.path("out/big.bin.part").exists());
+}
+
+#[test]
+fn abandoned_parts_are_removed_at_start_and_periodically() {
+    let mut env = Env::new();
+    let week_ago = SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
+    for name in ["old.bin.part", "old.bin.part.sha256", "d/old2.bin.part"] {
+        let p = env.path("out").join(name);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        let f = std::fs::File::create(&p).expect("create");
+        f.set_modified(week_ago).expect("set mtime");
+    }
+    std::fs::write(env.path("out/fresh.bin.part"), b"x").expect("write");
+    std::fs::write(env.path("out/kept.bin"), b"x").expect("write");
+    let old_final = std::fs::File::create(env.path("out/old-final.bin")).expect("create");
+    old_final.set_modified(week_ago).expect("set mtime");
+    env.serve(&[]);
+    for gone in ["old.bin.part", "old.bin.part.sha256", "d/old2.bin.part"] {
+        assert!(!env.path("out").join(gone).exists(), "{gone} kept");
+    }
+    for kept in ["fresh.bin.part", "kept.bin", "old-final.bin"] {
+        assert!(env.path("out").join(kept).exists(), "{kept} removed");
+    }
+    drop(env);
+
+    // With a short age, a part left behind goes while the server runs.
+    let mut env = Env::new();
+    env.serve(&["--part-max-age", "2s"]);
+    std::fs::write(env.path("out/left.bin.part"), b"x").expect("write");
+    let started = Instant::now();
+    while env.path("out/left.bin.part").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "left.bin.part was not removed"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
