@@ -201,9 +201,6 @@ pub struct RecvBuffer {
 /// What one out-of-order chunk costs beyond its bytes (map node, handle), counted so
 /// that many tiny fragments cannot hold much more memory than their bytes suggest.
 pub const CHUNK_OVERHEAD: u64 = 64;
-/// Out-of-order pieces smaller than this are copied out of the receive block they
-/// arrived in, so that a tiny fragment does not keep a whole shared block alive.
-const COPY_BELOW: usize = 1024;
 
 impl RecvBuffer {
     /// Stores `data` at `offset`, ignoring bytes already received. Returns the number of
@@ -240,11 +237,10 @@ impl RecvBuffer {
     /// out-of-order chunks; then moves chunks that became contiguous.
     fn store(&mut self, at: u64, piece: Bytes) {
         if at != self.ready_end {
-            let piece = if piece.len() < COPY_BELOW {
-                Bytes::copy_from_slice(&piece)
-            } else {
-                piece
-            };
+            // Copied out of the receive block it arrived in, so that no out-of-order
+            // piece keeps a whole shared block alive (this is the uncommon path: only
+            // data behind a loss goes here).
+            let piece = Bytes::copy_from_slice(&piece);
             self.held += piece.len() as u64 + CHUNK_OVERHEAD;
             self.chunks.insert(at, piece);
             return;

@@ -25,6 +25,9 @@ pub struct NewReno {
     /// Start of the current recovery period: packets sent before it cannot cut the window
     /// again, and their acknowledgements do not grow it.
     recovery_start: Option<Instant>,
+    /// Start of the recovery period before the current one: a spurious loss of a packet
+    /// sent before it was declared in an earlier period and cannot undo this one.
+    prior_recovery_start: Option<Instant>,
     /// Bytes acknowledged in congestion avoidance not yet turned into window growth.
     bytes_acked: u64,
     /// The sender did not fill the window; growing it then would be unvalidated (RFC 9002 §7.8).
@@ -52,6 +55,7 @@ impl NewReno {
             window: Self::initial_window_for(mtu),
             ssthresh: u64::MAX,
             recovery_start: None,
+            prior_recovery_start: None,
             bytes_acked: 0,
             app_limited: false,
             undo: None,
@@ -117,6 +121,7 @@ impl Controller for NewReno {
                 ssthresh: self.ssthresh,
                 lost_bytes: 0,
             });
+            self.prior_recovery_start = self.recovery_start;
             self.recovery_start = Some(now);
             self.window = (self.window / 2).max(self.minimum_window());
             self.ssthresh = self.window;
@@ -135,7 +140,10 @@ impl Controller for NewReno {
     }
 
     fn on_spurious_loss(&mut self, _now: Instant, loss: &LossSample) {
-        if !self.in_recovery(loss.largest_lost_sent) {
+        let earlier_period = self
+            .prior_recovery_start
+            .is_some_and(|p| loss.largest_lost_sent <= p);
+        if !self.in_recovery(loss.largest_lost_sent) || earlier_period {
             return;
         }
         let Some(u) = &mut self.undo else {
@@ -333,5 +341,17 @@ mod tests {
             &loss(1200, t0 + Duration::from_millis(25)),
         );
         assert_eq!(cc.window(), before / 2);
+        // Nor does a late ACK of a packet lost in an earlier period: a third period's
+        // cut stays when the packet lost (spuriously) in the second one shows up.
+        cc.on_loss(
+            t0 + Duration::from_millis(40),
+            &loss(1200, t0 + Duration::from_millis(30)),
+        );
+        let third = cc.window();
+        cc.on_spurious_loss(
+            t0 + Duration::from_millis(41),
+            &loss(1200, t0 + Duration::from_millis(15)),
+        );
+        assert_eq!(cc.window(), third);
     }
 }

@@ -358,11 +358,16 @@ impl Recovery {
                     lost.push((pn, p));
                 }
             } else {
-                let t = p.time + delay;
-                self.loss_time = Some(self.loss_time.map_or(t, |l| l.min(t)));
+                // Send times and packet numbers rise together, so both rules declare a
+                // prefix lost: every later packet survives too, and this one is the
+                // first to cross the time threshold. Stopping here keeps the walk short
+                // while a reordering window holds a packet at the front for an RTT.
+                self.loss_time = Some(p.time + delay);
+                break;
             }
         }
-        self.reordering.on_declared_lost(&lost[first_lost..]);
+        self.reordering
+            .on_declared_lost(now, self.rtt.smoothed(), &lost[first_lost..]);
         self.reordering.expire(now, self.rtt.smoothed());
         self.trim();
     }
@@ -614,24 +619,37 @@ mod tests {
     fn the_window_narrows_after_sixteen_loss_events_without_a_spurious_one() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
+        let rtt = ms(40);
         let mut r = Reordering::default();
         let p = pkt(t0);
-        r.on_declared_lost(&[(0, p.clone())]);
+        let at = |i: u64| t0 + rtt * i as u32;
+        r.on_declared_lost(at(0), rtt, &[(0, p.clone())]);
         let mut spurious = Vec::new();
-        r.take_spurious(t0, ms(40), 0..1, &mut spurious);
-        assert_eq!(r.window(ms(40), ms(40), ms(40)), ms(20));
+        r.take_spurious(at(0), rtt, 0..1, &mut spurious);
+        assert_eq!(r.window(rtt, rtt, rtt), ms(20));
         for i in 1..16 {
-            r.on_declared_lost(&[(i, p.clone())]);
-            assert_eq!(r.window(ms(40), ms(40), ms(40)), ms(20), "event {i}");
+            r.on_declared_lost(at(i), rtt, &[(i, p.clone())]);
+            // More losses in the same round trip are the same event.
+            r.on_declared_lost(at(i) + ms(1), rtt, &[(100 + i, p.clone())]);
+            assert_eq!(r.window(rtt, rtt, rtt), ms(20), "event {i}");
         }
-        r.on_declared_lost(&[(16, p.clone())]);
-        assert_eq!(r.window(ms(40), ms(40), ms(40)), ms(10));
+        r.on_declared_lost(at(16), rtt, &[(16, p.clone())]);
+        assert_eq!(r.window(rtt, rtt, rtt), ms(10));
+        // Packets that were not in flight (ACK-only, probes) are not remembered.
+        let before = r.lost.len();
+        let ack_only = SentPacket {
+            in_flight: false,
+            ack_eliciting: false,
+            ..pkt(t0)
+        };
+        r.on_declared_lost(at(17), rtt, &[(500, ack_only)]);
+        assert_eq!(r.lost.len(), before);
         // The memory of lost packets is bounded and expires.
-        for i in 100..100 + 2 * REMEMBERED_LOST as u64 {
-            r.on_declared_lost(&[(i, p.clone())]);
+        for i in 1000..1000 + 2 * REMEMBERED_LOST as u64 {
+            r.on_declared_lost(at(18), rtt, &[(i, p.clone())]);
         }
         assert_eq!(r.lost.len(), REMEMBERED_LOST);
-        r.expire(t0 + ms(40) * 5, ms(40));
+        r.expire(t0 + rtt * 5, rtt);
         assert!(r.lost.is_empty());
     }
 

@@ -6,7 +6,7 @@
 //! packet counts no longer decide: a packet is lost only when it is a reordering window
 //! older than the RTT. The window starts at a quarter of the min RTT and widens by that
 //! much each round trip with a spurious loss, up to the smoothed RTT; after sixteen loss
-//! events without a spurious one it narrows back to a quarter.
+//! events (round trips with losses) without a spurious one it narrows back to a quarter.
 //!
 //! Packets declared lost are remembered for a while, so that a late acknowledgement of
 //! one is recognised: the data it carried is acknowledged (its retransmission, if not
@@ -37,6 +37,8 @@ pub(crate) struct Reordering {
     next_widen: Option<Instant>,
     /// Loss events since the last spurious loss.
     loss_events: u32,
+    /// Losses before this time belong to the current loss event.
+    next_loss_event: Option<Instant>,
     /// Largest distance, in packet numbers, by which an acknowledgement came late.
     pub max_distance: u64,
     /// Packets declared lost, ascending by number.
@@ -65,17 +67,23 @@ impl Reordering {
         }
     }
 
-    /// Packets were declared lost together (one loss event).
-    pub fn on_declared_lost(&mut self, lost: &[(u64, SentPacket)]) {
-        if lost.is_empty() {
+    /// Packets were declared lost together. Losses within one round trip are one loss
+    /// event, as RFC 8985 counts recoveries. Only packets that were in flight are
+    /// remembered: ACK-only packets and path probes carry nothing to undo, and would
+    /// push real losses out of the memory.
+    pub fn on_declared_lost(&mut self, now: Instant, srtt: Duration, lost: &[(u64, SentPacket)]) {
+        if !lost.iter().any(|(_, p)| p.in_flight) {
             return;
         }
-        self.loss_events += 1;
-        if self.loss_events >= LOSS_EVENTS_BEFORE_NARROWING {
-            self.quarters = 1;
-            self.loss_events = 0;
+        if self.next_loss_event.is_none_or(|t| now >= t) {
+            self.next_loss_event = Some(now + srtt);
+            self.loss_events += 1;
+            if self.loss_events >= LOSS_EVENTS_BEFORE_NARROWING {
+                self.quarters = 1;
+                self.loss_events = 0;
+            }
         }
-        for (pn, p) in lost {
+        for (pn, p) in lost.iter().filter(|(_, p)| p.in_flight) {
             if self.lost.len() >= REMEMBERED_LOST {
                 self.lost.pop_front();
             }

@@ -79,26 +79,21 @@ impl Session {
     /// Packets declared lost were acknowledged after all: their data is delivered (a
     /// retransmission not yet sent is dropped) and the controller undoes its response.
     fn on_spurious_loss(&mut self, now: Instant, out: &mut AckOutcome) {
-        let mut lost_bytes = 0;
-        let mut largest_lost_sent = None;
         for (_, p) in out.spurious.drain(..) {
             self.stats.spurious_losses += 1;
+            // One packet at a time: each undoes what its own loss did.
             if p.in_flight {
-                lost_bytes += u64::from(p.size);
+                self.cc.on_spurious_loss(
+                    now,
+                    &LossSample {
+                        lost_bytes: u64::from(p.size),
+                        largest_lost_sent: p.time,
+                        bytes_in_flight: self.recovery.bytes_in_flight(),
+                        persistent: false,
+                    },
+                );
             }
-            largest_lost_sent = Some(largest_lost_sent.map_or(p.time, |t: Instant| t.max(p.time)));
             self.on_packet_acked(p.frames);
-        }
-        if let Some(largest_lost_sent) = largest_lost_sent {
-            self.cc.on_spurious_loss(
-                now,
-                &LossSample {
-                    lost_bytes,
-                    largest_lost_sent,
-                    bytes_in_flight: self.recovery.bytes_in_flight(),
-                    persistent: false,
-                },
-            );
         }
     }
 

@@ -49,7 +49,8 @@ impl Sent {
 
 /// Packet numbers kept back for the CLOSE packets of a session that ran out of them.
 pub(crate) const CLOSE_PACKET_NUMBERS: u64 = 64;
-/// A record of sent packets longer than this many (and than four windows' worth) means
+/// A record of sent packets longer than this many (and than four of the largest
+/// windows' worth) means
 /// the peer does not acknowledge what it receives: the session closes rather than grow
 /// the record without end.
 const MAX_SENT_RECORD: usize = 64 * 1024;
@@ -62,8 +63,9 @@ impl Session {
             self.close_with_error(now, transport_error::INTERNAL, "packet numbers exhausted");
             return;
         }
-        let mtu = self.config.max_datagram_size.max(1) as usize;
-        let windows = (self.cc.window() as usize / mtu).saturating_mul(4);
+        self.transmit.peak_window = self.transmit.peak_window.max(self.cc.window());
+        let mtu = super::transmit::max_datagram(&self.config, self.peer_params.as_ref()).max(1);
+        let windows = (self.transmit.peak_window as usize / mtu).saturating_mul(4);
         if self.recovery.record_len() > MAX_SENT_RECORD.max(windows) {
             self.close_with_error(
                 now,

@@ -206,7 +206,7 @@ impl Session {
             }
         }
         if f.fin {
-            if end < st.recv.max_received() {
+            if end < st.recv_counted {
                 return Err(TransportError::final_size("final size below received data"));
             }
             st.final_size = Some(end);
@@ -256,7 +256,7 @@ impl Session {
         let Some(st) = self.streams.map.get_mut(&id) else {
             return Ok(());
         };
-        if st.final_size.is_some_and(|f| f != final_size) || final_size < st.recv.max_received() {
+        if st.final_size.is_some_and(|f| f != final_size) || final_size < st.recv_counted {
             return Err(TransportError::final_size("reset changes the final size"));
         }
         if final_size > st.recv_credit.limit() {

@@ -32,6 +32,9 @@ pub(crate) struct TransmitState {
     pub last_ack_eliciting_sent: Instant,
     /// The packet number at which the next one is skipped.
     pub next_skip: u64,
+    /// The largest congestion window so far: the record of sent packets may hold that
+    /// much even after the window shrinks.
+    pub peak_window: u64,
 }
 
 impl TransmitState {
@@ -41,6 +44,7 @@ impl TransmitState {
             probes: 0,
             last_ack_eliciting_sent: now,
             next_skip: SKIP_INTERVAL.start,
+            peak_window: 0,
         }
     }
 }
