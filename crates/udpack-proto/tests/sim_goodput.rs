@@ -262,3 +262,91 @@ fn reordering_alone_causes_no_retransmission_storm() {
         retransmitted * 100.0
     );
 }
+
+/// 40 ms RTT at 100 Mbit/s both ways; `up` and `down` adjust each direction.
+fn link_40ms(
+    up: impl Fn(&mut LinkParams),
+    down: impl Fn(&mut LinkParams),
+) -> (LinkParams, LinkParams) {
+    let mut u = LinkParams::new(Duration::from_millis(20), RATE);
+    let mut d = u.clone();
+    up(&mut u);
+    down(&mut d);
+    (u, d)
+}
+
+/// Goodput over separate links each way.
+fn goodput_links(seed: u64, up: LinkParams, down: LinkParams) -> (f64, SessionStats) {
+    let mut sim = Pair::new(seed, up.clone())
+        .links(up, down)
+        .client_streams(vec![u64::MAX / 4])
+        .build();
+    sim.run_until(Duration::from_secs(4), |_| false);
+    let t1 = sim.now;
+    sim.run_until(Duration::from_secs(10), |_| false);
+    let server = &sim.server().app;
+    assert!(server.errors.is_empty(), "{:?}", server.errors);
+    let g = server.bytes_between(t1, sim.now) as f64 * 8.0 / 10.0;
+    (g, sim.client_mut().session().stats())
+}
+
+#[test]
+fn goodput_under_bursty_loss_loss_before_the_bottleneck_and_loss_on_the_ack_path() {
+    let bursty = GilbertElliott {
+        p_enter: 0.004,
+        p_leave: 0.2,
+        loss_in_bad: 1.0,
+    };
+    let cases: Vec<(&str, (LinkParams, LinkParams), f64)> = vec![
+        (
+            "bursty loss (mean burst 5 packets) on the data path",
+            link_40ms(|l| l.bursts = Some(bursty), |_| {}),
+            bursty.mean_loss(),
+        ),
+        (
+            "5% random loss before the bottleneck",
+            link_40ms(
+                |l| {
+                    l.loss = 0.05;
+                    l.loss_before_bottleneck = true
+                },
+                |_| {},
+            ),
+            0.05,
+        ),
+        (
+            "20% random loss before the bottleneck",
+            link_40ms(
+                |l| {
+                    l.loss = 0.2;
+                    l.loss_before_bottleneck = true
+                },
+                |_| {},
+            ),
+            0.2,
+        ),
+        (
+            "20% random loss on the ACK path only",
+            link_40ms(|_| {}, |l| l.loss = 0.2),
+            0.0,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (name, (up, down), loss)) in cases.into_iter().enumerate() {
+        let (g, st) = goodput_links(300 + i as u64, up, down);
+        let share = g / ((1.0 - loss) * RATE as f64);
+        eprintln!(
+            "loss cases: {name}: {:6.2} Mbit/s = {share:.3} x (1-p) x rate; lost {}, spurious {}",
+            g / 1e6,
+            st.packets_lost,
+            st.spurious_losses
+        );
+        if share < 0.85 {
+            failures.push((name, share));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "below 0.85 x (1-p) x rate: {failures:?}"
+    );
+}

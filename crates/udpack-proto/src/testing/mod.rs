@@ -12,7 +12,7 @@ mod sim;
 
 pub use app::{fill_pattern, pattern_word, App, Receiver, Sender};
 pub use checks::*;
-pub use sim::{Captured, Fate, Filter, LinkParams, LinkStats, Node, Sim};
+pub use sim::{Captured, Fate, Filter, GilbertElliott, LinkParams, LinkStats, Node, Sim};
 
 use std::time::Duration;
 

@@ -29,6 +29,28 @@ pub struct LinkParams {
     pub rate_bps: u64,
     /// Longest a packet may wait in the bottleneck queue before being dropped.
     pub queue: Duration,
+    /// Random loss strikes before the bottleneck (a lost packet takes no share of the
+    /// rate) instead of after it (it does: the stricter case, the default).
+    pub loss_before_bottleneck: bool,
+    /// Bursty loss on top of `loss`, as a Gilbert-Elliott chain.
+    pub bursts: Option<GilbertElliott>,
+}
+
+/// Two-state bursty loss: in the good state packets pass; each packet moves the chain
+/// from good to bad with `p_enter`, from bad back to good with `p_leave`, and in the
+/// bad state a packet is lost with `loss_in_bad`. Mean burst length is `1 / p_leave`.
+#[derive(Debug, Clone, Copy)]
+pub struct GilbertElliott {
+    pub p_enter: f64,
+    pub p_leave: f64,
+    pub loss_in_bad: f64,
+}
+
+impl GilbertElliott {
+    /// The long-run loss rate.
+    pub fn mean_loss(&self) -> f64 {
+        self.loss_in_bad * self.p_enter / (self.p_enter + self.p_leave)
+    }
 }
 
 impl LinkParams {
@@ -42,6 +64,8 @@ impl LinkParams {
             reorder: 0.0,
             rate_bps,
             queue: Duration::from_millis(50),
+            loss_before_bottleneck: false,
+            bursts: None,
         }
     }
 }
@@ -62,6 +86,8 @@ struct Link {
     next_free: Instant,
     stats: LinkStats,
     measure_from: Option<Instant>,
+    /// The Gilbert-Elliott chain is in its bad state.
+    in_burst: bool,
 }
 
 struct Packet {
@@ -155,12 +181,14 @@ impl Sim {
                 p: up,
                 stats: LinkStats::default(),
                 measure_from: None,
+                in_burst: false,
             },
             down: Link {
                 next_free: now,
                 p: down,
                 stats: LinkStats::default(),
                 measure_from: None,
+                in_burst: false,
             },
             queue: BinaryHeap::new(),
             packets: HashMap::new(),
@@ -307,6 +335,9 @@ impl Sim {
         };
         let p = link.p.clone();
         let mut depart = now;
+        if p.loss_before_bottleneck && lost_on(link, &p, &mut self.rng) {
+            return;
+        }
         if let Some(serialize_ns) = (data.len() as u64 * 8 * 1_000_000_000).checked_div(p.rate_bps)
         {
             let start = now.max(link.next_free);
@@ -325,10 +356,9 @@ impl Sim {
         }
         link.stats.sent += 1;
         link.stats.bytes += data.len() as u64;
-        // Random loss strikes after the bottleneck: a lost packet has used its share of
-        // the rate (the stricter case for goodput).
-        if p.loss > 0.0 && self.rng.gen_bool(p.loss) {
-            link.stats.lost += 1;
+        // By default random loss strikes after the bottleneck: a lost packet has used
+        // its share of the rate (the stricter case for goodput).
+        if !p.loss_before_bottleneck && lost_on(link, &p, &mut self.rng) {
             return;
         }
         let mut arrive = depart + p.delay;
@@ -464,4 +494,25 @@ impl Sim {
             }
         }
     }
+}
+
+/// Whether the link loses this packet: random loss, then the bursty chain. Draws from
+/// `rng` only for the kinds of loss the link has, so links without bursts replay as
+/// before.
+fn lost_on(link: &mut Link, p: &LinkParams, rng: &mut StdRng) -> bool {
+    if p.loss > 0.0 && rng.gen_bool(p.loss) {
+        link.stats.lost += 1;
+        return true;
+    }
+    if let Some(b) = p.bursts {
+        let flip = if link.in_burst { b.p_leave } else { b.p_enter };
+        if flip > 0.0 && rng.gen_bool(flip.min(1.0)) {
+            link.in_burst = !link.in_burst;
+        }
+        if link.in_burst && b.loss_in_bad > 0.0 && rng.gen_bool(b.loss_in_bad.min(1.0)) {
+            link.stats.lost += 1;
+            return true;
+        }
+    }
+    false
 }
