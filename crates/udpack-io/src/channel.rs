@@ -18,6 +18,12 @@ use crate::socket::Socket;
 
 /// Messages queued for `recv` before the channel stops reading (back-pressure).
 const MAX_QUEUED: usize = 64;
+/// Bytes of messages a channel's inbox holds at most (one message of any size is always
+/// let in, so a message up to the size limit never waits forever).
+const MAX_QUEUED_BYTES: usize = 16 << 20;
+/// A message body is first given this much room, then grows as its bytes arrive: an
+/// announced length costs nothing until the data is there.
+const INITIAL_BODY_CAPACITY: usize = 64 << 10;
 
 type Handler = Arc<dyn Fn(Message) + Send + Sync>;
 
@@ -31,7 +37,28 @@ pub(crate) struct ChannelLimits {
 #[derive(Default)]
 struct Inbox {
     queue: VecDeque<Message>,
+    /// Bytes of the queued messages.
+    queued_bytes: usize,
     handlers: HashMap<String, Handler>,
+}
+
+impl Inbox {
+    fn has_room_for(&self, m: &Message) -> bool {
+        self.queue.is_empty()
+            || (self.queue.len() < MAX_QUEUED
+                && self.queued_bytes + m.raw.len() <= MAX_QUEUED_BYTES)
+    }
+
+    fn push(&mut self, m: Message) {
+        self.queued_bytes += m.raw.len();
+        self.queue.push_back(m);
+    }
+
+    fn pop(&mut self) -> Option<Message> {
+        let m = self.queue.pop_front()?;
+        self.queued_bytes -= m.raw.len();
+        Some(m)
+    }
 }
 
 pub(crate) struct Core {
@@ -230,12 +257,7 @@ impl Channel {
             let notified = self.core.inbox_changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let next = self
-                .core
-                .inbox
-                .lock()
-                .ok()
-                .and_then(|mut i| i.queue.pop_front());
+            let next = self.core.inbox.lock().ok().and_then(|mut i| i.pop());
             if let Some(m) = next {
                 self.core.inbox_changed.notify_waiters();
                 return Some(m);
@@ -256,6 +278,7 @@ impl Channel {
                 inbox.handlers.insert(event.to_string(), handler.clone());
                 let (mine, rest): (Vec<_>, Vec<_>) =
                     inbox.queue.drain(..).partition(|m| m.event() == event);
+                inbox.queued_bytes = rest.iter().map(|m| m.raw.len()).sum();
                 inbox.queue = rest.into();
                 mine
             }
@@ -427,8 +450,8 @@ async fn dispatch(core: &Weak<Core>, changed: &Notify, mut m: Message) -> bool {
                 h(m);
                 return true;
             }
-            if inbox.queue.len() < MAX_QUEUED {
-                inbox.queue.push_back(m);
+            if inbox.has_room_for(&m) {
+                inbox.push(m);
                 break;
             }
         }
@@ -452,7 +475,7 @@ async fn read_message(rs: &mut RecvStream, len: usize) -> Result<Option<Bytes>, 
             return Ok(Some(chunk));
         }
         have += chunk.len();
-        body.get_or_insert_with(|| BytesMut::with_capacity(len))
+        body.get_or_insert_with(|| BytesMut::with_capacity(len.min(INITIAL_BODY_CAPACITY)))
             .extend_from_slice(&chunk);
     }
     Ok(Some(body.map(BytesMut::freeze).unwrap_or_default()))
@@ -482,5 +505,44 @@ fn closed_by_stream(e: StreamError) -> ChannelClosed {
     match e {
         StreamError::Reset(code) => ChannelClosed::Reset(code),
         other => ChannelClosed::SessionClosed(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{decode, encode_event, FRAME_HEADER_LEN};
+
+    fn message(size: usize) -> Message {
+        let frame =
+            encode_event("m", &serde_bytes::ByteBuf::from(vec![7u8; size]), None).expect("encode");
+        decode(Bytes::from(frame).slice(FRAME_HEADER_LEN..)).expect("decode")
+    }
+
+    #[test]
+    fn the_inbox_is_bounded_in_bytes_and_in_messages() {
+        let mut inbox = Inbox::default();
+        // One message of any size is let in.
+        let big = message(MAX_QUEUED_BYTES + 10);
+        assert!(inbox.has_room_for(&big));
+        inbox.push(big);
+        assert!(!inbox.has_room_for(&message(1)));
+        assert!(inbox.pop().is_some());
+        assert_eq!(inbox.queued_bytes, 0);
+        // Then bytes bound it: two 6 MiB messages fit in 16 MiB, a third does not.
+        for _ in 0..2 {
+            let m = message(6 << 20);
+            assert!(inbox.has_room_for(&m));
+            inbox.push(m);
+        }
+        assert!(!inbox.has_room_for(&message(6 << 20)));
+        while inbox.pop().is_some() {}
+        // And the count: small messages stop at MAX_QUEUED.
+        for _ in 0..MAX_QUEUED {
+            let m = message(10);
+            assert!(inbox.has_room_for(&m));
+            inbox.push(m);
+        }
+        assert!(!inbox.has_room_for(&message(10)));
     }
 }
