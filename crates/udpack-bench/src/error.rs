@@ -80,6 +80,9 @@ pub enum BenchError {
     /// A lab peer (named by protocol and role) exited before it said what was expected.
     #[error("lab peer {0} exited early")]
     PeerExited(String),
+    /// A lab peer's own error, as it reported it.
+    #[error("lab peer {0}: {1}")]
+    PeerFailed(String, String),
     #[error("lab peer {0} did not report {1:?} in time")]
     PeerTimeout(String, String),
     #[error("unexpected line from a lab peer: {0:?}")]

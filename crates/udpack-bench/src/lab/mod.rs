@@ -35,7 +35,14 @@ pub fn run(args: &LabArgs) -> Result<()> {
         return Ok(());
     }
     netns::teardown_on_signal()?;
-    let scenarios = args.plan();
+    let mut scenarios = args.plan();
+    let tcp_bbr = netns::tcp_bbr_available();
+    if !tcp_bbr {
+        println!("lab: the kernel has no TCP BBR (tcp_bbr); kernel TCP runs with Cubic only");
+        for sc in &mut scenarios {
+            sc.tests.retain(|&t| t != plan::Test::TcpBbr);
+        }
+    }
     let out = args
         .out
         .clone()
@@ -48,6 +55,7 @@ pub fn run(args: &LabArgs) -> Result<()> {
     let runner = Runner {
         net: &net,
         exe: &exe,
+        tcp_bbr,
     };
     println!(
         "link lab: namespaces {} ({}) and {} ({}), TUN devices, MTU 1500; {} s per run after the warm-up",

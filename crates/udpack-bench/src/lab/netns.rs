@@ -40,6 +40,24 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+fn tcp_bbr_listed() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
+        .is_ok_and(|s| s.split_whitespace().any(|cc| cc == "bbr"))
+}
+
+/// Whether the kernel has TCP BBR, after loading its module if it was missing.
+pub fn tcp_bbr_available() -> bool {
+    if tcp_bbr_listed() {
+        return true;
+    }
+    let _ = Command::new("modprobe")
+        .arg("tcp_bbr")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    tcp_bbr_listed()
+}
+
 /// Whether either namespace exists (a crashed run's, or ours).
 pub fn any_exists() -> bool {
     NS.iter()
@@ -100,13 +118,16 @@ impl Netns {
         [self.tun[0].fd(), self.tun[1].fd()]
     }
 
-    /// A command that runs in namespace `i` (0: A, 1: B), gets SIGKILL if this
+    /// A command that runs in namespace `i` (0: A, 1: B), at nice -10 (so that other
+    /// jobs on the machine disturb the measured endpoints less), gets SIGKILL if this
     /// process dies, and has the signals back that this process blocks.
     pub fn command(&self, i: usize, program: &Path) -> Command {
         let ns_fd = self.ns[i].as_raw_fd();
+        let set = stop_signals();
         let mut cmd = Command::new(program);
         // SAFETY: between fork and exec the closure calls only async-signal-safe
-        // functions (setns, prctl, sigprocmask) on values copied before the fork.
+        // functions (setns, prctl, setpriority, sigprocmask) on values copied before
+        // the fork.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0
@@ -114,7 +135,8 @@ impl Netns {
                 {
                     return Err(std::io::Error::last_os_error());
                 }
-                let set = stop_signals();
+                // A lower priority than asked for only makes the figures noisier.
+                libc::setpriority(libc::PRIO_PROCESS, 0, -10);
                 libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
                 Ok(())
             });

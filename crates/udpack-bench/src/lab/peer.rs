@@ -5,7 +5,8 @@
 //! - a bulk server ends with `result BYTES NANOS`: the bytes it received in the
 //!   measurement window (after the warm-up, from its own start) and the window's length;
 //! - a latency client ends with `latency COUNT P50_US P99_US MAX_US`: round-trip times
-//!   of the echoed messages sent after the warm-up.
+//!   of the echoed messages sent after the warm-up;
+//! - a peer that fails says `error MESSAGE` (the error and its causes) before it exits.
 //!
 //! Clients and the echo server run until the lab kills them (or a deadline passes).
 
@@ -74,14 +75,32 @@ impl PeerArgs {
 /// Runs the peer; the process exits when it returns.
 pub fn run(args: &PeerArgs) -> Result<()> {
     let rt = crate::runtime()?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         match args.role {
             Role::BulkServer => bulk_server(args).await,
             Role::BulkClient => bulk_client(args).await,
             Role::EchoServer => echo_server(args).await,
             Role::LatencyClient => latency_client(args).await,
         }
-    })
+    });
+    if let Err(e) = &result {
+        println!("error {}", causes(e));
+    }
+    result
+}
+
+/// An error and its chain of sources, each message once.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let msg = s.to_string();
+        if parts.last() != Some(&msg) {
+            parts.push(msg);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
 }
 
 async fn bind(args: &PeerArgs) -> Result<conn::Listener> {

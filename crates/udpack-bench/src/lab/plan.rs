@@ -108,7 +108,9 @@ pub struct LabArgs {
     /// Measurement window of each run, in seconds (after the warm-up).
     #[arg(long, default_value_t = 8.0, value_parser = positive)]
     pub duration: f64,
-    /// Warm-up of each run in seconds (default: 2 s or 15 RTTs, whichever is longer).
+    /// Warm-up of each run in seconds (default: 2 s or 25 RTTs, whichever is longer:
+    /// losses of the start-up overshoot must be repaired before the window opens, or the
+    /// data held behind them is counted in it).
     #[arg(long, value_parser = positive)]
     pub warmup: Option<f64>,
     /// Messages per second of the latency test.
@@ -298,7 +300,7 @@ impl LabArgs {
     }
 
     fn warmup_for(&self, rtt_ms: f64) -> Duration {
-        let auto = (rtt_ms * 15.0 / 1000.0).max(2.0);
+        let auto = (rtt_ms * 25.0 / 1000.0).max(2.0);
         Duration::from_secs_f64(self.warmup.unwrap_or(auto))
     }
 

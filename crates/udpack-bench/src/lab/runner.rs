@@ -95,6 +95,9 @@ impl Peer {
                     return Err(BenchError::PeerExited(self.what.clone()))
                 }
             };
+            if let Some(msg) = line.strip_prefix("error ") {
+                return Err(BenchError::PeerFailed(self.what.clone(), msg.to_string()));
+            }
             let mut f = line.split_whitespace().map(str::to_string);
             if f.next().as_deref() == Some(tag) {
                 return Ok(f.collect());
@@ -123,6 +126,9 @@ impl Drop for Peer {
 pub struct Runner<'a> {
     pub net: &'a Netns,
     pub exe: &'a Path,
+    /// Whether the kernel has TCP BBR; without it the fairness test pairs udpack with
+    /// Cubic only.
+    pub tcp_bbr: bool,
 }
 
 fn ms(d: Duration) -> String {
@@ -170,6 +176,7 @@ impl Runner<'_> {
                 .collect(),
             Test::Fairness => [Proto::TcpCubic, Proto::TcpBbr]
                 .into_iter()
+                .filter(|&p| p != Proto::TcpBbr || self.tcp_bbr)
                 .flat_map(|tcp| self.bulk_flows(&[Proto::Udpack, tcp], t))
                 .collect(),
             Test::WireMax => self.bulk_flows(&[Proto::TcpCubic], t),
