@@ -69,6 +69,31 @@ pub enum BenchError {
     IdleServerLine(String),
     #[error("idle sessions did not all stay open")]
     IdleSessionsClosed,
+    /// A setup command of the link lab failed.
+    #[error("`{command}` failed: {stderr}")]
+    Command { command: String, stderr: String },
+    /// The kernel refused the TCP congestion controller (is its module loaded?).
+    #[error("the kernel did not select congestion control for {0}")]
+    CongestionControl(&'static str),
+    #[error("the server's secret is not valid hex of the right length")]
+    BadSecret,
+    /// A lab peer (named by protocol and role) exited before it said what was expected.
+    #[error("lab peer {0} exited early")]
+    PeerExited(String),
+    /// A lab peer's own error, as it reported it.
+    #[error("lab peer {0}: {1}")]
+    PeerFailed(String, String),
+    #[error("lab peer {0} did not report {1:?} in time")]
+    PeerTimeout(String, String),
+    #[error("unexpected line from a lab peer: {0:?}")]
+    PeerLine(String),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// plotters' errors are generic over the backend; the message is what is kept.
+    #[error("plot: {0}")]
+    Plot(String),
+    #[error("no TrueType font found for the plots (Debian: fonts-dejavu-core)")]
+    NoFont,
 }
 
 pub type Result<T> = std::result::Result<T, BenchError>;

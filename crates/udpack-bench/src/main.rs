@@ -5,6 +5,8 @@
 //! cargo run --release -p udpack-bench -- loopback
 //! cargo run --release -p udpack-bench -- loopback --size-mib 256 --only udpack --streams 16
 //! cargo run --release -p udpack-bench -- idle --idle-sessions 2000
+//! sudo target/release/udpack-bench lab --rtt 40 --loss 0,1,5
+//! sudo target/release/udpack-bench lab --grid
 //! ```
 //!
 //! Throughput (`loopback`): for each transport and stream count, a server and a client
@@ -22,10 +24,14 @@
 //! `idle-server`) runs one udpack server endpoint; this process opens
 //! `--idle-sessions` sessions to it from 10 client endpoints, holds them open past the
 //! idle timeout, and the child reports its own RSS and heap in use before and after.
+//!
+//! The link lab (`lab`, as root): the transports through an emulated real link between
+//! two network namespaces; see [`lab`].
 
 mod error;
 mod idle;
 mod idle_server;
+mod lab;
 mod loopback;
 mod measure;
 mod payload;
@@ -72,6 +78,12 @@ enum Command {
     /// The child process of the idle-session measurement.
     #[command(name = idle_server::SUBCOMMAND, hide = true)]
     IdleServer,
+    /// As root: udpack, kernel TCP and quinn through an emulated link between two
+    /// network namespaces (delay, jitter, loss, rate, queue, duplication).
+    Lab(lab::LabArgs),
+    /// One end of one flow of the link lab, run inside a namespace.
+    #[command(name = lab::peer::SUBCOMMAND, hide = true)]
+    LabPeer(lab::peer::PeerArgs),
 }
 
 #[derive(Args)]
@@ -159,6 +171,8 @@ fn main() -> ExitCode {
         Command::Loopback(args) => loopback(args),
         Command::Idle(args) => args.run(),
         Command::IdleServer => idle_server::run(),
+        Command::Lab(args) => lab::run(&args),
+        Command::LabPeer(args) => lab::peer::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::CertificateDer;
+
 use crate::error::{BenchError, Result};
 use crate::payload::{check, join_all, write_stream, READ_MAX};
 use crate::throughput::BoundTx;
@@ -15,9 +17,14 @@ const LOCAL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHO
 /// Server and client configurations with windows of `window_mib` MiB (0: quinn's
 /// defaults), so that quinn is not window-limited where udpack is not.
 pub fn setup(window_mib: u64, chacha: bool) -> Result<(quinn::ServerConfig, quinn::ClientConfig)> {
-    use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-    use rustls::pki_types::PrivatePkcs8KeyDer;
+    let transport = Arc::new(transport(window_mib)?);
+    let (server, cert_der) = server_config(transport.clone(), chacha)?;
+    let client = client_config(transport, chacha, cert_der)?;
+    Ok((server, client))
+}
 
+/// rustls' ring provider; with `chacha`, ChaCha20-Poly1305 first.
+fn provider(chacha: bool) -> Arc<rustls::crypto::CryptoProvider> {
     let mut provider = rustls::crypto::ring::default_provider();
     if chacha {
         // The client offers ChaCha20-Poly1305 first and the server follows the client's
@@ -26,11 +33,12 @@ pub fn setup(window_mib: u64, chacha: bool) -> Result<(quinn::ServerConfig, quin
             .cipher_suites
             .sort_by_key(|cs| cs.suite() != rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
     }
-    let provider = Arc::new(provider);
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
-    let cert_der = cert.cert.der().clone();
-    let key_der = PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der());
+    Arc::new(provider)
+}
 
+/// quinn's default transport with the flow-control windows raised to `window_mib` MiB
+/// (0: quinn's defaults).
+pub fn transport(window_mib: u64) -> Result<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
     if window_mib > 0 {
         let w = window_mib << 20;
@@ -38,25 +46,48 @@ pub fn setup(window_mib: u64, chacha: bool) -> Result<(quinn::ServerConfig, quin
         transport.receive_window(quinn::VarInt::from_u64(w.max(64 << 20))?);
         transport.send_window(w.max(64 << 20));
     }
-    let transport = Arc::new(transport);
+    Ok(transport)
+}
 
-    let tls_server = rustls::ServerConfig::builder_with_provider(provider.clone())
+/// A server configuration with a fresh self-signed certificate for "localhost";
+/// returns the certificate too, for the client to trust.
+pub fn server_config(
+    transport: Arc<quinn::TransportConfig>,
+    chacha: bool,
+) -> Result<(quinn::ServerConfig, CertificateDer<'static>)> {
+    use quinn::crypto::rustls::QuicServerConfig;
+    use rustls::pki_types::PrivatePkcs8KeyDer;
+
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+    let cert_der = cert.cert.der().clone();
+    let key_der = PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der());
+    let tls_server = rustls::ServerConfig::builder_with_provider(provider(chacha))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(vec![cert_der.clone()], key_der.into())?;
     let mut server =
         quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls_server)?));
-    server.transport_config(transport.clone());
+    server.transport_config(transport);
+    Ok((server, cert_der))
+}
+
+/// A client configuration that trusts only `cert_der`.
+pub fn client_config(
+    transport: Arc<quinn::TransportConfig>,
+    chacha: bool,
+    cert_der: CertificateDer<'static>,
+) -> Result<quinn::ClientConfig> {
+    use quinn::crypto::rustls::QuicClientConfig;
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert_der)?;
-    let tls_client = rustls::ClientConfig::builder_with_provider(provider)
+    let tls_client = rustls::ClientConfig::builder_with_provider(provider(chacha))
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)
         .with_no_client_auth();
     let mut client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls_client)?));
     client.transport_config(transport);
-    Ok((server, client))
+    Ok(client)
 }
 
 /// Accepts one connection and `streams` unidirectional streams, reads them to the end;
