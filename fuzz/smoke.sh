@@ -35,6 +35,6 @@ for t in $(cargo +nightly fuzz list); do
         echo "fuzz smoke: $t failed; the input is in fuzz/artifacts/$t/" >&2
         exit 1
     fi
-    grep -E '^#[0-9]+ +DONE' "$log" || tail -n 1 "$log"
+    grep -E '^#[0-9]+[[:space:]]+DONE' "$log" || tail -n 1 "$log"
 done
 echo "fuzz smoke: all targets ran ${secs}s without a crash"
