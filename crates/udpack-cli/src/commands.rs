@@ -11,6 +11,7 @@ use udpack_io::{KeyFile, PrivateKey, PublicKey};
 
 use crate::bench::{BenchError, ConnectOptions, ListenOptions, Listener, Mode, Spec};
 use crate::error::{CliError, UsageError};
+use crate::progress::Display;
 use crate::send::SendOptions;
 use crate::serve::{Limits, Receiver, ServeOptions};
 
@@ -100,6 +101,33 @@ fn timeout(secs: f64) -> Result<Duration, UsageError> {
     Duration::try_from_secs_f64(secs).map_err(|_| UsageError::BadTimeout)
 }
 
+/// `--retry-for` in seconds (zero: no reconnecting).
+fn seconds(secs: f64) -> Result<Duration, UsageError> {
+    if !(secs.is_finite() && secs >= 0.0) {
+        return Err(UsageError::BadRetryFor);
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| UsageError::BadRetryFor)
+}
+
+/// `--rate`: bits per second, with an optional decimal suffix `k`, `M` or `G` (as
+/// iperf3's `-b`): `50M` is 50 Mbit/s.
+pub fn parse_rate(s: &str) -> Result<u64, UsageError> {
+    let bad = || UsageError::BadRate(s.to_string());
+    let t = s.trim();
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1_000),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1_000_000),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1_000_000_000),
+        _ => (t, 1),
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let bits = n * mult as f64;
+    if !(bits.is_finite() && (8.0..1e15).contains(&bits)) {
+        return Err(bad());
+    }
+    Ok(bits as u64)
+}
+
 /// The tokens of a tokens file: one per line, `#` starts a comment.
 fn read_tokens_file(path: &Path) -> Result<Vec<String>, UsageError> {
     let text = std::fs::read_to_string(path).map_err(|source| UsageError::TokensFile {
@@ -123,6 +151,14 @@ pub struct SendArgs {
     /// Seconds.
     pub timeout: f64,
     pub paths: Vec<PathBuf>,
+    /// Files in flight at once.
+    pub parallel: usize,
+    /// Seconds of reconnecting before giving up.
+    pub retry_for: f64,
+    /// Bits per second.
+    pub rate: Option<u64>,
+    /// A JSON summary instead of the progress and the summary line.
+    pub json: bool,
 }
 
 /// `udpack send`, with its summary line.
@@ -130,17 +166,28 @@ pub async fn send(args: SendArgs) -> Result<(), CliError> {
     let token = client_token(args.token)?;
     let timeout = timeout(args.timeout)?;
     let pubkey = load_public_key(&args.pubkey)?;
-    let summary = crate::send::send(SendOptions {
-        server: args.server,
-        pubkey,
-        token,
-        paths: args.paths,
-        timeout,
-    })
-    .await?;
+    if args.parallel == 0 {
+        return Err(UsageError::Parallel.into());
+    }
+    let retry_for = seconds(args.retry_for)?;
+    let mut opts = SendOptions::new(args.server, pubkey, token, args.paths);
+    opts.timeout = timeout;
+    opts.parallel = args.parallel;
+    opts.retry_for = retry_for;
+    opts.rate = args.rate.map(|bits| (bits / 8).max(1));
+    if args.json {
+        opts.display = Display::Quiet;
+    }
+    let summary = crate::send::send(opts).await?;
+    if args.json {
+        let line = serde_json::to_string(&summary)
+            .map_err(|e| CliError::Usage(UsageError::Json(e.to_string())))?;
+        println!("{line}");
+        return Ok(());
+    }
     let secs = summary.elapsed.as_secs_f64().max(1e-9);
     println!(
-        "sent {} file(s), {} bytes ({} over the network) in {secs:.2} s, {:.1} MB/s; SHA-256 verified by the server",
+        "sent {} file(s), {} bytes ({} over the network) in {secs:.2} s, {:.1} MB/s; BLAKE3 verified by the server",
         summary.files,
         summary.bytes,
         summary.sent,
@@ -226,4 +273,20 @@ pub async fn bench_connect(args: BenchConnectArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_bits_per_second_with_decimal_suffixes() {
+        assert_eq!(parse_rate("50M").ok(), Some(50_000_000));
+        assert_eq!(parse_rate("1.5k").ok(), Some(1_500));
+        assert_eq!(parse_rate("2G").ok(), Some(2_000_000_000));
+        assert_eq!(parse_rate("800").ok(), Some(800));
+        for bad in ["", "M", "-5M", "1", "nanM", "5X"] {
+            assert!(parse_rate(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -77,13 +77,12 @@ pub async fn demo() -> Result<(), CliError> {
     let addr = receiver.local_addr();
     println!("server: {addr}, receiving into {}", out.display());
     let server = tokio::spawn(receiver.run(std::future::pending()));
-    let summary = send(SendOptions {
-        server: addr.to_string(),
-        pubkey: PublicKey::load(&publ).map_err(|e| DemoError::Key(e.into()))?,
+    let summary = send(SendOptions::new(
+        addr.to_string(),
+        PublicKey::load(&publ).map_err(|e| DemoError::Key(e.into()))?,
         token,
-        paths: vec![src.clone()],
-        timeout: Duration::from_secs(10),
-    })
+        vec![src.clone()],
+    ))
     .await?;
     tokio::time::timeout(Duration::from_secs(30), server)
         .await

@@ -89,6 +89,14 @@ pub enum UsageError {
     BenchRole,
     #[error("--timeout must be a positive number of seconds")]
     BadTimeout,
+    #[error("--retry-for must be a number of seconds, 0 or more")]
+    BadRetryFor,
+    #[error("--rate {0}: expected bits per second such as 800k, 50M or 1.5G")]
+    BadRate(String),
+    #[error("--parallel must be at least 1")]
+    Parallel,
+    #[error("cannot write the JSON summary: {0}")]
+    Json(String),
     #[error("log directory {}: {source}", .path.display())]
     LogDir {
         path: PathBuf,

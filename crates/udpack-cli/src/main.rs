@@ -87,6 +87,19 @@ enum Command {
         /// Give up connecting after this many seconds.
         #[arg(long, default_value_t = 10.0)]
         timeout: f64,
+        /// Files in flight at once (files over 1 MiB: at most 4 of them).
+        #[arg(long, default_value_t = udpack_cli::send::DEFAULT_PARALLEL)]
+        parallel: usize,
+        /// When the session drops, reconnect and resume for up to this many seconds
+        /// (0: exit at once); exit 5 after that.
+        #[arg(long, default_value_t = udpack_cli::send::DEFAULT_RETRY_FOR.as_secs_f64())]
+        retry_for: f64,
+        /// Send at most this many bits per second (800k, 50M, 1.5G), to share a link.
+        #[arg(long, value_parser = commands::parse_rate)]
+        rate: Option<u64>,
+        /// Print a JSON summary on stdout instead of the progress and the summary line.
+        #[arg(long)]
+        json: bool,
         /// Write udpack.log, udpack.io.log and client.log here.
         #[arg(long)]
         log_dir: Option<PathBuf>,
@@ -225,6 +238,10 @@ async fn run(command: Command, log_guard: &mut Option<LogGuard>) -> Result<(), C
             pubkey,
             token,
             timeout,
+            parallel,
+            retry_for,
+            rate,
+            json,
             log_dir,
             verbose,
             paths,
@@ -236,6 +253,10 @@ async fn run(command: Command, log_guard: &mut Option<LogGuard>) -> Result<(), C
                 token,
                 timeout,
                 paths,
+                parallel,
+                retry_for,
+                rate,
+                json,
             };
             commands::send(args).await
         }

@@ -1,24 +1,49 @@
-//! The upload protocol of the `udpack` command, over udpack.io channels. One channel
-//! per file:
+//! The upload protocol of the `udpack` command (version 2), over udpack.io channels,
+//! one channel per file. The hash is BLAKE3: computed while the file is read and
+//! sent, never in a pass of its own.
 //!
-//! 1. client → `file {filename, filesize, sha256}` (with ack) → server answers
-//!    `{ok, offset, code, message}`: `offset` is where to resume (0 for a new upload);
-//! 2. client → `chunk {chunk}` messages from `offset` to the end, 1 MiB each;
-//! 3. client → `finish {}` (with ack) → server checks size and SHA-256, renames
-//!    `NAME.part` to its final name and answers `{ok, name, code, message}`.
+//! A file of at most [`INLINE_MAX`] bytes travels in its offer:
 //!
-//! The server may send `error {code, message}` at any time (a write failed) and then
-//! closes the channel.
+//! 1. client → `offer {name, size, id, data, hash}` (with ack) → server writes it,
+//!    checks size and hash, moves it into place and answers `{ok, name, ...}`: one
+//!    round trip per file.
+//!
+//! A larger file is streamed and resumable:
+//!
+//! 1. client → `offer {name, size, id}` (with ack) → server answers `{ok, offset,
+//!    prefix}`: `offset` bytes of the file are already there (0 for a new upload) and
+//!    `prefix` is their BLAKE3 hash;
+//! 2. if the client's own first `offset` bytes hash to something else (the file
+//!    changed), client → `restart {}` (with ack) → the server empties the part and
+//!    answers `{ok, offset: 0}`;
+//! 3. client → `data` messages, each a MessagePack `bin` of up to [`CHUNK_SIZE`] bytes,
+//!    from `offset` to the end;
+//! 4. client → `finish {hash}` (with ack) → server checks size and hash of the whole
+//!    file (the prefix it had included), renames `NAME.part` to its final name and
+//!    answers `{ok, name, ...}`.
+//!
+//! `id` names the upload for taking it over and resuming it: a keyed hash of the token,
+//! the name, the size and the modification time ([`upload_id`]), so that only a client
+//! with the same token and the same file resumes (or takes over) a part. The server may
+//! send `error {code, message}` at any time (a write failed) and then closes the
+//! channel.
 
 use serde::{Deserialize, Serialize};
 
-pub const FILE: &str = "file";
-pub const CHUNK: &str = "chunk";
+pub const OFFER: &str = "offer";
+pub const DATA: &str = "data";
+pub const RESTART: &str = "restart";
 pub const FINISH: &str = "finish";
 pub const ERROR: &str = "error";
 
-/// Bytes per `chunk` message.
+/// Bytes per `data` message.
 pub const CHUNK_SIZE: usize = 1024 * 1024;
+/// Largest file sent inside its offer.
+pub const INLINE_MAX: u64 = CHUNK_SIZE as u64;
+/// Bytes of an upload id.
+pub const ID_LEN: usize = 16;
+/// Bytes of a BLAKE3 hash.
+pub const HASH_LEN: usize = 32;
 
 /// Error codes in answers and `error` events.
 pub mod code {
@@ -28,7 +53,7 @@ pub mod code {
     pub const BUSY: &str = "busy";
     /// Reading or writing on the server failed (disk full, permissions...).
     pub const IO: &str = "io";
-    /// The received bytes do not match the announced size and SHA-256.
+    /// The received bytes do not match the announced size and hash.
     pub const INTEGRITY: &str = "integrity";
     /// The request itself was malformed.
     pub const PROTOCOL: &str = "protocol";
@@ -38,33 +63,48 @@ pub mod code {
     pub const QUOTA: &str = "quota";
 }
 
+/// The first message of a channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FileOffer {
+pub struct Offer {
     /// Relative path, components separated by `/`.
-    pub filename: String,
-    pub filesize: u64,
+    pub name: String,
+    pub size: u64,
+    /// [`upload_id`] of the file.
     #[serde(with = "serde_bytes")]
-    pub sha256: Vec<u8>,
+    pub id: Vec<u8>,
+    /// The whole content, for a file of at most [`INLINE_MAX`] bytes.
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    pub data: Option<Vec<u8>>,
+    /// BLAKE3 of `data`, with it.
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    pub hash: Option<Vec<u8>>,
 }
 
+/// The answer to an offer (and to `restart`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct FileAnswer {
+pub struct OfferAnswer {
     pub ok: bool,
+    /// Where to continue: the bytes the server holds.
     pub offset: u64,
+    /// BLAKE3 of those bytes (empty when `offset` is 0).
+    #[serde(with = "serde_bytes")]
+    pub prefix: Vec<u8>,
+    /// For a file sent in its offer: the final relative path on the server.
+    pub name: String,
     pub code: String,
     pub message: String,
 }
 
-/// A chunk, borrowed: from the read buffer when sending, from the received message
-/// when receiving (no copy either way).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ChunkRef<'a> {
-    #[serde(borrow, with = "serde_bytes")]
-    pub chunk: &'a [u8],
-}
-
 #[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Finish {}
+pub struct Restart {}
+
+/// The last message of a streamed file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Finish {
+    /// BLAKE3 of the whole file.
+    #[serde(with = "serde_bytes")]
+    pub hash: Vec<u8>,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FinishAnswer {
@@ -81,14 +121,37 @@ pub struct ErrorEvent {
     pub message: String,
 }
 
+/// The id of an upload of the file `name` of `size` bytes modified at `mtime_ns`, by a
+/// client holding `token`: the same on every run while the file is unchanged, and
+/// unknown to whoever lacks the token.
+pub fn upload_id(token: &str, name: &str, size: u64, mtime_ns: i128) -> Vec<u8> {
+    let key = blake3::derive_key("udpack upload id v2", token.as_bytes());
+    let mut h = blake3::Hasher::new_keyed(&key);
+    h.update(&(name.len() as u64).to_le_bytes());
+    h.update(name.as_bytes());
+    h.update(&size.to_le_bytes());
+    h.update(&mtime_ns.to_le_bytes());
+    h.finalize().as_bytes()[..ID_LEN].to_vec()
+}
+
+/// A chunk, borrowed: what the simpler upload of the examples sends (see [`js`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChunkRef<'a> {
+    #[serde(borrow, with = "serde_bytes")]
+    pub chunk: &'a [u8],
+}
+
 /// The simpler upload the udpack.io upload examples speak: `file {filename, filesize}`
-/// (no hash, no answer), the same [`ChunkRef`] `chunk`s and [`Finish`] `finish`, then
-/// `done` from the server and `done` back from the client: no resume, no integrity
-/// check. Named `js` because it follows the upload of the JavaScript udpack.io
-/// examples (the API mapping is in `udpack_io`'s crate docs).
+/// (no hash, no answer), `chunk {chunk}`s ([`ChunkRef`]) and `finish {}`, then `done`
+/// from the server and `done` back from the client: no resume, no integrity check.
+/// Named `js` because it follows the upload of the JavaScript udpack.io examples (the
+/// API mapping is in `udpack_io`'s crate docs).
 pub mod js {
     use serde::{Deserialize, Serialize};
 
+    pub const FILE: &str = "file";
+    pub const CHUNK: &str = "chunk";
+    pub const FINISH: &str = "finish";
     pub const DONE: &str = "done";
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,5 +161,28 @@ pub mod js {
     }
 
     #[derive(Debug, Default, Serialize, Deserialize)]
+    pub struct Finish {}
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
     pub struct Done {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_ids_differ_by_token_name_size_and_time() {
+        let base = upload_id("t", "a.bin", 10, 5);
+        assert_eq!(base.len(), ID_LEN);
+        assert_eq!(base, upload_id("t", "a.bin", 10, 5));
+        for other in [
+            upload_id("u", "a.bin", 10, 5),
+            upload_id("t", "b.bin", 10, 5),
+            upload_id("t", "a.bin", 11, 5),
+            upload_id("t", "a.bin", 10, 6),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
 }

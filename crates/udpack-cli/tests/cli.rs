@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use udpack::KeyFile;
-use udpack_cli::protocol::{ChunkRef, FileAnswer, FileOffer, Finish, FinishAnswer};
+use udpack_cli::protocol::{Finish, FinishAnswer, Offer, OfferAnswer};
 
 const TOKEN: &str = "s3cret-token";
 const MIB: usize = 1024 * 1024;
@@ -666,12 +666,7 @@ fn send_exit_codes() {
     assert_code(&o, 6, "flipped byte");
     assert!(text(&o.stderr).contains("integrity"), "{}", describe(&o));
     let out = s.out();
-    for name in [
-        "one.bin",
-        "one.bin.part",
-        "one.bin.part.sha256",
-        "one.bin.1",
-    ] {
+    for name in ["one.bin", "one.bin.part", "one.bin.part.id", "one.bin.1"] {
         assert!(
             !out.join(name).exists(),
             "{name} exists after a failed integrity check: {:?}",
@@ -847,7 +842,7 @@ fn interrupted_upload_resumes_from_the_part_file() {
     assert_eq!(sha256_of(&out.join("big.bin")), want, "big.bin differs");
     assert!(!part.exists(), "the part file is still there");
     assert!(
-        !out.join("big.bin.part.sha256").exists(),
+        !out.join("big.bin.part.id").exists(),
         "the sidecar is still there"
     );
     assert!(!out.join("big.bin.1").exists(), "a second copy appeared");
@@ -897,7 +892,7 @@ fn hostile_names_are_refused_and_nothing_lands_outside_out() {
     let pubkey = udpack::PublicKey::load(s.pubkey()).expect("public key");
     let addr = server.addr;
     let payload = data(4096, 7);
-    let payload_sha = Sha256::digest(&payload).to_vec();
+    let payload_hash = blake3::hash(&payload).as_bytes().to_vec();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (answers, good) = rt.block_on(async {
         let client = udpack_io::Client::bind(
@@ -912,13 +907,15 @@ fn hostile_names_are_refused_and_nothing_lands_outside_out() {
         let mut answers = Vec::new();
         for name in &names {
             let channel = client.open_channel().await.expect("channel");
-            let a: FileAnswer = channel
+            let a: OfferAnswer = channel
                 .send_with_ack_timeout(
-                    "file",
-                    &FileOffer {
-                        filename: name.clone(),
-                        filesize: payload.len() as u64,
-                        sha256: payload_sha.clone(),
+                    "offer",
+                    &Offer {
+                        name: name.clone(),
+                        size: payload.len() as u64,
+                        id: vec![1; 16],
+                        data: None,
+                        hash: None,
                     },
                     Duration::from_secs(10),
                 )
@@ -929,13 +926,15 @@ fn hostile_names_are_refused_and_nothing_lands_outside_out() {
         }
         // The same raw client with a plain name works: the refusals are about names.
         let channel = client.open_channel().await.expect("channel");
-        let a: FileAnswer = channel
+        let a: OfferAnswer = channel
             .send_with_ack_timeout(
-                "file",
-                &FileOffer {
-                    filename: "fine.txt".into(),
-                    filesize: payload.len() as u64,
-                    sha256: payload_sha.clone(),
+                "offer",
+                &Offer {
+                    name: "fine.txt".into(),
+                    size: payload.len() as u64,
+                    id: vec![2; 16],
+                    data: None,
+                    hash: None,
                 },
                 Duration::from_secs(10),
             )
@@ -943,11 +942,12 @@ fn hostile_names_are_refused_and_nothing_lands_outside_out() {
             .expect("answer");
         assert!(a.ok && a.offset == 0, "fine.txt refused: {a:?}");
         channel
-            .send("chunk", &ChunkRef { chunk: &payload })
+            .send_bytes("data", payload.clone().into())
             .await
-            .expect("chunk");
+            .expect("data");
+        let finish = Finish { hash: payload_hash };
         let f: FinishAnswer = channel
-            .send_with_ack_timeout("finish", &Finish {}, Duration::from_secs(10))
+            .send_with_ack_timeout("finish", &finish, Duration::from_secs(10))
             .await
             .expect("finish answer");
         channel.close().await;

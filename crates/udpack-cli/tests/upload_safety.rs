@@ -10,9 +10,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use sha2::{Digest, Sha256};
 use udpack::KeyFile;
-use udpack_cli::protocol::{ChunkRef, FileAnswer, FileOffer, Finish, FinishAnswer};
+use udpack_cli::protocol::{Finish, FinishAnswer, Offer, OfferAnswer};
 
 const TOKEN: &str = "s3cret-token";
 
@@ -85,7 +84,7 @@ impl Env {
 
     /// A raw client: offers each of `offers` (name, content) on its own channel and,
     /// when accepted, uploads and finishes it; returns the answers.
-    fn upload(&self, offers: &[(&str, &[u8])]) -> Vec<(FileAnswer, Option<FinishAnswer>)> {
+    fn upload(&self, offers: &[(&str, &[u8])]) -> Vec<(OfferAnswer, Option<FinishAnswer>)> {
         let pubkey = udpack::PublicKey::load(self.path("keys/pubkey.pem")).expect("pubkey");
         let addr = self.addr.expect("serving");
         let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -102,19 +101,22 @@ impl Env {
             let mut out = Vec::new();
             for (name, content) in offers {
                 let channel = client.open_channel().await.expect("channel");
-                let a: FileAnswer = channel
-                    .send_with_ack_timeout("file", &offer(name, content), Duration::from_secs(10))
+                let a: OfferAnswer = channel
+                    .send_with_ack_timeout("offer", &offer(name, content), Duration::from_secs(10))
                     .await
                     .expect("answer");
                 let mut f = None;
                 if a.ok {
                     channel
-                        .send("chunk", &ChunkRef { chunk: content })
+                        .send_bytes("data", content.to_vec().into())
                         .await
-                        .expect("chunk");
+                        .expect("data");
+                    let finish = Finish {
+                        hash: blake3::hash(content).as_bytes().to_vec(),
+                    };
                     f = Some(
                         channel
-                            .send_with_ack_timeout("finish", &Finish {}, Duration::from_secs(10))
+                            .send_with_ack_timeout("finish", &finish, Duration::from_secs(10))
                             .await
                             .expect("finish answer"),
                     );
@@ -139,15 +141,18 @@ impl Drop for Env {
     }
 }
 
-fn offer(name: &str, content: &[u8]) -> FileOffer {
-    FileOffer {
-        filename: name.into(),
-        filesize: content.len() as u64,
-        sha256: Sha256::digest(content).to_vec(),
+/// A streamed offer of `content` (the data follows in `data` messages).
+fn offer(name: &str, content: &[u8]) -> Offer {
+    Offer {
+        name: name.into(),
+        size: content.len() as u64,
+        id: blake3::hash(name.as_bytes()).as_bytes()[..16].to_vec(),
+        data: None,
+        hash: None,
     }
 }
 
-fn assert_refused(a: &FileAnswer, code: &str, words: &str, what: &str) {
+fn assert_refused(a: &OfferAnswer, code: &str, words: &str, what: &str) {
     assert!(!a.ok, "{what} was accepted: {a:?}");
     assert_eq!(a.code, code, "{what}: {a:?}");
     assert!(a.message.contains(words), "{what}: {a:?}");
@@ -182,7 +187,7 @@ fn links_in_the_output_directory_are_never_followed() {
         std::os::unix::fs::symlink(outside.join(target), out.join(at)).expect("symlink")
     };
     link("victim-part", "a.bin.part");
-    link("victim-sidecar", "b.bin.part.sha256");
+    link("victim-sidecar", "b.bin.part.id");
     link("victim-final", "c.bin");
     std::os::unix::fs::symlink(&outside, out.join("sub")).expect("symlink");
     let before = contents(&outside);
@@ -209,7 +214,7 @@ fn links_in_the_output_directory_are_never_followed() {
         before,
         "something changed outside --out"
     );
-    for l in ["a.bin.part", "b.bin.part.sha256", "c.bin", "sub"] {
+    for l in ["a.bin.part", "b.bin.part.id", "c.bin", "sub"] {
         assert!(out.join(l).is_symlink(), "{l} was replaced");
     }
 }
@@ -237,9 +242,9 @@ fn colons_and_names_a_file_system_folds_together() {
         .expect("bind");
         let _socket = client.connect(addr.to_string()).await.expect("connect");
         let first = client.open_channel().await.expect("channel");
-        let a: FileAnswer = first
+        let a: OfferAnswer = first
             .send_with_ack_timeout(
-                "file",
+                "offer",
                 &offer("Caf\u{e9}.TXT", &[1; 100]),
                 Duration::from_secs(10),
             )
@@ -247,9 +252,9 @@ fn colons_and_names_a_file_system_folds_together() {
             .expect("answer");
         assert!(a.ok, "{a:?}");
         let other = client.open_channel().await.expect("channel");
-        let b: FileAnswer = other
+        let b: OfferAnswer = other
             .send_with_ack_timeout(
-                "file",
+                "offer",
                 &offer("cafe\u{301}.txt", &[2; 100]),
                 Duration::from_secs(10),
             )
@@ -266,8 +271,8 @@ fn offers_beyond_free_space_or_quota_are_refused() {
     let mut env = Env::new();
     std::fs::write(env.path("out/old.bin"), vec![0u8; 8192]).expect("write");
     env.serve(&["--quota", "10K"]);
-    let huge = FileOffer {
-        filesize: 1 << 60,
+    let huge = Offer {
+        size: 1 << 60,
         ..offer("huge.bin", b"")
     };
     let pubkey = udpack::PublicKey::load(env.path("keys/pubkey.pem")).expect("pubkey");
@@ -283,8 +288,8 @@ fn offers_beyond_free_space_or_quota_are_refused() {
         .expect("bind");
         let _socket = client.connect(addr.to_string()).await.expect("connect");
         let ch = client.open_channel().await.expect("channel");
-        let a: FileAnswer = ch
-            .send_with_ack_timeout("file", &huge, Duration::from_secs(10))
+        let a: OfferAnswer = ch
+            .send_with_ack_timeout("offer", &huge, Duration::from_secs(10))
             .await
             .expect("answer");
         client.close();
@@ -307,7 +312,12 @@ fn offers_beyond_free_space_or_quota_are_refused() {
 fn abandoned_parts_are_removed_at_start_and_periodically() {
     let mut env = Env::new();
     let week_ago = SystemTime::now() - Duration::from_secs(8 * 24 * 3600);
-    for name in ["old.bin.part", "old.bin.part.sha256", "d/old2.bin.part"] {
+    for name in [
+        "old.bin.part",
+        "old.bin.part.sha256",
+        "old.bin.part.id",
+        "d/old2.bin.part",
+    ] {
         let p = env.path("out").join(name);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         let f = std::fs::File::create(&p).expect("create");
@@ -318,7 +328,12 @@ fn abandoned_parts_are_removed_at_start_and_periodically() {
     let old_final = std::fs::File::create(env.path("out/old-final.bin")).expect("create");
     old_final.set_modified(week_ago).expect("set mtime");
     env.serve(&[]);
-    for gone in ["old.bin.part", "old.bin.part.sha256", "d/old2.bin.part"] {
+    for gone in [
+        "old.bin.part",
+        "old.bin.part.sha256",
+        "old.bin.part.id",
+        "d/old2.bin.part",
+    ] {
         assert!(!env.path("out").join(gone).exists(), "{gone} kept");
     }
     for kept in ["fresh.bin.part", "kept.bin", "old-final.bin"] {

@@ -124,6 +124,20 @@ impl Core {
         Ok(())
     }
 
+    /// Writes a frame's head and its payload under one lock, so that no other message
+    /// comes between them; the payload is not copied.
+    async fn write_frame_parts(&self, head: Vec<u8>, payload: Bytes) -> Result<(), Error> {
+        let body = head.len() - FRAME_HEADER_LEN + payload.len();
+        if body > self.limits.max_message_size {
+            return Err(Error::TooLarge(body));
+        }
+        let mut w = self.writer.lock().await;
+        let w = w.as_mut().ok_or(Error::ChannelClosed)?;
+        w.write_all_bytes(Bytes::from(head)).await?;
+        w.write_all_bytes(payload).await?;
+        Ok(())
+    }
+
     fn set_closed(&self, why: ChannelClosed) {
         self.closed.send_if_modified(|c| {
             if c.is_none() {
@@ -201,6 +215,22 @@ impl Channel {
         let frame = message::encode_event(event, data, None)?;
         tracing::trace!(target: "udpack.io", socket = %self.core.socket.id_str(), channel = self.core.id, event, len = frame.len(), "send");
         self.core.write_frame(frame).await
+    }
+
+    /// Sends `[event, data]` with `data` a MessagePack `bin` of these bytes, without
+    /// copying them: the way to move bulk data. The peer reads them with
+    /// [`Message::data_bytes`](crate::Message::data_bytes) (also without a copy).
+    pub async fn send_bytes(&self, event: &str, data: Bytes) -> Result<(), Error> {
+        let head = message::encode_bytes_head(event, data.len())?;
+        tracing::trace!(target: "udpack.io", socket = %self.core.socket.id_str(), channel = self.core.id, event, len = data.len(), "send bytes");
+        self.core.write_frame_parts(head, data).await
+    }
+
+    /// Bytes of this channel's stream (frames, heads included) the peer acknowledged,
+    /// from the start without a gap; `None` once the stream is gone. What a progress
+    /// display counts as delivered, rather than what was taken into the send buffer.
+    pub fn acked(&self) -> Option<u64> {
+        self.core.socket.session().stream_acked(self.core.id)
     }
 
     /// Sends `[event, data, id]` and waits for the peer's reply, decoded as `R`; sending

@@ -61,6 +61,21 @@ impl Message {
         &self.raw[self.data.clone()]
     }
 
+    /// The data as bytes without a copy, when it is a MessagePack `bin` (what
+    /// [`crate::Channel::send_bytes`] sends, or a JavaScript `Uint8Array`): a slice of
+    /// the received message that can be handed to another thread.
+    pub fn data_bytes(&self) -> Result<Bytes, Error> {
+        let data = &self.raw[self.data.clone()];
+        let mut rd: &[u8] = data;
+        let len = rmp::decode::read_bin_len(&mut rd)
+            .map_err(|_| Error::Decode("the data is not a bin".into()))? as usize;
+        if rd.len() != len {
+            return Err(Error::Decode("bin length does not match the data".into()));
+        }
+        let start = self.data.start + (data.len() - rd.len());
+        Ok(self.raw.slice(start..self.data.end))
+    }
+
     /// True if the sender waits for a reply ([`crate::Channel::send_with_ack`]).
     pub fn wants_reply(&self) -> bool {
         matches!(self.kind, Kind::Event { ack: Some(_), .. })
@@ -104,6 +119,20 @@ pub(crate) fn encode_event<T: Serialize + ?Sized>(
         rmp::encode::write_uint(&mut buf, id).map_err(|e| Error::Encode(e.to_string()))?;
     }
     finish_frame(buf)
+}
+
+/// The frame of `[event, <bin of len bytes>]` up to the bin's payload, which follows
+/// it on the stream: a large payload is written after it without being copied.
+pub(crate) fn encode_bytes_head(event: &str, len: usize) -> Result<Vec<u8>, Error> {
+    let mut buf = vec![0u8; FRAME_HEADER_LEN];
+    rmp::encode::write_array_len(&mut buf, 2).map_err(|e| Error::Encode(e.to_string()))?;
+    rmp::encode::write_str(&mut buf, event).map_err(|e| Error::Encode(e.to_string()))?;
+    let bin_len = u32::try_from(len).map_err(|_| Error::TooLarge(len))?;
+    rmp::encode::write_bin_len(&mut buf, bin_len).map_err(|e| Error::Encode(e.to_string()))?;
+    let body = buf.len() - FRAME_HEADER_LEN + len;
+    let frame_len = u32::try_from(body).map_err(|_| Error::TooLarge(body))?;
+    buf[..FRAME_HEADER_LEN].copy_from_slice(&frame_len.to_be_bytes());
+    Ok(buf)
 }
 
 /// Encodes the reply `[id, data]` as one frame.
@@ -324,6 +353,28 @@ mod tests {
             }
         );
         assert_eq!(m.data::<Chunk>().expect("data"), c);
+    }
+
+    #[test]
+    fn bytes_head_and_payload_decode_as_one_bin_message() {
+        for len in [0usize, 5, 300, 70_000] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let mut frame = encode_bytes_head("data", len).expect("head");
+            frame.extend_from_slice(&payload);
+            let m = decode(body(&frame)).expect("decode");
+            assert_eq!(m.event(), "data");
+            let got = m.data_bytes().expect("bin");
+            assert_eq!(&got[..], &payload[..]);
+            // The same bytes read through serde, as a JavaScript `Uint8Array` would be.
+            let via_serde: serde_bytes::ByteBuf = m.data().expect("serde");
+            assert_eq!(via_serde.as_ref(), &payload[..]);
+        }
+        // Data that is not a bin is refused, not misread.
+        let m = decode(body(
+            &encode_event("data", &[1u8, 2], None).expect("encode"),
+        ))
+        .expect("decode");
+        assert!(m.data_bytes().is_err());
     }
 
     #[test]

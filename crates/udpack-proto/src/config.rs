@@ -38,6 +38,10 @@ pub struct TransportConfig {
     pub initial_rtt: Duration,
     /// Congestion controller.
     pub congestion: ControllerKind,
+    /// A ceiling on the sending rate in bytes per second, below what the congestion
+    /// controller would allow, for senders that share their link (`None`: no ceiling).
+    /// Local: the peer is not told.
+    pub max_send_rate: Option<u64>,
 }
 
 impl Default for TransportConfig {
@@ -56,6 +60,7 @@ impl Default for TransportConfig {
             ack_eliciting_threshold: 2,
             initial_rtt: Duration::from_millis(200),
             congestion: ControllerKind::Bbr,
+            max_send_rate: None,
         }
     }
 }

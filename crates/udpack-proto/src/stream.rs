@@ -81,6 +81,11 @@ impl SendBuffer {
         self.end - self.base
     }
 
+    /// Offset below which every byte was acknowledged.
+    pub fn acked_prefix(&self) -> u64 {
+        self.base
+    }
+
     /// True when every written byte was acknowledged.
     pub fn all_acked(&self) -> bool {
         self.base == self.end

@@ -94,6 +94,15 @@ impl Session {
         r
     }
 
+    /// Bytes written on stream `id` that the peer acknowledged, from the start without
+    /// a gap (see [`crate::SendStream::acked`]); `None` for a stream the session no
+    /// longer holds.
+    pub fn stream_acked(&self, id: u64) -> Option<u64> {
+        let mut st = self.inner.shared.lock();
+        let s = st.proto.session(self.inner.handle)?;
+        s.stream_acked(udpack_proto::StreamId(id)).ok()
+    }
+
     /// This side's session id.
     pub fn id(&self) -> u64 {
         self.inner.handle.0

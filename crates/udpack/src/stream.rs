@@ -135,6 +135,13 @@ impl Stream {
         self.send.write_all_bytes(data).await
     }
 
+    /// Bytes written on this stream that the peer acknowledged, from the start without a
+    /// gap: what a progress display can honestly call delivered. `None` once the stream
+    /// is gone from the session (everything acknowledged, or the session closed).
+    pub fn acked(&self) -> Option<u64> {
+        self.send.acked()
+    }
+
     /// Ends the sending side: the peer reads everything written, then the end of the
     /// stream. Returns at once; [`Stream::finished`] waits for the acknowledgment.
     pub fn finish(&mut self) -> Result<(), StreamError> {
@@ -268,6 +275,13 @@ impl SendStream {
             let _ = data.split_to(n);
         }
         Ok(())
+    }
+
+    /// Bytes written on this stream that the peer acknowledged, from the start without a
+    /// gap. `None` once the stream is gone from the session (everything acknowledged, or
+    /// the session closed).
+    pub fn acked(&self) -> Option<u64> {
+        self.session.stream_acked(self.id.0)
     }
 
     /// Ends the sending side: the peer reads everything written, then the end of the

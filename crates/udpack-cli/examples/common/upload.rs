@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use udpack_cli::protocol::js::{Done, FileInfo, DONE};
-use udpack_cli::protocol::{ChunkRef, Finish, CHUNK, CHUNK_SIZE, FILE, FINISH};
+use udpack_cli::protocol::js::{Done, FileInfo, Finish, CHUNK, DONE, FILE, FINISH};
+use udpack_cli::protocol::{ChunkRef, CHUNK_SIZE};
 use udpack_io::{Channel, Client, ClientEvent, Server, ServerEvent};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -10,6 +10,17 @@ pub(super) struct Item {
     pub path: PathBuf,
     pub name: String,
     pub size: u64,
+    /// Modification time in nanoseconds since the epoch (0 if unknown): part of the
+    /// upload id, so a changed file does not resume an old part.
+    pub mtime_ns: i128,
+}
+
+fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
 }
 
 /// Files to send: plain files by their name, directories recursively under their own
@@ -34,6 +45,7 @@ pub(super) fn collect(paths: &[PathBuf]) -> Result<Vec<Item>, SendError> {
                 path: p.clone(),
                 name: base,
                 size: meta.len(),
+                mtime_ns: mtime_ns(&meta),
             });
         } else {
             return Err(SendError::NotAFile(p.clone()));
@@ -65,6 +77,7 @@ fn walk(dir: &Path, prefix: &str, items: &mut Vec<Item>) -> Result<(), SendError
                 path,
                 name: rel,
                 size: meta.len(),
+                mtime_ns: mtime_ns(&meta),
             });
         }
     }

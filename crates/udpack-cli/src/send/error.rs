@@ -59,6 +59,15 @@ pub enum SendError {
         code: String,
         message: String,
     },
+    /// The session was lost and reconnecting is off (`--retry-for 0`).
+    #[error("the session was lost: {0}")]
+    SessionLost(String),
+    /// Reconnecting failed for `--retry-for` (exit 5).
+    #[error("gave up reconnecting after {} s: {last}", .after.as_secs())]
+    GaveUp {
+        after: std::time::Duration,
+        last: Box<SendError>,
+    },
     /// The file arrived intact but the server could not keep it.
     #[error("{name}: the server could not store the file ({code}): {message}")]
     NotStored {
@@ -80,8 +89,19 @@ impl SendError {
         match self {
             SendError::Connect(c) => c.code(),
             SendError::IntegrityRejected(_) | SendError::IntegrityFailed { .. } => exit::INTEGRITY,
+            SendError::GaveUp { .. } | SendError::SessionLost(_) => exit::UNREACHABLE,
             _ => exit::OTHER,
         }
+    }
+
+    /// True for a failure to connect that may pass (no answer, network unreachable),
+    /// false for a refused token or a wrong key, which will not.
+    pub(super) fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            SendError::Connect(ConnectFailure::TimedOut | ConnectFailure::Unreachable(_))
+                | SendError::Transport(_)
+        )
     }
 }
 

@@ -18,6 +18,17 @@ impl Faults {
         }
     }
 
+    /// `chunk`, damaged if asked for (it starts `sent` bytes into what this upload
+    /// sends).
+    pub fn tampered(&self, chunk: bytes::Bytes, sent: u64) -> bytes::Bytes {
+        if !(self.flip_first_byte && sent == 0) {
+            return chunk;
+        }
+        let mut v = chunk.to_vec();
+        self.tamper(&mut v, sent);
+        bytes::Bytes::from(v)
+    }
+
     /// Damages `chunk`, which starts `sent` bytes into what this upload sends.
     pub fn tamper(&self, chunk: &mut [u8], sent: u64) {
         if self.flip_first_byte && sent == 0 {

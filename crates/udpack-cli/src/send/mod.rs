@@ -1,21 +1,32 @@
-//! `udpack send`: uploads files and directories, one channel per file, the first
-//! failure ending the run.
+//! `udpack send`: uploads files and directories, several files at once, one channel per
+//! file; reconnects and resumes when the session drops; the first failure of a file
+//! ends the run.
 
 mod collect;
 mod error;
 #[cfg(feature = "test-faults")]
 mod faults;
+mod run;
+mod source;
 mod upload;
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use udpack_io::{Client, ClientOptions, PublicKey, Reconnect};
+use udpack_io::PublicKey;
 
-use crate::progress::Progress;
+use crate::progress::Display;
 
 pub use error::SendError;
+pub use run::send;
+
+/// Files in flight at once, by default.
+pub const DEFAULT_PARALLEL: usize = 32;
+/// Files over [`crate::protocol::INLINE_MAX`] streamed at once, at most: one stream
+/// already fills the path; a second keeps it full while the first waits for its check.
+pub const MAX_STREAMED: usize = 4;
+/// How long a lost session is retried, by default.
+pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(300);
 
 /// What `send` needs.
 pub struct SendOptions {
@@ -23,73 +34,50 @@ pub struct SendOptions {
     pub pubkey: PublicKey,
     pub token: String,
     pub paths: Vec<PathBuf>,
+    /// For the handshake of each connection attempt.
     pub timeout: Duration,
+    /// Files in flight at once (at least 1).
+    pub parallel: usize,
+    /// How long to keep reconnecting once the session is lost (zero: not at all).
+    pub retry_for: Duration,
+    /// Ceiling on the sending rate, bytes per second.
+    pub rate: Option<u64>,
+    pub display: Display,
+}
+
+impl SendOptions {
+    /// Options with the defaults: [`DEFAULT_PARALLEL`], [`DEFAULT_RETRY_FOR`], no rate
+    /// ceiling, the display chosen by the terminal.
+    pub fn new(server: String, pubkey: PublicKey, token: String, paths: Vec<PathBuf>) -> Self {
+        SendOptions {
+            server,
+            pubkey,
+            token,
+            paths,
+            timeout: Duration::from_secs(10),
+            parallel: DEFAULT_PARALLEL,
+            retry_for: DEFAULT_RETRY_FOR,
+            rate: None,
+            display: Display::Auto,
+        }
+    }
 }
 
 /// What was sent.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct Summary {
     pub files: usize,
     pub bytes: u64,
     /// Bytes that went over the network (less than `bytes` when uploads resumed).
     pub sent: u64,
+    #[serde(serialize_with = "secs")]
     pub elapsed: Duration,
+    /// Times the session was lost and made again.
+    pub reconnects: u32,
     /// Final names on the server.
     pub names: Vec<String>,
 }
 
-/// Uploads everything; the first failure ends the run.
-pub async fn send(opts: SendOptions) -> Result<Summary, SendError> {
-    let items = collect::collect(&opts.paths)?;
-    let total: u64 = items.iter().map(|i| i.size).sum();
-    let client = Client::bind(
-        ClientOptions::new(opts.pubkey)
-            .token(opts.token.clone())
-            .handshake_timeout(opts.timeout)
-            .reconnect(Reconnect::off()),
-    )
-    .await?;
-    let started = Instant::now();
-    let socket = client.connect(opts.server.clone()).await?;
-    tracing::info!(socket = %socket.id_str(), server = %opts.server, "connected");
-    let progress = Arc::new(Progress::new("send", total));
-    let ticker = {
-        let progress = progress.clone();
-        let mut speed = client.endpoint().speed();
-        tokio::spawn(async move {
-            while speed.changed().await.is_ok() {
-                let s = *speed.borrow();
-                progress.tick(s);
-            }
-        })
-    };
-    let mut summary = Summary::default();
-    let mut result = Ok(());
-    for item in &items {
-        match upload::send_one(&client, item, &progress).await {
-            Ok((name, sent)) => {
-                summary.files += 1;
-                summary.bytes += item.size;
-                summary.sent += sent;
-                progress.finish_file(
-                    &item.name,
-                    &format!("sent as {name}, SHA-256 verified by the server"),
-                );
-                summary.names.push(name);
-            }
-            Err(e) => {
-                progress.finish_file(&item.name, &format!("failed: {e}"));
-                result = Err(e);
-                break;
-            }
-        }
-    }
-    ticker.abort();
-    progress.clear();
-    summary.elapsed = started.elapsed();
-    // A graceful close: the server sees the session end once everything is through.
-    socket.close(0, "done");
-    let _ = tokio::time::timeout(Duration::from_secs(3), socket.closed()).await;
-    client.close();
-    result.map(|()| summary)
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }

@@ -1,30 +1,66 @@
-//! One file on its own channel: hashed, offered, sent from where the server has it,
-//! and checked by the server.
+//! One file on its own channel: sent whole in its offer when small, otherwise offered,
+//! streamed from where the server has it (after checking the server's prefix), and
+//! checked by the server. Failures say whether the session was lost (the file is
+//! retried on the next session) or the file itself failed.
 
-use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use udpack_io::Client;
+use udpack_io::{Channel, Socket};
 
 use super::collect::Item;
+use super::source::{self, Piece};
 use super::SendError;
 use crate::progress::Progress;
 use crate::protocol::{
-    code, ChunkRef, ErrorEvent, FileAnswer, FileOffer, Finish, FinishAnswer, CHUNK, CHUNK_SIZE,
-    ERROR, FILE, FINISH,
+    code, upload_id, ErrorEvent, Finish, FinishAnswer, Offer, OfferAnswer, Restart, DATA, ERROR,
+    FINISH, INLINE_MAX, OFFER, RESTART,
 };
 
-/// Sends one file on its own channel; returns its final name and the bytes sent.
+/// Longest wait for the answer to an offer or a restart.
+const OFFER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for the answer to `finish`: the server makes the file durable first.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(600);
+/// Bytes of a channel's stream that are not file data, at most, before the data: the
+/// offer and `data` heads. Progress from acknowledged stream bytes leaves them out.
+const HEAD_ALLOWANCE: u64 = 512;
+
+/// How one file's upload ended, short of success.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// The session ended under it: send it again on the next one.
+    SessionLost(SendError),
+    /// The file failed for good.
+    Fatal(SendError),
+}
+
+/// A file stored on the server.
+pub(super) struct Sent {
+    /// Its final name there.
+    pub name: String,
+    /// Bytes that went over the network (less than the size when resumed).
+    pub sent: u64,
+}
+
+/// Sends `item` on a new channel of `socket`.
 pub(super) async fn send_one(
-    client: &Client,
+    socket: &Socket,
+    token: &str,
     item: &Item,
     progress: &Progress,
-) -> Result<(String, u64), SendError> {
-    let sha256 = sha256_file(&item.path, item.size).await?;
-    let channel = client.open_channel().await?;
+) -> Result<Sent, Failure> {
+    let lost_or = |e: SendError| {
+        if socket.session().close_reason().is_some() {
+            Failure::SessionLost(e)
+        } else {
+            Failure::Fatal(e)
+        }
+    };
+    let channel = socket
+        .open_channel()
+        .await
+        .map_err(|e| lost_or(SendError::from(e)))?;
     let server_error: Arc<Mutex<Option<ErrorEvent>>> = Arc::new(Mutex::new(None));
     {
         let slot = server_error.clone();
@@ -34,145 +70,217 @@ pub(super) async fn send_one(
             }
         });
     }
-    let answer: FileAnswer = channel
-        .send_with_ack_timeout(
-            FILE,
-            &FileOffer {
-                filename: item.name.clone(),
-                filesize: item.size,
-                sha256: sha256.clone(),
-            },
-            Duration::from_secs(60),
-        )
-        .await
-        .map_err(|source| SendError::Channel {
-            name: item.name.clone(),
-            source,
-        })?;
-    if !answer.ok {
-        return Err(SendError::Refused {
-            name: item.name.clone(),
-            code: answer.code,
-            message: answer.message,
-        });
-    }
-    let offset = answer.offset.min(item.size);
-    if offset > 0 {
-        tracing::info!(name = %item.name, offset, "resuming");
-    }
-    progress.start_file(&item.name, item.size, offset);
-    let mut file = tokio::fs::File::open(&item.path)
-        .await
-        .map_err(|e| SendError::access(&item.path, e))?;
-    file.seek(std::io::SeekFrom::Start(offset)).await?;
-    // Exactly the announced bytes, even if the file grows meanwhile.
-    let mut file = file.take(item.size - offset);
-    let mut buf = vec![0u8; CHUNK_SIZE];
-    let mut sent = 0u64;
-    #[cfg(feature = "test-faults")]
-    let faults = super::faults::Faults::from_env();
-    loop {
-        let n = read_up_to(&mut file, &mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        #[cfg(feature = "test-faults")]
-        faults.tamper(&mut buf[..n], sent);
-        // The next read waits until this chunk is taken: back-pressure.
-        if let Err(source) = channel.send(CHUNK, &ChunkRef { chunk: &buf[..n] }).await {
-            return Err(
-                server_failure(&server_error, &item.name).unwrap_or_else(|| SendError::Channel {
-                    name: item.name.clone(),
-                    source,
-                }),
-            );
-        }
-        if let Some(e) = server_failure(&server_error, &item.name) {
-            return Err(e);
-        }
-        sent += n as u64;
-        progress.advance(&item.name, n as u64);
-    }
-    // The server hashes what it has; give it time for big files.
-    let finish: FinishAnswer = channel
-        .send_with_ack_timeout(FINISH, &Finish {}, Duration::from_secs(600))
-        .await
-        .map_err(|source| {
-            server_failure(&server_error, &item.name).unwrap_or_else(|| SendError::Channel {
-                name: item.name.clone(),
-                source,
-            })
-        })?;
-    channel.close().await;
-    if finish.ok {
-        return Ok((finish.name, sent));
-    }
-    if finish.code == code::INTEGRITY {
-        return Err(SendError::IntegrityRejected(finish.message));
-    }
-    Err(SendError::NotStored {
-        name: item.name.clone(),
-        code: finish.code,
-        message: finish.message,
-    })
-}
-
-/// SHA-256 of the first `size` bytes of the file: what will be announced and sent,
-/// even if the file grows meanwhile.
-async fn sha256_file(path: &Path, size: u64) -> Result<Vec<u8>, SendError> {
-    let f = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| SendError::access(path, e))?;
-    let mut f = f.take(size);
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; CHUNK_SIZE];
-    let mut n_total = 0u64;
-    loop {
-        let n = f
-            .read(&mut buf)
-            .await
-            .map_err(|e| SendError::access(path, e))?;
-        if n == 0 {
-            break;
-        }
-        n_total += n as u64;
-        h.update(&buf[..n]);
-    }
-    if n_total != size {
-        return Err(SendError::Shrank(path.to_path_buf()));
-    }
-    Ok(h.finalize().to_vec())
-}
-
-/// The failure the server reported with an `error` event, if it did.
-fn server_failure(slot: &Mutex<Option<ErrorEvent>>, name: &str) -> Option<SendError> {
-    let e = slot.lock().ok()?.take()?;
-    Some(if e.code == code::INTEGRITY {
-        SendError::IntegrityFailed {
-            name: name.to_string(),
-            message: e.message,
-        }
+    let file = FileUpload {
+        channel: &channel,
+        item,
+        id: upload_id(token, &item.name, item.size, item.mtime_ns),
+        progress,
+        server_error: &server_error,
+    };
+    let result = if item.size <= INLINE_MAX {
+        file.send_whole().await
     } else {
-        SendError::ServerFailed {
-            name: name.to_string(),
-            code: e.code,
-            message: e.message,
-        }
+        file.stream().await
+    };
+    channel.close().await;
+    result.map_err(|e| match e {
+        // A refusal or a failed check is the server's word, whatever the session does.
+        e @ (SendError::Refused { .. }
+        | SendError::IntegrityRejected(_)
+        | SendError::IntegrityFailed { .. }
+        | SendError::NotStored { .. }
+        | SendError::ServerFailed { .. }
+        | SendError::Shrank(_)
+        | SendError::Access { .. }) => Failure::Fatal(e),
+        e => lost_or(e),
     })
 }
 
-/// Fills `buf` unless the file ends first; returns the bytes read.
-async fn read_up_to(
-    file: &mut (impl tokio::io::AsyncRead + Unpin),
-    buf: &mut [u8],
-) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        let got = file.read(&mut buf[n..]).await?;
-        if got == 0 {
-            break;
+struct FileUpload<'a> {
+    channel: &'a Channel,
+    item: &'a Item,
+    id: Vec<u8>,
+    progress: &'a Progress,
+    server_error: &'a Mutex<Option<ErrorEvent>>,
+}
+
+impl FileUpload<'_> {
+    /// A small file: content and hash in the offer, stored by the one answer.
+    async fn send_whole(&self) -> Result<Sent, SendError> {
+        let (data, hash) = source::read_whole(&self.item.path, self.item.size).await?;
+        #[cfg(feature = "test-faults")]
+        let data = {
+            let mut data = data;
+            super::faults::Faults::from_env().tamper(&mut data, 0);
+            data
+        };
+        let offer = Offer {
+            name: self.item.name.clone(),
+            size: self.item.size,
+            id: self.id.clone(),
+            data: Some(data),
+            hash: Some(hash.to_vec()),
+        };
+        let answer: OfferAnswer = self
+            .channel
+            .send_with_ack_timeout(OFFER, &offer, OFFER_TIMEOUT)
+            .await
+            .map_err(|e| self.channel_error(e))?;
+        if !answer.ok {
+            if answer.code == code::INTEGRITY {
+                return Err(SendError::IntegrityRejected(answer.message));
+            }
+            return Err(self.refusal(answer.code, answer.message));
         }
-        n += got;
+        self.progress.advance_total(self.item.size);
+        Ok(Sent {
+            name: answer.name,
+            sent: self.item.size,
+        })
     }
-    Ok(n)
+
+    /// A large file: offered, then streamed from the server's offset, then finished.
+    async fn stream(&self) -> Result<Sent, SendError> {
+        let offer = Offer {
+            name: self.item.name.clone(),
+            size: self.item.size,
+            id: self.id.clone(),
+            data: None,
+            hash: None,
+        };
+        let answer: OfferAnswer = self
+            .channel
+            .send_with_ack_timeout(OFFER, &offer, OFFER_TIMEOUT)
+            .await
+            .map_err(|e| self.channel_error(e))?;
+        if !answer.ok {
+            return Err(self.refusal(answer.code, answer.message));
+        }
+        let mut offset = answer.offset.min(self.item.size);
+        if offset > 0 {
+            tracing::info!(name = %self.item.name, offset, "resuming");
+        }
+        let sent = Arc::new(AtomicU64::new(0));
+        self.show(offset, &sent);
+        let mut pieces = source::stream(&self.item.path, self.item.size, offset, answer.prefix);
+        #[cfg(feature = "test-faults")]
+        let faults = super::faults::Faults::from_env();
+        let hash = loop {
+            let piece = pieces
+                .recv()
+                .await
+                .ok_or_else(|| SendError::Read(std::io::Error::other("the reader stopped")))??;
+            match piece {
+                Piece::Restart => {
+                    tracing::info!(name = %self.item.name, "the file changed since the part was written: restarting");
+                    let again: OfferAnswer = self
+                        .channel
+                        .send_with_ack_timeout(RESTART, &Restart {}, OFFER_TIMEOUT)
+                        .await
+                        .map_err(|e| self.channel_error(e))?;
+                    if !again.ok {
+                        return Err(self.refusal(again.code, again.message));
+                    }
+                    offset = 0;
+                    self.show(offset, &sent);
+                }
+                Piece::Data(chunk) => {
+                    let n = chunk.len() as u64;
+                    #[cfg(feature = "test-faults")]
+                    let chunk = faults.tampered(chunk, sent.load(Ordering::Relaxed));
+                    // Waits while the send buffer is full: back-pressure on the reader.
+                    if let Err(e) = self.channel.send_bytes(DATA, chunk).await {
+                        return Err(self.channel_error(e));
+                    }
+                    if let Some(e) = self.server_failure() {
+                        return Err(e);
+                    }
+                    sent.fetch_add(n, Ordering::Relaxed);
+                }
+                Piece::End(hash) => break hash,
+            }
+        };
+        let finish: FinishAnswer = self
+            .channel
+            .send_with_ack_timeout(
+                FINISH,
+                &Finish {
+                    hash: hash.to_vec(),
+                },
+                FINISH_TIMEOUT,
+            )
+            .await
+            .map_err(|e| self.channel_error(e))?;
+        if finish.ok {
+            return Ok(Sent {
+                name: finish.name,
+                sent: sent.load(Ordering::Relaxed),
+            });
+        }
+        if finish.code == code::INTEGRITY {
+            return Err(SendError::IntegrityRejected(finish.message));
+        }
+        Err(SendError::NotStored {
+            name: self.item.name.clone(),
+            code: finish.code,
+            message: finish.message,
+        })
+    }
+
+    /// Shows the file from `offset`, its position following what the server
+    /// acknowledged of the bytes `sent` since.
+    fn show(&self, offset: u64, sent: &Arc<AtomicU64>) {
+        sent.store(0, Ordering::Relaxed);
+        let channel = self.channel.clone();
+        let sent = sent.clone();
+        let base = channel.acked().unwrap_or(0) + HEAD_ALLOWANCE;
+        let probe = move || {
+            let s = sent.load(Ordering::Relaxed);
+            let through = match channel.acked() {
+                Some(acked) => acked.saturating_sub(base).min(s),
+                None => s,
+            };
+            offset + through
+        };
+        self.progress.start_file_probed(
+            &self.item.name,
+            self.item.size,
+            offset,
+            Some(Box::new(probe)),
+        );
+    }
+
+    fn refusal(&self, code: String, message: String) -> SendError {
+        SendError::Refused {
+            name: self.item.name.clone(),
+            code,
+            message,
+        }
+    }
+
+    /// What a failed message means: the server's own `error`, if it sent one.
+    fn channel_error(&self, source: udpack_io::Error) -> SendError {
+        self.server_failure().unwrap_or_else(|| SendError::Channel {
+            name: self.item.name.clone(),
+            source,
+        })
+    }
+
+    /// The failure the server reported with an `error` event, if it did.
+    fn server_failure(&self) -> Option<SendError> {
+        let e = self.server_error.lock().ok()?.take()?;
+        let name = self.item.name.clone();
+        Some(if e.code == code::INTEGRITY {
+            SendError::IntegrityFailed {
+                name,
+                message: e.message,
+            }
+        } else {
+            SendError::ServerFailed {
+                name,
+                code: e.code,
+                message: e.message,
+            }
+        })
+    }
 }

@@ -1,6 +1,7 @@
 //! Which upload owns a `.part` file: two uploads of one file cannot interleave. A
 //! client that died mid-upload holds its part until its session times out; a new
-//! session offering the same content takes the part over and resumes it. Uploads are
+//! session offering the same upload id (same token, same file: see
+//! [`upload_id`](crate::protocol::upload_id)) takes the part over and resumes it. Uploads are
 //! told apart by [`upload_key`](crate::paths::upload_key), so that names one file
 //! system stores as one share one claim.
 
@@ -18,7 +19,7 @@ const TAKEOVER_WAIT: Duration = Duration::from_secs(10);
 struct Active {
     id: u64,
     socket: String,
-    sha256: Vec<u8>,
+    upload: Vec<u8>,
     /// Announced size: what the upload may still add to the directory.
     filesize: u64,
     /// Asks the upload to stop and keep its part file (another session resumes it).
@@ -43,14 +44,15 @@ enum Attempt {
 }
 
 impl Claims {
-    /// Claims the upload `key` (of `filesize` bytes hashed `sha256`) for `socket`: at once if it is free; once
-    /// released if another session uploads the same content (asked to stop, waited for
-    /// up to [`TAKEOVER_WAIT`]); `None` if it stays busy.
+    /// Claims the upload `key` (of `filesize` bytes, upload id `upload`) for `socket`: at
+    /// once if it is free; once released if another session holds it under the same
+    /// upload id (asked to stop, waited for up to [`TAKEOVER_WAIT`]); `None` if it stays
+    /// busy.
     pub async fn claim(
         &self,
         key: &str,
         socket: &str,
-        sha256: &[u8],
+        upload: &[u8],
         filesize: u64,
     ) -> Option<Claim<'_>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -61,7 +63,7 @@ impl Claims {
             let released = self.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            match self.attempt(key, id, socket, sha256, filesize, &stop) {
+            match self.attempt(key, id, socket, upload, filesize, &stop) {
                 Attempt::Claimed => {
                     return Some(Claim {
                         claims: self,
@@ -85,7 +87,7 @@ impl Claims {
         key: &str,
         id: u64,
         socket: &str,
-        sha256: &[u8],
+        upload: &[u8],
         filesize: u64,
         stop: &Arc<Notify>,
     ) -> Attempt {
@@ -99,14 +101,14 @@ impl Claims {
                     Active {
                         id,
                         socket: socket.to_string(),
-                        sha256: sha256.to_vec(),
+                        upload: upload.to_vec(),
                         filesize,
                         stop: stop.clone(),
                     },
                 );
                 Attempt::Claimed
             }
-            Some(a) if a.socket != socket && a.sha256 == sha256 => {
+            Some(a) if a.socket != socket && a.upload == upload => {
                 a.stop.notify_one();
                 Attempt::TakingOver
             }

@@ -102,6 +102,8 @@ fn part_key(dir: &Path, name: &OsStr) -> Option<String> {
     let b = name.as_bytes();
     let stem = b
         .strip_suffix(b".part")
+        .or_else(|| b.strip_suffix(b".part.id"))
+        // The sidecar of the first version of the protocol.
         .or_else(|| b.strip_suffix(b".part.sha256"))?;
     Some(upload_key(&dir.join(OsStr::from_bytes(stem))))
 }

@@ -12,6 +12,7 @@ mod limits;
 mod part;
 mod receive;
 mod receiver;
+mod writer;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use udpack_io::PrivateKey;
 
 use crate::error::exit;
-use crate::progress::Progress;
+use crate::progress::{Display, Progress};
 
 pub use limits::{parse_age, parse_size, LimitError, Limits, DEFAULT_PART_MAX_AGE};
 pub use receiver::Receiver;
@@ -88,16 +89,26 @@ impl State {
             limits,
             claims: claim::Claims::default(),
             completed: Mutex::new(HashMap::new()),
-            progress: Progress::new("recv", 0),
+            // Hidden, not only left unprinted: a hidden receiver (the demo's) must draw no
+            // bars of its own over the sender's.
+            progress: Progress::with_display(
+                "recv",
+                0,
+                if show_progress {
+                    Display::Auto
+                } else {
+                    Display::Quiet
+                },
+            ),
             show_progress,
         }
     }
 
-    /// Shows how a file's upload ended, unless the progress is hidden.
-    fn note(&self, name: &str, what: &str) {
-        if self.show_progress {
-            self.progress.finish_file(name, what);
-        }
+    /// Shows how a file's upload ended (`done`: complete), unless the progress is
+    /// hidden.
+    fn note(&self, name: &str, done: bool, what: &str) {
+        self.progress
+            .finish_file(name, done, self.show_progress.then_some(what));
     }
 
     /// What an upload's limits are checked against, once it holds its claim.

@@ -1,5 +1,6 @@
-//! The `.part` file an upload is written to, and its `.part.sha256` sidecar naming the
-//! content it belongs to: resumed when both match the offer, started afresh otherwise,
+//! The `.part` file an upload is written to, and its `.part.id` sidecar naming the
+//! upload it belongs to: resumed when the offer has the same upload id (the client
+//! then checks the prefix's hash), started afresh otherwise,
 //! discarded when the upload is damaged, moved to a free name when complete. All of it
 //! through [`Dir`] handles, so never through a symbolic link; and only once the
 //! directory's limits ([`Limits`]) leave room for the upload.
@@ -11,15 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustix::fs::FileType;
-use sha2::{Digest, Sha256};
-use tokio::fs::File;
 
 use super::dir::{Dir, DirError};
 use super::limits::{usage, Limits};
 use crate::paths::upload_key;
 use crate::protocol::code;
 
-/// Longest sidecar read: a hex SHA-256 and some white space.
+/// Longest sidecar read: a hex upload id and some white space.
 const SIDECAR_MAX: u64 = 256;
 
 /// Why a part file could not be made ready.
@@ -45,6 +44,8 @@ pub(super) enum PartError {
         used: u64,
         filesize: u64,
     },
+    #[error("cannot write: {0}")]
+    Write(#[source] std::io::Error),
     #[error("the server failed opening the file")]
     Task,
 }
@@ -76,7 +77,7 @@ pub(super) struct Destination {
     name: OsString,
     /// The file written meanwhile: `NAME.part`.
     part: OsString,
-    /// The hash of the content the part belongs to: `NAME.part.sha256`.
+    /// The upload id the part belongs to: `NAME.part.id`.
     sidecar: OsString,
 }
 
@@ -87,7 +88,7 @@ impl Destination {
         let mut part = name.clone();
         part.push(".part");
         let mut sidecar = part.clone();
-        sidecar.push(".sha256");
+        sidecar.push(".id");
         Destination {
             key: upload_key(&rel),
             rel,
@@ -101,11 +102,11 @@ impl Destination {
 
 /// A part file open for writing at its end.
 pub(super) struct Part {
-    pub file: File,
+    pub file: std::fs::File,
     /// Bytes in the file.
     pub len: u64,
-    /// SHA-256 of those bytes, to be continued with the rest.
-    pub hasher: Sha256,
+    /// BLAKE3 of those bytes, to be continued with the rest.
+    pub hasher: blake3::Hasher,
     /// The directory holding it.
     pub dir: Dir,
 }
@@ -119,38 +120,44 @@ pub(super) struct Admission {
 }
 
 /// Creates the directories of the target, checks the limits, then resumes the part
-/// file if it holds a prefix of the content hashed `sha256_hex` (of `filesize` bytes),
-/// or starts it afresh.
+/// file if it belongs to the upload `id_hex` (of `filesize` bytes), or starts it
+/// afresh.
 pub(super) async fn open(
     out: Arc<Dir>,
     dest: &Destination,
-    sha256_hex: &str,
+    id_hex: &str,
     filesize: u64,
     admission: Admission,
 ) -> Result<Part, PartError> {
     let dest = dest.clone();
-    let hex = sha256_hex.to_string();
+    let hex = id_hex.to_string();
     tokio::task::spawn_blocking(move || open_blocking(&out, &dest, &hex, filesize, &admission))
         .await
         .unwrap_or(Err(PartError::Task))
 }
 
-fn open_blocking(
-    out: &Dir,
-    dest: &Destination,
-    sha256_hex: &str,
-    filesize: u64,
-    admission: &Admission,
-) -> Result<Part, PartError> {
+/// The target's directory, refusing a final name that is a symbolic link.
+fn target_dir(out: &Dir, dest: &Destination) -> Result<Dir, PartError> {
     let dir = out.subdir(&dest.parent)?;
     if let Some(st) = dir.stat(&dest.name)? {
         if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
             return Err(DirError::Link(dest.rel.to_string_lossy().into_owned()).into());
         }
     }
+    Ok(dir)
+}
+
+fn open_blocking(
+    out: &Dir,
+    dest: &Destination,
+    id_hex: &str,
+    filesize: u64,
+    admission: &Admission,
+) -> Result<Part, PartError> {
+    let dir = target_dir(out, dest)?;
     let same_content = dir
         .read_small(&dest.sidecar, SIDECAR_MAX)?
-        .is_some_and(|h| String::from_utf8_lossy(&h).trim() == sha256_hex);
+        .is_some_and(|h| String::from_utf8_lossy(&h).trim() == id_hex);
     let existing = dir
         .check_file(&dest.part)?
         .map(|st| u64::try_from(st.st_size).unwrap_or(0));
@@ -166,10 +173,10 @@ fn open_blocking(
     )?;
     let (file, len, hasher) = match resume_from {
         Some(len) => resume(&dir, dest, len)?,
-        None => start(&dir, dest, sha256_hex)?,
+        None => start(&dir, dest, id_hex)?,
     };
     Ok(Part {
-        file: File::from_std(file),
+        file,
         len,
         hasher,
         dir,
@@ -208,8 +215,8 @@ fn resume(
     dir: &Dir,
     dest: &Destination,
     len: u64,
-) -> Result<(std::fs::File, u64, Sha256), PartError> {
-    let mut hasher = Sha256::new();
+) -> Result<(std::fs::File, u64, blake3::Hasher), PartError> {
+    let mut hasher = blake3::Hasher::new();
     let mut f = dir.open_file(&dest.part, false)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut left = len;
@@ -229,20 +236,46 @@ fn resume(
     Ok((f, have, hasher))
 }
 
-/// An empty part, with the sidecar naming its content. Both are emptied only once
+/// An empty part, with the sidecar naming its upload. Both are emptied only once
 /// opened and checked (a regular file of one link), never by `O_TRUNC` on a name.
 fn start(
     dir: &Dir,
     dest: &Destination,
-    sha256_hex: &str,
-) -> Result<(std::fs::File, u64, Sha256), PartError> {
+    id_hex: &str,
+) -> Result<(std::fs::File, u64, blake3::Hasher), PartError> {
     let file = dir.open_file(&dest.part, true)?;
     file.set_len(0).map_err(PartError::Truncate)?;
     let mut side = dir.open_file(&dest.sidecar, true)?;
     side.set_len(0)
-        .and_then(|()| side.write_all(sha256_hex.as_bytes()))
+        .and_then(|()| side.write_all(id_hex.as_bytes()))
         .map_err(PartError::WriteSidecar)?;
-    Ok((file, 0, Sha256::new()))
+    Ok((file, 0, blake3::Hasher::new()))
+}
+
+/// A file sent whole in its offer, already checked against its hash: written to its
+/// part, made durable and moved to a free name, in one blocking call. Returns the
+/// relative path it got.
+pub(super) async fn store_whole(
+    out: Arc<Dir>,
+    dest: &Destination,
+    data: bytes::Bytes,
+    admission: Admission,
+) -> Result<PathBuf, PartError> {
+    let dest = dest.clone();
+    tokio::task::spawn_blocking(move || {
+        let dir = target_dir(&out, &dest)?;
+        let size = data.len() as u64;
+        admit(&out, size, size, &admission)?;
+        let mut file = dir.open_file(&dest.part, true)?;
+        file.set_len(0)
+            .and_then(|()| file.write_all(&data))
+            .and_then(|()| file.sync_all())
+            .map_err(PartError::Write)?;
+        drop(file);
+        place(&dir, &dest).map_err(PartError::Write)
+    })
+    .await
+    .unwrap_or(Err(PartError::Task))
 }
 
 /// Removes a damaged part and its sidecar: the next upload starts afresh.

@@ -1,21 +1,31 @@
 //! One file on one channel: the offer checked, the part file claimed and opened, the
-//! chunks written, the whole checked and moved into place, each step answered.
+//! data handed to the writer, the whole checked and moved into place, each step
+//! answered. A file sent whole in its offer is checked and stored in one step.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use sha2::Digest;
-use tokio::io::AsyncWriteExt;
+use bytes::Bytes;
+use serde::Serialize;
 use tokio::sync::Notify;
 use udpack_io::{Channel, Message};
 
 use super::part::{self, Destination, Part, PartError};
+use super::writer::Writer;
 use super::State;
 use crate::paths::sanitize;
 use crate::protocol::{
-    code, ChunkRef, ErrorEvent, FileAnswer, FileOffer, FinishAnswer, CHUNK, ERROR, FILE, FINISH,
+    code, ErrorEvent, Finish, FinishAnswer, Offer, OfferAnswer, DATA, ERROR, FINISH, HASH_LEN,
+    ID_LEN, INLINE_MAX, OFFER, RESTART,
 };
+
+/// A channel that sends no offer within this long is closed: an open channel costs a
+/// task.
+const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest an answer may wait to be taken by a peer that does not read (its credit
+/// exhausted): the upload is abandoned then.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why an accepted upload failed; its `Display` is the message the client gets.
 #[derive(Debug, thiserror::Error)]
@@ -29,14 +39,16 @@ enum UploadError {
     },
     #[error("more than the announced {announced} bytes")]
     TooLong { announced: u64 },
+    #[error("a `data` message is not a bin: {0}")]
+    BadData(udpack_io::Error),
     #[error(
-        "{name}: received {received} of {filesize} bytes, SHA-256 {}",
+        "{name}: received {received} of {size} bytes, BLAKE3 {}",
         if *.hash_matches { "matches" } else { "differs" }
     )]
     Mismatch {
         name: String,
         received: u64,
-        filesize: u64,
+        size: u64,
         hash_matches: bool,
     },
     #[error("cannot move {} into place: {source}", .path.display())]
@@ -47,6 +59,8 @@ enum UploadError {
     /// Answering the client failed.
     #[error(transparent)]
     Reply(udpack_io::Error),
+    #[error("the client took no answer for {} s", REPLY_TIMEOUT.as_secs())]
+    ReplyTimeout,
 }
 
 impl UploadError {
@@ -54,6 +68,7 @@ impl UploadError {
     fn code(&self) -> &'static str {
         match self {
             UploadError::TooLong { .. } | UploadError::Mismatch { .. } => code::INTEGRITY,
+            UploadError::BadData(_) => code::PROTOCOL,
             UploadError::Part(e) => e.code(),
             _ => code::IO,
         }
@@ -71,8 +86,14 @@ enum Outcome {
 /// Receives one file on `channel`; failures are answered to the client and logged.
 pub(super) async fn receive(channel: Channel, state: Arc<State>) {
     let socket = channel.socket().id_str();
-    let Some(first) = channel.recv().await else {
-        return;
+    let first = match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, channel.recv()).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return,
+        Err(_) => {
+            tracing::info!(%socket, "closed a channel that sent no offer");
+            fail(&channel, code::PROTOCOL, "no offer in time").await;
+            return;
+        }
     };
     let Some((offer, rel)) = read_offer(&channel, &first).await else {
         return;
@@ -80,15 +101,17 @@ pub(super) async fn receive(channel: Channel, state: Arc<State>) {
     let dest = Destination::new(rel);
     let claimed = state
         .claims
-        .claim(&dest.key, &socket, &offer.sha256, offer.filesize)
+        .claim(&dest.key, &socket, &offer.id, offer.size)
         .await;
     let Some(claim) = claimed else {
-        let _ = first
-            .reply(&refuse(
+        let _ = reply(
+            &first,
+            &refuse(
                 code::BUSY,
-                format!("{} is being uploaded by another client", offer.filename),
-            ))
-            .await;
+                format!("{} is being uploaded by another client", offer.name),
+            ),
+        )
+        .await;
         return;
     };
     let upload = Upload {
@@ -99,76 +122,96 @@ pub(super) async fn receive(channel: Channel, state: Arc<State>) {
         state: &state,
         stop: claim.stop(),
     };
-    let result = upload.run().await;
+    let result = match &offer.data {
+        Some(data) => upload.run_whole(Bytes::from(data.clone())).await,
+        None => upload.run().await,
+    };
     drop(claim);
     match result {
         Ok(Outcome::Received(name)) => {
             state.count_completed(socket);
             state.note(
-                &offer.filename,
-                &format!("received as {name}, SHA-256 verified"),
+                &offer.name,
+                true,
+                &format!("received as {name}, BLAKE3 verified"),
             );
         }
         Ok(Outcome::Interrupted) => {
-            state.note(&offer.filename, "interrupted; kept for resuming");
+            state.note(&offer.name, false, "interrupted; kept for resuming");
         }
         Err(e) => {
-            tracing::warn!(name = %offer.filename, error = %e, "upload failed");
-            state.note(&offer.filename, &format!("failed: {e}"));
+            tracing::warn!(name = %offer.name, error = %e, "upload failed");
+            state.note(&offer.name, false, &format!("failed: {e}"));
         }
     }
 }
 
 /// The offer in the channel's first message and the relative path it may be stored
 /// at; `None` once a refusal has been sent.
-async fn read_offer(channel: &Channel, first: &Message) -> Option<(FileOffer, PathBuf)> {
-    if first.event() != FILE {
-        let _ = channel
-            .send(
-                ERROR,
-                &ErrorEvent {
-                    code: code::PROTOCOL.into(),
-                    message: format!("expected `file`, got `{}`", first.event()),
-                },
-            )
-            .await;
+async fn read_offer(channel: &Channel, first: &Message) -> Option<(Offer, PathBuf)> {
+    if first.event() != OFFER {
+        fail(
+            channel,
+            code::PROTOCOL,
+            &format!(
+                "expected `offer` (upload protocol 2), got `{}`",
+                first.event()
+            ),
+        )
+        .await;
         return None;
     }
-    let offer: FileOffer = match first.data() {
+    let offer: Offer = match first.data() {
         Ok(o) => o,
         Err(e) => {
-            let _ = first.reply(&refuse(code::PROTOCOL, e.to_string())).await;
+            let _ = reply(first, &refuse(code::PROTOCOL, e.to_string())).await;
             return None;
         }
     };
-    let rel = match sanitize(&offer.filename) {
+    let rel = match sanitize(&offer.name) {
         Ok(r) => r,
         Err(e) => {
-            tracing::warn!(name = %offer.filename.escape_debug(), error = %e, "refused a path");
-            let _ = first
-                .reply(&refuse(
-                    code::BAD_PATH,
-                    format!("{}: {e}", offer.filename.escape_debug()),
-                ))
-                .await;
+            tracing::warn!(name = %offer.name.escape_debug(), error = %e, "refused a path");
+            let message = format!("{}: {e}", offer.name.escape_debug());
+            let _ = reply(first, &refuse(code::BAD_PATH, message)).await;
             return None;
         }
     };
-    if offer.sha256.len() != 32 {
-        let _ = first
-            .reply(&refuse(code::PROTOCOL, "sha256 must be 32 bytes".into()))
-            .await;
+    if let Some(problem) = malformed(&offer) {
+        let _ = reply(first, &refuse(code::PROTOCOL, problem.into())).await;
         return None;
     }
     Some((offer, rel))
 }
 
+/// What is wrong with an offer's fields, if anything.
+fn malformed(offer: &Offer) -> Option<&'static str> {
+    if offer.id.len() != ID_LEN {
+        return Some("the upload id must be 16 bytes");
+    }
+    match (&offer.data, &offer.hash) {
+        (Some(data), Some(hash)) => {
+            if hash.len() != HASH_LEN {
+                Some("the hash must be 32 bytes")
+            } else if data.len() as u64 != offer.size {
+                Some("the data does not have the announced size")
+            } else if offer.size > INLINE_MAX {
+                Some("a file sent in its offer has at most 1 MiB")
+            } else {
+                None
+            }
+        }
+        (Some(_), None) => Some("data without its hash"),
+        (None, _) => None,
+    }
+}
+
 /// An accepted upload, its part file claimed.
 struct Upload<'a> {
     channel: &'a Channel,
-    /// The `file` message, answered once the part file is ready.
+    /// The `offer` message, answered once the part file is ready.
     first: &'a Message,
-    offer: &'a FileOffer,
+    offer: &'a Offer,
     dest: &'a Destination,
     state: &'a State,
     /// Notified when another session takes the upload over.
@@ -176,88 +219,176 @@ struct Upload<'a> {
 }
 
 impl Upload<'_> {
+    /// A file sent whole in its offer: checked, stored and answered.
+    async fn run_whole(&self, data: Bytes) -> Result<Outcome, UploadError> {
+        let hash_matches = self
+            .offer
+            .hash
+            .as_deref()
+            .is_some_and(|h| blake3::hash(&data).as_bytes() == h);
+        let stored = if hash_matches {
+            part::store_whole(
+                self.state.out.clone(),
+                self.dest,
+                data,
+                self.state.admission(),
+            )
+            .await
+            .map_err(UploadError::Part)
+        } else {
+            Err(UploadError::Mismatch {
+                name: self.offer.name.clone(),
+                received: data.len() as u64,
+                size: self.offer.size,
+                hash_matches,
+            })
+        };
+        let answer = match &stored {
+            Ok(path) => OfferAnswer {
+                ok: true,
+                offset: self.offer.size,
+                name: path.to_string_lossy().into_owned(),
+                ..OfferAnswer::default()
+            },
+            Err(e) => refuse(e.code(), e.to_string()),
+        };
+        self.state.progress.add_total(self.offer.size);
+        self.state.progress.advance_total(self.offer.size);
+        reply(self.first, &answer).await?;
+        let name = stored?.to_string_lossy().into_owned();
+        tracing::info!(%name, bytes = self.offer.size, "received");
+        Ok(Outcome::Received(name))
+    }
+
     /// Receives into the part file until `finish`, then checks and places the file.
     async fn run(&self) -> Result<Outcome, UploadError> {
         let started = Instant::now();
-        let mut part = self.open().await?;
-        let Some(finish) = self.write_chunks(&mut part).await? else {
+        let part = self.open().await?;
+        let offset = part.len;
+        let writer = Writer::spawn(part);
+        let Some((finish, writer)) = self.receive_data(writer, offset).await? else {
             return Ok(Outcome::Interrupted);
         };
+        let part = writer
+            .finish()
+            .await
+            .map_err(|source| self.write_error(source))?;
         let received = part.len;
-        let name = match self.complete(part).await {
+        let name = match self.complete(part, &finish).await {
             Ok(name) => name,
             Err(e) => {
-                let _ = finish.reply(&finish_answer(Err(&e))).await;
+                let _ = reply(&finish, &finish_answer(Err(&e))).await;
                 return Err(e);
             }
         };
         tracing::info!(%name, bytes = received, secs = started.elapsed().as_secs_f64(), "received");
-        finish
-            .reply(&finish_answer(Ok(&name)))
-            .await
-            .map_err(UploadError::Reply)?;
+        reply(&finish, &finish_answer(Ok(&name))).await?;
         Ok(Outcome::Received(name))
     }
 
-    /// Opens (or resumes) the part file and answers the offer with where to start.
+    /// Opens (or resumes) the part file and answers the offer with where to start and
+    /// the hash of what is there.
     async fn open(&self) -> Result<Part, UploadError> {
-        let expected_hex = hex::encode(&self.offer.sha256);
+        let id_hex = hex::encode(&self.offer.id);
         let out = self.state.out.clone();
         let admission = self.state.admission();
-        let opened = part::open(
-            out,
-            self.dest,
-            &expected_hex,
-            self.offer.filesize,
-            admission,
-        );
+        let opened = part::open(out, self.dest, &id_hex, self.offer.size, admission);
         let part = match opened.await {
             Ok(p) => p,
             Err(e) => {
                 let e = UploadError::Part(e);
-                tracing::warn!(name = %self.offer.filename, error = %e, "refused an upload");
-                let _ = self.first.reply(&refuse(e.code(), e.to_string())).await;
+                tracing::warn!(name = %self.offer.name, error = %e, "refused an upload");
+                let _ = reply(self.first, &refuse(e.code(), e.to_string())).await;
                 return Err(e);
             }
         };
         let offset = part.len;
         if offset > 0 {
-            tracing::info!(name = %self.offer.filename, offset, "resuming");
+            tracing::info!(name = %self.offer.name, offset, "resuming");
         }
         let progress = &self.state.progress;
-        progress.add_total(self.offer.filesize);
-        progress.start_file(&self.offer.filename, self.offer.filesize, offset);
-        self.first
-            .reply(&FileAnswer {
+        progress.add_total(self.offer.size);
+        progress.start_file(&self.offer.name, self.offer.size, offset);
+        let prefix = if offset > 0 {
+            part.hasher.finalize().as_bytes().to_vec()
+        } else {
+            Vec::new()
+        };
+        reply(
+            self.first,
+            &OfferAnswer {
                 ok: true,
                 offset,
-                code: String::new(),
-                message: String::new(),
-            })
-            .await
-            .map_err(UploadError::Reply)?;
+                prefix,
+                ..OfferAnswer::default()
+            },
+        )
+        .await?;
         Ok(part)
     }
 
-    /// Writes chunks until `finish` arrives (returned); `None` when the client went
-    /// away or another session took over.
-    async fn write_chunks(&self, part: &mut Part) -> Result<Option<Message>, UploadError> {
+    /// Hands `data` messages to the writer until `finish` arrives (returned with the
+    /// writer); `None` when the client went away or another session took over.
+    async fn receive_data(
+        &self,
+        writer: Writer,
+        mut len: u64,
+    ) -> Result<Option<(Message, Writer)>, UploadError> {
         loop {
             let next = tokio::select! {
                 m = self.channel.recv() => m,
                 _ = self.stop.notified() => {
-                    let _ = part.file.flush().await;
+                    let _ = writer.finish().await;
                     fail(self.channel, code::BUSY, "taken over by another upload of the same file").await;
                     return Ok(None);
                 }
             };
             let Some(m) = next else {
-                let _ = part.file.flush().await;
+                let _ = writer.finish().await;
                 return Ok(None);
             };
             match m.event() {
-                CHUNK => self.write_chunk(&m, part).await?,
-                FINISH => return Ok(Some(m)),
+                DATA => {
+                    let data = match m.data_bytes() {
+                        Ok(d) => d,
+                        Err(e) => return Err(self.abandon(writer, UploadError::BadData(e)).await),
+                    };
+                    let n = data.len() as u64;
+                    if len + n > self.offer.size {
+                        let e = UploadError::TooLong {
+                            announced: self.offer.size,
+                        };
+                        return Err(self.abandon(writer, e).await);
+                    }
+                    if !writer.write(data).await {
+                        let e = match writer.finish().await {
+                            Err(source) => self.write_error(source),
+                            Ok(_) => self.write_error(std::io::Error::other("the writer stopped")),
+                        };
+                        fail(self.channel, e.code(), &e.to_string()).await;
+                        return Err(e);
+                    }
+                    len += n;
+                    self.state.progress.advance(&self.offer.name, n);
+                }
+                RESTART => {
+                    if let Err(source) = writer.restart().await {
+                        let e = self.write_error(source);
+                        let _ = reply(&m, &refuse(e.code(), e.to_string())).await;
+                        return Err(e);
+                    }
+                    tracing::info!(name = %self.offer.name, "restarting: the client's file changed");
+                    self.state
+                        .progress
+                        .start_file(&self.offer.name, self.offer.size, 0);
+                    len = 0;
+                    let answer = OfferAnswer {
+                        ok: true,
+                        ..OfferAnswer::default()
+                    };
+                    reply(&m, &answer).await?;
+                }
+                FINISH => return Ok(Some((m, writer))),
                 other => {
                     tracing::warn!(event = other, "unexpected event during an upload")
                 }
@@ -265,85 +396,78 @@ impl Upload<'_> {
         }
     }
 
-    /// Appends one `chunk` message; a malformed one is dropped, one past the announced
-    /// size ends the upload and discards the part.
-    async fn write_chunk(&self, m: &Message, part: &mut Part) -> Result<(), UploadError> {
-        let c: ChunkRef = match m.data() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "dropped a malformed chunk");
-                return Ok(());
-            }
-        };
-        let n = c.chunk.len() as u64;
-        if part.len + n > self.offer.filesize {
-            let e = UploadError::TooLong {
-                announced: self.offer.filesize,
-            };
-            fail(self.channel, e.code(), &e.to_string()).await;
+    /// Ends a damaged upload: the client is told, the part discarded.
+    async fn abandon(&self, writer: Writer, e: UploadError) -> UploadError {
+        fail(self.channel, e.code(), &e.to_string()).await;
+        if let Ok(part) = writer.finish().await {
             part::discard(&part.dir, self.dest);
-            return Err(e);
         }
-        if let Err(source) = part.file.write_all(c.chunk).await {
-            let e = UploadError::Write {
-                path: self.dest.rel.clone(),
-                source,
-            };
-            fail(self.channel, e.code(), &e.to_string()).await;
-            return Err(e);
-        }
-        part.hasher.update(c.chunk);
-        part.len += n;
-        self.state.progress.advance(&self.offer.filename, n);
-        Ok(())
+        e
     }
 
-    /// Makes the part durable, checks size and SHA-256, and moves it to a free name;
+    fn write_error(&self, source: std::io::Error) -> UploadError {
+        UploadError::Write {
+            path: self.dest.rel.clone(),
+            source,
+        }
+    }
+
+    /// Makes the part durable, checks size and hash, and moves it to a free name;
     /// returns that name relative to the output directory.
-    async fn complete(&self, part: Part) -> Result<String, UploadError> {
+    async fn complete(&self, part: Part, finish: &Message) -> Result<String, UploadError> {
+        let claimed: Finish = finish.data().unwrap_or_default();
         let Part {
-            mut file,
+            file,
             len: received,
             hasher,
             dir,
         } = part;
-        if let Err(source) = async {
-            file.flush().await?;
-            file.sync_all().await
-        }
+        let hash_matches = hasher.finalize().as_bytes().as_slice() == claimed.hash.as_slice();
+        let size_matches = received == self.offer.size;
+        let dest = self.dest.clone();
+        let placed = tokio::task::spawn_blocking(move || {
+            if !(hash_matches && size_matches) {
+                drop(file);
+                part::discard(&dir, &dest);
+                return Ok(None);
+            }
+            file.sync_all().map_err(|e| (true, e))?;
+            drop(file);
+            part::place(&dir, &dest).map(Some).map_err(|e| (false, e))
+        })
         .await
-        {
-            return Err(UploadError::Write {
+        .map_err(|e| self.write_error(std::io::Error::other(e.to_string())))?;
+        match placed {
+            Ok(Some(path)) => Ok(path.to_string_lossy().into_owned()),
+            Ok(None) => Err(UploadError::Mismatch {
+                name: self.offer.name.clone(),
+                received,
+                size: self.offer.size,
+                hash_matches,
+            }),
+            Err((true, source)) => Err(self.write_error(source)),
+            Err((false, source)) => Err(UploadError::Place {
                 path: self.dest.rel.clone(),
                 source,
-            });
+            }),
         }
-        drop(file);
-        let digest = hasher.finalize();
-        let hash_matches = digest.as_slice() == self.offer.sha256.as_slice();
-        if received != self.offer.filesize || !hash_matches {
-            part::discard(&dir, self.dest);
-            return Err(UploadError::Mismatch {
-                name: self.offer.filename.clone(),
-                received,
-                filesize: self.offer.filesize,
-                hash_matches,
-            });
-        }
-        let final_path = part::place(&dir, self.dest).map_err(|source| UploadError::Place {
-            path: self.dest.rel.clone(),
-            source,
-        })?;
-        Ok(final_path.to_string_lossy().into_owned())
     }
 }
 
-fn refuse(code: &str, message: String) -> FileAnswer {
-    FileAnswer {
+/// Answers `m`, giving up after [`REPLY_TIMEOUT`].
+async fn reply<T: Serialize>(m: &Message, answer: &T) -> Result<(), UploadError> {
+    match tokio::time::timeout(REPLY_TIMEOUT, m.reply(answer)).await {
+        Ok(r) => r.map_err(UploadError::Reply),
+        Err(_) => Err(UploadError::ReplyTimeout),
+    }
+}
+
+fn refuse(code: &str, message: String) -> OfferAnswer {
+    OfferAnswer {
         ok: false,
-        offset: 0,
         code: code.into(),
         message,
+        ..OfferAnswer::default()
     }
 }
 
@@ -365,16 +489,13 @@ fn finish_answer(result: Result<&str, &UploadError>) -> FinishAnswer {
     }
 }
 
-/// Tells the client why the upload stopped and closes the channel.
+/// Tells the client why the upload stopped and closes the channel; neither waits for
+/// longer than [`REPLY_TIMEOUT`].
 async fn fail(channel: &Channel, code: &str, message: &str) {
-    let _ = channel
-        .send(
-            ERROR,
-            &ErrorEvent {
-                code: code.into(),
-                message: message.into(),
-            },
-        )
-        .await;
-    channel.close().await;
+    let event = ErrorEvent {
+        code: code.into(),
+        message: message.into(),
+    };
+    let _ = tokio::time::timeout(REPLY_TIMEOUT, channel.send(ERROR, &event)).await;
+    let _ = tokio::time::timeout(REPLY_TIMEOUT, channel.close()).await;
 }

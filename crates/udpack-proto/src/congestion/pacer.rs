@@ -34,6 +34,9 @@ pub struct Pacer {
     rate: u64,
     /// Time of the last refill.
     last: Instant,
+    /// A ceiling on the rate (bytes/s) set by the application, whatever the controller
+    /// says: a sender that shares its link with others may keep below a set rate.
+    max_rate: Option<u64>,
 }
 
 impl Pacer {
@@ -47,7 +50,14 @@ impl Pacer {
             capacity,
             rate: 0,
             last: now,
+            max_rate: None,
         }
+    }
+
+    /// Caps the pacing rate at `max` bytes per second (`None`: no cap).
+    pub fn with_max_rate(mut self, max: Option<u64>) -> Self {
+        self.max_rate = max.map(|m| m.max(1));
+        self
     }
 
     /// When the next packet of `size` bytes may leave, or None if it may leave now.
@@ -115,13 +125,46 @@ impl Pacer {
                     / (WINDOW_RATE_GAIN_DEN * rtt_ns)
             }
         };
-        u64::try_from(rate.max(min_rate)).unwrap_or(u64::MAX)
+        let rate = u64::try_from(rate.max(min_rate)).unwrap_or(u64::MAX);
+        match self.max_rate {
+            Some(max) => rate.min(max),
+            None => rate,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_rate_caps_whatever_the_controller_says() {
+        let t0 = Instant::now();
+        let mut pacer = Pacer::new(MTU, t0).with_max_rate(Some(1_000_000));
+        let mut now = t0;
+        let mut sent = 0u64;
+        while now < t0 + Duration::from_secs(1) {
+            match pacer.delay(
+                now,
+                u64::from(MTU),
+                Some(100_000_000),
+                1 << 30,
+                Duration::from_millis(10),
+            ) {
+                None => {
+                    pacer.on_sent(now, u64::from(MTU));
+                    sent += u64::from(MTU);
+                }
+                Some(t) => now = t,
+            }
+        }
+        // One second at 1 MB/s, plus the burst allowance at the start.
+        assert!(
+            sent <= 1_000_000 + 10 * u64::from(MTU) + u64::from(MTU),
+            "{sent}"
+        );
+        assert!(sent >= 990_000, "{sent}");
+    }
 
     const MTU: u16 = 1200;
 

@@ -219,7 +219,7 @@ impl Session {
             recovery: Recovery::new(config.initial_rtt),
             cc: config.congestion.build(mtu),
             rate: DeliveryRate::new(now),
-            pacer: Pacer::new(mtu, now),
+            pacer: Pacer::new(mtu, now).with_max_rate(config.max_send_rate),
             transmit: TransmitState::new(now),
             streams: Streams::new(config.max_concurrent_streams),
             flow: SessionFlow::new(config.initial_session_window, config.max_session_window),

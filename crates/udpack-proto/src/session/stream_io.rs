@@ -99,6 +99,18 @@ impl Session {
         Ok(n)
     }
 
+    /// Bytes of the stream's sending half the peer acknowledged, counted from the
+    /// start without a gap: what an application reports as delivered. A stream whose
+    /// every byte was acknowledged and which is gone counts as unknown.
+    pub fn stream_acked(&self, id: StreamId) -> Result<u64, StreamError> {
+        let st = self
+            .streams
+            .map
+            .get(&id)
+            .ok_or(StreamError::UnknownStream)?;
+        Ok(st.send.acked_prefix())
+    }
+
     /// Ends the stream after the bytes written so far.
     pub fn finish(&mut self, id: StreamId) -> Result<(), StreamError> {
         let st = self

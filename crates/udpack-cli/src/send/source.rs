@@ -1,0 +1,127 @@
+//! Reading a file to send, off the runtime: a blocking task reads it once, hashes it
+//! (BLAKE3) as it goes and hands the chunks over without copying them again. The
+//! prefix a resumed upload skips is read and hashed too, to check it against the
+//! server's and to carry the hash on.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+
+use super::SendError;
+use crate::protocol::CHUNK_SIZE;
+
+/// Chunks read ahead of the sender.
+const READ_AHEAD: usize = 4;
+
+/// What the reader hands over, in order.
+pub(super) enum Piece {
+    /// The server's prefix differs from the file's: send `restart`, then everything.
+    Restart,
+    Data(Bytes),
+    /// The end of the file, with the hash of all of it.
+    End([u8; 32]),
+}
+
+/// Reads a whole small file (exactly `size` bytes) and hashes it.
+pub(super) async fn read_whole(path: &Path, size: u64) -> Result<(Vec<u8>, [u8; 32]), SendError> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut f = File::open(&path).map_err(|e| SendError::access(&path, e))?;
+        let mut data = Vec::with_capacity(size as usize);
+        (&mut f)
+            .take(size)
+            .read_to_end(&mut data)
+            .map_err(|e| SendError::access(&path, e))?;
+        if (data.len() as u64) < size {
+            return Err(SendError::Shrank(path));
+        }
+        let hash = *blake3::hash(&data).as_bytes();
+        Ok((data, hash))
+    })
+    .await
+    .unwrap_or_else(|e| Err(SendError::Read(std::io::Error::other(e.to_string()))))
+}
+
+/// Starts reading `path` (`size` bytes, even if it grows meanwhile) for an upload the
+/// server holds `offset` bytes of, hashed `prefix`.
+pub(super) fn stream(
+    path: &Path,
+    size: u64,
+    offset: u64,
+    prefix: Vec<u8>,
+) -> mpsc::Receiver<Result<Piece, SendError>> {
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = read_into(&path, size, offset, &prefix, &tx) {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    rx
+}
+
+fn read_into(
+    path: &PathBuf,
+    size: u64,
+    offset: u64,
+    prefix: &[u8],
+    tx: &mpsc::Sender<Result<Piece, SendError>>,
+) -> Result<(), SendError> {
+    let access = |e| SendError::access(path, e);
+    let mut f = File::open(path).map_err(access)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut pos = 0;
+    if offset > 0 {
+        let mut buf = vec![0u8; CHUNK_SIZE];
+        while pos < offset {
+            let want = (offset - pos).min(CHUNK_SIZE as u64) as usize;
+            let n = read_up_to(&mut f, &mut buf[..want]).map_err(access)?;
+            if n == 0 {
+                return Err(SendError::Shrank(path.clone()));
+            }
+            hasher.update(&buf[..n]);
+            pos += n as u64;
+        }
+        if hasher.finalize().as_bytes().as_slice() != prefix {
+            if tx.blocking_send(Ok(Piece::Restart)).is_err() {
+                return Ok(());
+            }
+            hasher = blake3::Hasher::new();
+            f.seek(SeekFrom::Start(0)).map_err(access)?;
+            pos = 0;
+        }
+    }
+    while pos < size {
+        let want = (size - pos).min(CHUNK_SIZE as u64) as usize;
+        let mut buf = BytesMut::zeroed(want);
+        let n = read_up_to(&mut f, &mut buf).map_err(access)?;
+        if n < want {
+            return Err(SendError::Shrank(path.clone()));
+        }
+        hasher.update(&buf);
+        pos += n as u64;
+        if tx.blocking_send(Ok(Piece::Data(buf.freeze()))).is_err() {
+            // The upload stopped: nobody reads on.
+            return Ok(());
+        }
+    }
+    let _ = tx.blocking_send(Ok(Piece::End(*hasher.finalize().as_bytes())));
+    Ok(())
+}
+
+/// Fills `buf` unless the file ends first; returns the bytes read.
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(got) => n += got,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}

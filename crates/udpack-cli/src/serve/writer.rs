@@ -1,0 +1,92 @@
+//! Writes and hashes an upload's data off the runtime: a blocking task owns the part
+//! file and its hasher and takes the received chunks, without copying them, through a
+//! short queue. The channel's task only routes messages, so receiving the next chunks
+//! and writing the last ones overlap.
+
+use bytes::Bytes;
+use std::io::Write;
+use tokio::sync::{mpsc, oneshot};
+
+use super::part::Part;
+
+/// Chunks queued for the writer: enough to ride over a slow write, few enough to keep
+/// the back-pressure on the sender.
+const QUEUE: usize = 8;
+
+enum Command {
+    Data(Bytes),
+    /// Empty the part (the client's file changed since the part was written).
+    Restart(oneshot::Sender<std::io::Result<()>>),
+}
+
+/// The writer of one upload.
+pub(super) struct Writer {
+    tx: mpsc::Sender<Command>,
+    task: tokio::task::JoinHandle<Result<Part, std::io::Error>>,
+}
+
+impl Writer {
+    pub fn spawn(part: Part) -> Writer {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let task = tokio::task::spawn_blocking(move || run(part, rx));
+        Writer { tx, task }
+    }
+
+    /// Queues `data` to be appended; false if the writer stopped (its error comes from
+    /// [`Writer::finish`]).
+    pub async fn write(&self, data: Bytes) -> bool {
+        self.tx.send(Command::Data(data)).await.is_ok()
+    }
+
+    /// Empties the part once what is queued is written.
+    pub async fn restart(&self) -> std::io::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        let stopped = || std::io::Error::other("the writer stopped");
+        self.tx
+            .send(Command::Restart(tx))
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    /// Waits until everything queued is written; the part, or the first write error.
+    pub async fn finish(self) -> Result<Part, std::io::Error> {
+        drop(self.tx);
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(format!("the writer failed: {e}"))))
+    }
+}
+
+fn run(mut part: Part, mut rx: mpsc::Receiver<Command>) -> Result<Part, std::io::Error> {
+    while let Some(cmd) = rx.blocking_recv() {
+        match cmd {
+            Command::Data(data) => {
+                part.file.write_all(&data)?;
+                part.hasher.update(&data);
+                part.len += data.len() as u64;
+            }
+            Command::Restart(done) => {
+                let r = restart(&mut part);
+                let failed = r
+                    .as_ref()
+                    .err()
+                    .map(|e| std::io::Error::new(e.kind(), e.to_string()));
+                let _ = done.send(r);
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(part)
+}
+
+fn restart(part: &mut Part) -> std::io::Result<()> {
+    use std::io::Seek;
+    part.file.set_len(0)?;
+    part.file.seek(std::io::SeekFrom::Start(0))?;
+    part.len = 0;
+    part.hasher = blake3::Hasher::new();
+    Ok(())
+}
