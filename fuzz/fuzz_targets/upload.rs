@@ -2,9 +2,10 @@
 //! (`serve::receive`) runs on a live udpack.io channel and the file system, so this
 //! target drives what it decodes instead. Each record is one channel message through
 //! the udpack.io decoder, then into the upload message type its event names, as the
-//! server reads it: `file` offers through the path check (`paths::sanitize`, whose
-//! result must stay inside the output directory), `chunk`s and `finish`; the answers
-//! the client decodes and the `js` upload's messages too.
+//! server reads it: `offer`s through the path check (`paths::sanitize`, whose result
+//! must stay inside the output directory), `data` (a bin, read without a copy),
+//! `restart` and `finish`; the answers the client decodes and the `js` upload's
+//! messages too.
 
 #![no_main]
 
@@ -13,8 +14,8 @@ use std::path::{Component, Path};
 use libfuzzer_sys::fuzz_target;
 use udpack_cli::paths::sanitize;
 use udpack_cli::protocol::{
-    js, ChunkRef, ErrorEvent, FileAnswer, FileOffer, Finish, FinishAnswer, CHUNK, ERROR, FILE,
-    FINISH,
+    js, ChunkRef, ErrorEvent, Finish, FinishAnswer, Offer, OfferAnswer, Restart, DATA, ERROR,
+    FINISH, OFFER, RESTART,
 };
 use udpack_fuzz::records;
 use udpack_io::message::from_msgpack;
@@ -46,22 +47,36 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         match m.event() {
-            FILE => {
-                if let Ok(offer) = m.data::<FileOffer>() {
-                    check_name(&offer.filename);
-                    let _ = offer.sha256.len() == 32;
+            OFFER => {
+                if let Ok(offer) = m.data::<Offer>() {
+                    check_name(&offer.name);
+                    if let Some(d) = &offer.data {
+                        chunk_bytes = chunk_bytes.saturating_add(d.len() as u64);
+                    }
                 }
+            }
+            DATA => {
+                if let Ok(b) = m.data_bytes() {
+                    assert!(b.len() <= body.len());
+                    chunk_bytes = chunk_bytes.saturating_add(b.len() as u64);
+                }
+            }
+            RESTART => {
+                let _ = m.data::<Restart>();
+            }
+            js::FILE => {
                 if let Ok(info) = m.data::<js::FileInfo>() {
                     check_name(&info.filename);
                 }
             }
-            CHUNK => {
+            js::CHUNK => {
                 if let Ok(c) = m.data::<ChunkRef>() {
                     chunk_bytes = chunk_bytes.saturating_add(c.chunk.len() as u64);
                 }
             }
             FINISH => {
                 let _ = m.data::<Finish>();
+                let _ = m.data::<js::Finish>();
             }
             ERROR => {
                 let _ = m.data::<ErrorEvent>();
@@ -71,7 +86,7 @@ fuzz_target!(|data: &[u8]| {
             }
             _ => {
                 // Replies: what the client decodes from the server.
-                let _ = m.data::<FileAnswer>();
+                let _ = m.data::<OfferAnswer>();
                 let _ = m.data::<FinishAnswer>();
             }
         }
