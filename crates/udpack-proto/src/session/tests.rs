@@ -302,10 +302,10 @@ fn a_session_closes_before_its_packet_numbers_run_out() {
     let datagram = {
         let c = sim.client_mut().session();
         let mut buf = Vec::new();
-        crate::packet::encode_data_header(&mut buf, c.remote_sid, pn);
+        crate::packet::encode_data_header(&mut buf, c.remote_sid, pn, false);
         crate::frame::Frame::Ping.encode(&mut buf);
         c.keys
-            .as_ref()
+            .as_mut()
             .expect("keys")
             .seal(pn, &mut buf, crate::packet::DATA_HEADER_LEN);
         buf
@@ -364,12 +364,12 @@ fn an_ack_of_a_packet_never_sent_closes_the_session() {
         let s = sim.server_mut().session();
         let pn = s.recovery.next_packet_number();
         let mut buf = Vec::new();
-        crate::packet::encode_data_header(&mut buf, s.remote_sid, pn);
+        crate::packet::encode_data_header(&mut buf, s.remote_sid, pn, false);
         let mut all = crate::range_set::RangeSet::new();
         all.insert(0..largest + 1);
         crate::frame::encode_ack(&mut buf, &all, 0, 1000);
         s.keys
-            .as_ref()
+            .as_mut()
             .expect("keys")
             .seal(pn, &mut buf, crate::packet::DATA_HEADER_LEN);
         buf
@@ -402,11 +402,11 @@ fn tiny_out_of_order_fragments_are_bounded_in_memory() {
         let datagram = {
             let c = sim.client_mut().session();
             let mut buf = Vec::new();
-            crate::packet::encode_data_header(&mut buf, sid, pn);
+            crate::packet::encode_data_header(&mut buf, sid, pn, false);
             crate::frame::StreamFrame::encode_header(&mut buf, id.0, 2 * i + 1, 1, false);
             buf.push(0xaa);
             c.keys
-                .as_ref()
+                .as_mut()
                 .expect("keys")
                 .seal(pn, &mut buf, crate::packet::DATA_HEADER_LEN);
             buf
