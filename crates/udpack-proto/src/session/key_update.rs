@@ -311,3 +311,115 @@ impl Session {
         self.keys.as_ref().and_then(SessionKeys::discard_at)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINGER: Duration = Duration::from_millis(30);
+
+    fn pair() -> (SessionKeys, SessionKeys) {
+        let config = TransportConfig {
+            aead_confidentiality_limit: 64,
+            ..TransportConfig::default()
+        }
+        .normalized();
+        (
+            SessionKeys::new(PacketKeys::new(&[1; 32], &[2; 32]), &config),
+            SessionKeys::new(PacketKeys::new(&[2; 32], &[1; 32]), &config),
+        )
+    }
+
+    fn packet(keys: &mut SessionKeys, pn: u64) -> Vec<u8> {
+        let mut p = Vec::new();
+        crate::packet::encode_data_header(&mut p, 7, pn, keys.phase());
+        p.extend_from_slice(b"frames");
+        keys.seal(pn, &mut p, DATA_HEADER_LEN);
+        p
+    }
+
+    fn deliver(from: &mut SessionKeys, to: &mut SessionKeys, now: Instant, pn: u64) -> Opened {
+        let mut p = packet(from, pn);
+        to.open(now, pn, &mut p, LINGER)
+    }
+
+    #[test]
+    fn one_update_at_a_time_and_the_old_key_only_for_a_while() {
+        let now = Instant::now();
+        let (mut a, mut b) = pair();
+        for pn in 0..32 {
+            assert_eq!(deliver(&mut a, &mut b, now, pn), Opened::Packet(6));
+        }
+        assert!(!a.wants_update(), "half used, but nothing acknowledged yet");
+        a.on_acked(31);
+        assert!(a.wants_update());
+        // b sealed a packet in phase 0 that arrives after a moved on.
+        let mut late = packet(&mut b, 0);
+        a.start_update();
+        assert!(a.phase() && a.updates() == 1 && !a.wants_update());
+
+        // b has not acknowledged a's phase 0 in phase 0: a's update is refused.
+        assert_eq!(deliver(&mut a, &mut b, now, 32), Opened::EarlyUpdate);
+        assert!(!b.phase());
+        b.on_ack_sent(31);
+        assert_eq!(deliver(&mut a, &mut b, now, 33), Opened::Updated(6));
+        assert!(b.phase() && b.updates() == 1);
+        // a's old phase-0 packet still opens with the old key: none of b's phase-1
+        // packets arrived yet.
+        assert_eq!(a.open(now, 0, &mut late, LINGER), Opened::Packet(6));
+
+        // Confirmed, but the old key is still there: no new update yet.
+        for pn in 34..64 {
+            deliver(&mut a, &mut b, now, pn);
+        }
+        a.on_acked(40);
+        assert!(!a.wants_update(), "old key still live");
+        // b's first phase-1 packet starts the old key's last 3 PTO at a.
+        assert_eq!(deliver(&mut b, &mut a, now, 1), Opened::Packet(6));
+        assert_eq!(a.discard_at(), Some(now + LINGER));
+        a.discard_old(now + LINGER / 2);
+        assert!(!a.wants_update());
+        a.discard_old(now + LINGER);
+        assert!(a.wants_update());
+        // A packet of the old phase now fails, and counts.
+        let mut old = packet(
+            &mut SessionKeys::new(
+                PacketKeys::new(&[2; 32], &[1; 32]),
+                &TransportConfig::default(),
+            ),
+            0,
+        );
+        assert_eq!(a.open(now, 0, &mut old, LINGER), Opened::Failed);
+        assert_eq!(a.failed, 1);
+    }
+
+    #[test]
+    fn a_bad_packet_with_the_flipped_bit_changes_nothing() {
+        let now = Instant::now();
+        let (mut a, mut b) = pair();
+        assert_eq!(deliver(&mut a, &mut b, now, 0), Opened::Packet(6));
+        b.on_ack_sent(0);
+        let mut p = packet(&mut a, 1);
+        p[0] ^= crate::packet::KEY_PHASE;
+        assert_eq!(b.open(now, 1, &mut p, LINGER), Opened::Failed);
+        assert!(!b.phase() && b.updates() == 0 && b.failed == 1);
+        assert_eq!(deliver(&mut a, &mut b, now, 2), Opened::Packet(6));
+    }
+
+    #[test]
+    fn the_sending_key_is_never_used_past_its_limit() {
+        let (mut a, _) = pair();
+        let mut pn = 0;
+        while !a.must_close() {
+            assert!(a.can_seal());
+            packet(&mut a, pn);
+            pn += 1;
+        }
+        assert_eq!(pn, 64 - 16, "a quarter of a low limit is kept for CLOSE");
+        while a.can_seal() {
+            packet(&mut a, pn);
+            pn += 1;
+        }
+        assert_eq!(pn, 64);
+    }
+}
