@@ -42,7 +42,26 @@ pub struct TransportConfig {
     /// controller would allow, for senders that share their link (`None`: no ceiling).
     /// Local: the peer is not told.
     pub max_send_rate: Option<u64>,
+    /// Packets sealed under one key before the session must stop using it: a key
+    /// update starts at half of it, and a session whose update is not confirmed by
+    /// then closes with `AEAD_LIMIT_REACHED`. Default and ceiling 2^23 (AES-GCM, RFC
+    /// 9001 §6.6); lower only to test key updates.
+    #[doc(hidden)]
+    pub aead_confidentiality_limit: u64,
+    /// Received packets that may fail authentication over the session's life, all keys
+    /// together, before it closes with `AEAD_LIMIT_REACHED`. Default and ceiling 2^52
+    /// (AES-GCM, RFC 9001 §6.6); lower only to test the limit.
+    #[doc(hidden)]
+    pub aead_integrity_limit: u64,
 }
+
+/// AES-GCM's confidentiality limit in packets per key (RFC 9001 §6.6, for packets up
+/// to 2^16 bytes: every datagram size we allow).
+pub(crate) const AEAD_CONFIDENTIALITY_LIMIT: u64 = 1 << 23;
+/// AES-GCM's integrity limit in forged packets per session (RFC 9001 §6.6).
+pub(crate) const AEAD_INTEGRITY_LIMIT: u64 = 1 << 52;
+/// The smallest confidentiality limit a test may set: room for an update and CLOSEs.
+const MIN_CONFIDENTIALITY_LIMIT: u64 = 64;
 
 impl Default for TransportConfig {
     fn default() -> Self {
@@ -61,6 +80,8 @@ impl Default for TransportConfig {
             initial_rtt: Duration::from_millis(200),
             congestion: ControllerKind::Bbr,
             max_send_rate: None,
+            aead_confidentiality_limit: AEAD_CONFIDENTIALITY_LIMIT,
+            aead_integrity_limit: AEAD_INTEGRITY_LIMIT,
         }
     }
 }
@@ -88,6 +109,10 @@ impl TransportConfig {
             max_ack_delay: self
                 .max_ack_delay
                 .min(Duration::from_millis(MAX_ACK_DELAY_MS - 1)),
+            aead_confidentiality_limit: self
+                .aead_confidentiality_limit
+                .clamp(MIN_CONFIDENTIALITY_LIMIT, AEAD_CONFIDENTIALITY_LIMIT),
+            aead_integrity_limit: self.aead_integrity_limit.min(AEAD_INTEGRITY_LIMIT),
             ..self.clone()
         }
     }

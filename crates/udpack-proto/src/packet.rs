@@ -1,21 +1,25 @@
 //! Packet layer: the clear headers, AEAD sealing of data packets with the packet number
-//! as nonce, and the replay window.
+//! as nonce, the key schedule the packet keys come from, and the replay window.
 //!
 //! ```text
-//! data packet:  [0x40 | 1B] [dst session id 8B] [packet number 8B] [ciphertext .. | tag 16B]
+//! data packet:  [0x40|phase 1B] [dst session id 8B] [packet number 8B] [ciphertext .. | tag 16B]
 //! long packet:  [0x80|type 1B] [version 4B] [session id 8B] [type-specific body]
 //! ```
 //! All integers big-endian. See `docs/PROTOCOL.md` for the long-packet bodies.
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use ring::hkdf;
+use zeroize::Zeroizing;
 
 use crate::coding::{DecodeError, Reader};
 
 /// The protocol version this implementation speaks.
 pub const VERSION: u32 = 0x5544_0001;
 
-/// First byte of a data packet.
+/// First byte of a data packet in key phase 0.
 pub const DATA_PACKET: u8 = 0x40;
+/// The key phase bit of a data packet's first byte: flipped at every key update.
+pub const KEY_PHASE: u8 = 0x01;
 /// Long packet type bytes.
 pub mod long {
     /// Client hello: Noise NK message 1, padded.
@@ -51,7 +55,7 @@ impl Header {
     pub fn decode(datagram: &[u8]) -> Result<(Header, usize), DecodeError> {
         let mut r = Reader::new(datagram);
         let first = r.u8()?;
-        if first == DATA_PACKET {
+        if first & !KEY_PHASE == DATA_PACKET {
             let dst = r.u64()?;
             let number = r.u64()?;
             if r.remaining() < TAG_LEN {
@@ -75,9 +79,15 @@ impl Header {
     }
 }
 
-/// Writes a data packet header.
-pub fn encode_data_header(buf: &mut Vec<u8>, dst: u64, number: u64) {
-    buf.push(DATA_PACKET);
+/// The key phase bit of a data packet (the endpoint routes by session id only; which
+/// keys open the packet is the session's business).
+pub fn key_phase(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|b| b & KEY_PHASE != 0)
+}
+
+/// Writes a data packet header; `phase` is the sender's key phase bit.
+pub fn encode_data_header(buf: &mut Vec<u8>, dst: u64, number: u64, phase: bool) {
+    buf.push(DATA_PACKET | if phase { KEY_PHASE } else { 0 });
     buf.extend_from_slice(&dst.to_be_bytes());
     buf.extend_from_slice(&number.to_be_bytes());
 }
@@ -95,29 +105,44 @@ fn nonce(number: u64) -> Nonce {
     Nonce::assume_unique_for_key(n)
 }
 
-/// The two directions' AEAD keys of a session.
-pub struct PacketKeys {
-    seal: LessSafeKey,
-    open: LessSafeKey,
+/// HKDF label of a secret's packet key.
+const KEY_LABEL: &[u8] = b"udpack key";
+/// HKDF label of the next key phase's secret (RFC 9001's "quic ku", in our name).
+const UPDATE_LABEL: &[u8] = b"udpack ku";
+
+/// A 32-byte secret, zeroed when dropped.
+type Secret = Zeroizing<[u8; 32]>;
+
+/// HKDF-Expand-SHA256(secret, label, 32): the secret is already uniform (a Noise split
+/// output or an earlier expansion), so it serves as the PRK without an extract step.
+fn expand(secret: &[u8; 32], label: &[u8]) -> Secret {
+    let prk = hkdf::Prk::new_less_safe(hkdf::HKDF_SHA256, secret);
+    let mut out = Zeroizing::new([0u8; 32]);
+    // 32 bytes is one SHA-256 block of output, always within HKDF's bounds.
+    prk.expand(&[label], hkdf::HKDF_SHA256)
+        .and_then(|okm| okm.fill(&mut out[..]))
+        .expect("32-byte HKDF-SHA256 output");
+    out
 }
 
-impl std::fmt::Debug for PacketKeys {
+/// One direction's AES-256-GCM key of one key phase.
+pub struct PacketKey(LessSafeKey);
+
+impl std::fmt::Debug for PacketKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PacketKeys(..)")
+        f.write_str("PacketKey(..)")
     }
 }
 
-impl PacketKeys {
-    /// Keys from the handshake's split: `seal` for what we send, `open` for what we get.
-    pub fn new(seal: &[u8; 32], open: &[u8; 32]) -> Self {
-        let mk = |k: &[u8; 32]| {
-            // A 32-byte key is always the right length for AES-256-GCM.
-            LessSafeKey::new(UnboundKey::new(&AES_256_GCM, k).expect("32-byte key"))
-        };
-        PacketKeys {
-            seal: mk(seal),
-            open: mk(open),
-        }
+impl PacketKey {
+    /// The key of `secret`: HKDF-Expand(secret, "udpack key"). The packet key is never
+    /// the secret itself, so a leaked packet key does not give the next phases' keys.
+    fn from_secret(secret: &[u8; 32]) -> Self {
+        let key = expand(secret, KEY_LABEL);
+        // A 32-byte key is always the right length for AES-256-GCM.
+        PacketKey(LessSafeKey::new(
+            UnboundKey::new(&AES_256_GCM, &key[..]).expect("32-byte key"),
+        ))
     }
 
     /// Encrypts `packet[header_len..]` in place and appends the tag. The header is
@@ -125,7 +150,7 @@ impl PacketKeys {
     pub fn seal(&self, number: u64, packet: &mut Vec<u8>, header_len: usize) {
         let (header, payload) = packet.split_at_mut(header_len);
         let tag = self
-            .seal
+            .0
             .seal_in_place_separate_tag(nonce(number), Aad::from(&*header), payload)
             // ring fails only for inputs beyond 2^38 bytes; a datagram never is.
             .expect("datagram-sized payload");
@@ -141,9 +166,72 @@ impl PacketKeys {
     ) -> Result<usize, ring::error::Unspecified> {
         let (header, payload) = packet.split_at_mut(header_len);
         let plain = self
-            .open
+            .0
             .open_in_place(nonce(number), Aad::from(&*header), payload)?;
         Ok(plain.len())
+    }
+}
+
+/// The keys of one key phase, both directions, and the secrets the next phase's keys
+/// are derived from. The secrets are zeroed when dropped; the AES key schedules inside
+/// ring are not (ring offers no way to).
+pub struct PacketKeys {
+    seal: PacketKey,
+    open: PacketKey,
+    seal_secret: Secret,
+    open_secret: Secret,
+}
+
+impl std::fmt::Debug for PacketKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PacketKeys(..)")
+    }
+}
+
+impl PacketKeys {
+    /// Phase-0 keys from the handshake's split: `seal` is the secret of what we send,
+    /// `open` of what we get.
+    pub fn new(seal: &[u8; 32], open: &[u8; 32]) -> Self {
+        PacketKeys {
+            seal: PacketKey::from_secret(seal),
+            open: PacketKey::from_secret(open),
+            seal_secret: Zeroizing::new(*seal),
+            open_secret: Zeroizing::new(*open),
+        }
+    }
+
+    /// The keys of the next key phase: each secret becomes HKDF-Expand(secret,
+    /// "udpack ku"). Both sides derive the same chain, so no key is ever sent.
+    pub fn next(&self) -> PacketKeys {
+        PacketKeys::new(
+            &expand(&self.seal_secret, UPDATE_LABEL),
+            &expand(&self.open_secret, UPDATE_LABEL),
+        )
+    }
+
+    /// The next phase's opening key alone, to try a packet with the flipped phase bit.
+    pub fn next_open(&self) -> PacketKey {
+        PacketKey::from_secret(&expand(&self.open_secret, UPDATE_LABEL))
+    }
+
+    /// Keeps only the opening key: what an old phase still needs for late packets.
+    pub fn into_open(self) -> PacketKey {
+        self.open
+    }
+
+    /// Seals with this phase's sending key (see [`PacketKey::seal`]).
+    pub fn seal(&self, number: u64, packet: &mut Vec<u8>, header_len: usize) {
+        self.seal.seal(number, packet, header_len);
+    }
+
+    /// Opens with this phase's receiving key (see [`PacketKey::open`]).
+    pub fn open(
+        &self,
+        number: u64,
+        packet: &mut [u8],
+        header_len: usize,
+    ) -> Result<usize, ring::error::Unspecified> {
+        self.open.open(number, packet, header_len)
     }
 }
 
@@ -239,7 +327,7 @@ mod tests {
         let a = PacketKeys::new(&[1; 32], &[2; 32]);
         let b = PacketKeys::new(&[2; 32], &[1; 32]);
         let mut p = Vec::new();
-        encode_data_header(&mut p, 42, 7);
+        encode_data_header(&mut p, 42, 7, false);
         p.extend_from_slice(b"hello");
         a.seal(7, &mut p, DATA_HEADER_LEN);
         let (h, hl) = Header::decode(&p).unwrap();
@@ -255,6 +343,51 @@ mod tests {
         }
         // Wrong packet number (nonce) fails.
         assert!(b.open(8, &mut p.clone(), hl).is_err());
+    }
+
+    #[test]
+    fn key_updates_derive_the_same_chain_on_both_sides() {
+        let a0 = PacketKeys::new(&[1; 32], &[2; 32]);
+        let b0 = PacketKeys::new(&[2; 32], &[1; 32]);
+        let (a1, b1) = (a0.next(), b0.next());
+        let (a2, b2) = (a1.next(), b1.next());
+        let mut p = Vec::new();
+        encode_data_header(&mut p, 1, 3, true);
+        p.extend_from_slice(b"phase two");
+        a2.seal(3, &mut p, DATA_HEADER_LEN);
+        // Only the matching phase opens it; the precomputed next key of phase 1 does.
+        for wrong in [&b0, &b1] {
+            assert!(wrong.open(3, &mut p.clone(), DATA_HEADER_LEN).is_err());
+        }
+        assert!(b1
+            .next_open()
+            .open(3, &mut p.clone(), DATA_HEADER_LEN)
+            .is_ok());
+        let n = b2.open(3, &mut p, DATA_HEADER_LEN).expect("opens");
+        assert_eq!(&p[DATA_HEADER_LEN..DATA_HEADER_LEN + n], b"phase two");
+        // The packet key is not the raw secret: a split output used directly fails.
+        let raw = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[1; 32]).expect("key"));
+        let mut q = Vec::new();
+        encode_data_header(&mut q, 1, 0, false);
+        PacketKey(raw).seal(0, &mut q, DATA_HEADER_LEN);
+        assert!(b0.open(0, &mut q, DATA_HEADER_LEN).is_err());
+    }
+
+    #[test]
+    fn the_key_phase_bit_is_the_only_other_data_first_byte() {
+        let mut p = Vec::new();
+        encode_data_header(&mut p, 5, 6, true);
+        p.extend_from_slice(&[0; TAG_LEN]);
+        assert_eq!(p[0], DATA_PACKET | KEY_PHASE);
+        assert!(key_phase(&p));
+        assert!(matches!(
+            Header::decode(&p),
+            Ok((Header::Data { dst: 5, number: 6 }, _))
+        ));
+        for first in [0x42u8, 0x44, 0x48, 0x60, 0x7f, 0x00] {
+            p[0] = first;
+            assert!(Header::decode(&p).is_err(), "{first:#x}");
+        }
     }
 
     #[test]
@@ -280,16 +413,18 @@ mod tests {
             number in any::<u64>(),
             payload in proptest::collection::vec(any::<u8>(), 0..1400),
             key in any::<[u8; 32]>(),
+            phase in any::<bool>(),
         ) {
             let keys = PacketKeys::new(&key, &key);
             let mut p = Vec::new();
-            encode_data_header(&mut p, dst, number);
+            encode_data_header(&mut p, dst, number, phase);
             p.extend_from_slice(&payload);
             keys.seal(number, &mut p, DATA_HEADER_LEN);
             prop_assert_eq!(p.len(), DATA_HEADER_LEN + payload.len() + TAG_LEN);
             let (h, hl) = Header::decode(&p).expect("header");
             prop_assert_eq!(h, Header::Data { dst, number });
             prop_assert_eq!(hl, DATA_HEADER_LEN);
+            prop_assert_eq!(key_phase(&p), phase);
             let n = keys.open(number, &mut p, hl).expect("opens");
             prop_assert_eq!(&p[hl..hl + n], &payload[..]);
         }

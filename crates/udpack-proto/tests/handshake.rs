@@ -272,8 +272,11 @@ fn tampered(p: &[u8]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
         q[i] ^= 1 << bit;
         q
     };
-    let endpoint = vec![flip(0, 0), flip(0, 6), flip(3, 2)];
+    // Bit 0 of the first byte is the key phase: that packet reaches the session, which
+    // finds that no key opens it. Bits 1 and 6 make the first byte invalid.
+    let endpoint = vec![flip(0, 1), flip(0, 6), flip(3, 2)];
     let session = vec![
+        flip(0, 0),
         flip(9, 7),
         flip(16, 0),
         flip(17, 3),

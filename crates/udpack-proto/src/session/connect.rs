@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::error::{CloseReason, HandshakeError};
+use super::key_update::SessionKeys;
 use super::{Event, Session, Side, State, Transmit};
 use crate::coding::Reader;
 use crate::config::{ClientConfig, TransportConfig};
@@ -109,7 +110,7 @@ impl Session {
     ) -> Self {
         let mut s = Session::new(Side::Server, now, local_sid, remote, config, rng);
         s.remote_sid = client_sid;
-        s.keys = Some(keys);
+        s.keys = Some(SessionKeys::new(keys, &s.config));
         s.path.on_received(hello_len as u64);
         s.connect.reply = Some(reply);
         s.connect.reply_due = true;
@@ -175,7 +176,7 @@ impl Session {
             }) => {
                 self.connect = Connect::default();
                 self.remote_sid = server_sid;
-                self.keys = Some(*keys);
+                self.keys = Some(SessionKeys::new(*keys, &self.config));
                 self.stats.packets_received += 1;
                 self.stats.bytes_received += body.len() as u64;
                 self.establish(now, params);

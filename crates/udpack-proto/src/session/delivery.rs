@@ -30,6 +30,9 @@ impl Session {
                 "ack of an unsent packet",
             ));
         }
+        if let (Some(keys), Some((largest, _))) = (self.keys.as_mut(), out.acked.last()) {
+            keys.on_acked(*largest);
+        }
         self.on_ack_outcome(now, out);
         if !out.spurious.is_empty() {
             self.on_spurious_loss(now, out);

@@ -19,6 +19,12 @@ pub mod transport_error {
     pub const FRAME_ENCODING: u64 = 0x7;
     /// The peer broke a protocol rule.
     pub const PROTOCOL_VIOLATION: u64 = 0xa;
+    /// The peer started a key update before it could know the previous one was
+    /// received (RFC 9001 §6.2).
+    pub const KEY_UPDATE_ERROR: u64 = 0xe;
+    /// A key was used up: too many packets sealed under one key without a confirmed
+    /// update, or too many packets failed authentication (RFC 9001 §6.6).
+    pub const AEAD_LIMIT_REACHED: u64 = 0xf;
 }
 
 /// A protocol rule the peer broke: the session closes with this code and reason.

@@ -21,6 +21,7 @@
 //! | `ack.rs` | all ACK policy: received ranges, delay, frequency, writing |
 //! | `pending.rs` | control frames owed, what each packet carried, requeue on loss |
 //! | `recv.rs` | a data packet in: replay check, decryption, frame dispatch |
+//! | `key_update.rs` | key phases, key updates, the AEAD usage limits |
 //! | `delivery.rs` | what the peer's ACKs mean for data, streams and the controller |
 //! | `transmit.rs` | the send decision (window, pacer, app-limited) and packet assembly |
 //! | `packet_builder.rs` | the one path from header to sealed, recorded datagram |
@@ -34,6 +35,7 @@ mod connect;
 mod delivery;
 mod error;
 mod flow;
+mod key_update;
 mod packet_builder;
 mod path;
 pub(crate) mod pending;
@@ -55,7 +57,7 @@ pub use error::{transport_error, CloseReason, HandshakeError, StreamError};
 use crate::config::TransportConfig;
 use crate::congestion::{Controller, DeliveryRate, Pacer};
 use crate::handshake::TransportParams;
-use crate::packet::{PacketKeys, ReplayWindow};
+use crate::packet::ReplayWindow;
 use crate::recovery::Recovery;
 use crate::stream::StreamId;
 
@@ -63,6 +65,7 @@ use ack::AckState;
 use close::CloseState;
 use connect::Connect;
 use flow::SessionFlow;
+use key_update::SessionKeys;
 use path::PathState;
 use pending::PendingControl;
 use streams::Streams;
@@ -115,6 +118,8 @@ pub struct SessionStats {
     pub reordering: u64,
     /// Datagrams dropped: failed authentication, replays, undecodable.
     pub packets_dropped: u64,
+    /// Key updates, started by either side (PROTOCOL.md §2.11).
+    pub key_updates: u64,
     /// Stream bytes written by the application and delivered in order to the peer's reader.
     pub stream_bytes_sent: u64,
     pub stream_bytes_received: u64,
@@ -159,7 +164,7 @@ pub struct Session {
     remote_sid: u64,
     config: TransportConfig,
     peer_params: Option<TransportParams>,
-    keys: Option<PacketKeys>,
+    keys: Option<SessionKeys>,
     replay: ReplayWindow,
 
     connect: Connect,
@@ -285,6 +290,7 @@ impl Session {
         });
         s.delivery_rate = self.rate.latest_rate();
         s.reordering = self.recovery.reordering_distance();
+        s.key_updates = self.keys.as_ref().map_or(0, SessionKeys::updates);
         s
     }
 
@@ -306,6 +312,7 @@ impl Session {
         buf.clear();
         if self.state == State::Established {
             self.check_send_limits(now);
+            self.check_key_limits(now);
         }
         match self.state {
             State::Handshake => self.transmit_hello(now, buf),

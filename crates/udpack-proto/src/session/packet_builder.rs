@@ -1,7 +1,8 @@
 //! The one path from a short header to a sealed datagram: every data packet (stream
 //! data, control frames, ACKs, path probes, CLOSE) starts with [`Session::begin_packet`]
-//! and ends with [`Session::finish_packet`], which seals it, holds it back if it would
-//! break the amplification limit, records it for loss recovery and counts it.
+//! and ends with [`Session::finish_packet`], which holds it back if it would break the
+//! amplification limit, seals it in the current key phase, records it for loss
+//! recovery and counts it.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -78,12 +79,12 @@ impl Session {
     /// Writes the header of the next packet into `buf`; returns its number. `None`
     /// before the session has keys.
     pub(super) fn begin_packet(&self, buf: &mut Vec<u8>) -> Option<u64> {
-        self.keys.as_ref()?;
+        let keys = self.keys.as_ref()?;
         let pn = self.recovery.next_packet_number();
-        if pn >= PACKET_NUMBER_LIMIT {
+        if pn >= PACKET_NUMBER_LIMIT || !keys.can_seal() {
             return None;
         }
-        encode_data_header(buf, self.remote_sid, pn);
+        encode_data_header(buf, self.remote_sid, pn, keys.phase());
         Some(pn)
     }
 
@@ -98,11 +99,15 @@ impl Session {
         destination: SocketAddr,
         sent: Sent,
     ) -> Option<Transmit> {
-        self.keys.as_ref()?.seal(pn, buf, DATA_HEADER_LEN);
-        let size = buf.len();
+        let size = buf.len() + crate::packet::TAG_LEN;
         if destination == self.path.remote && !self.path.spend(size as u64) {
             buf.clear();
             return None;
+        }
+        let keys = self.keys.as_mut()?;
+        keys.seal(pn, buf, DATA_HEADER_LEN);
+        if let Some(largest) = sent.frames.largest_acked {
+            keys.on_ack_sent(largest);
         }
         let rate = sent.in_flight.then(|| {
             self.rate

@@ -1,5 +1,6 @@
-//! Input: a data packet is checked against replay, opened, and its frames dispatched;
-//! the packet then counts for the ACK policy.
+//! Input: a data packet is checked against replay, opened (with the keys of its phase,
+//! `key_update.rs`), and its frames dispatched; the packet then counts for the ACK
+//! policy.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -28,10 +29,10 @@ impl Session {
     ) {
         self.now = self.now.max(now);
         let len = datagram.len();
-        let Some(keys) = &self.keys else {
+        if self.keys.is_none() {
             self.stats.packets_dropped += 1;
             return;
-        };
+        }
         if matches!(self.state, State::Draining { .. } | State::Drained) {
             return;
         }
@@ -39,8 +40,7 @@ impl Session {
             self.stats.packets_dropped += 1;
             return;
         }
-        let Ok(plain) = keys.open(number, &mut datagram, DATA_HEADER_LEN) else {
-            self.stats.packets_dropped += 1;
+        let Some(plain) = self.open_packet(now, number, &mut datagram) else {
             return;
         };
         let largest_before = self.replay.largest();

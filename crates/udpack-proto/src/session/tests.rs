@@ -302,10 +302,10 @@ fn a_session_closes_before_its_packet_numbers_run_out() {
     let datagram = {
         let c = sim.client_mut().session();
         let mut buf = Vec::new();
-        crate::packet::encode_data_header(&mut buf, c.remote_sid, pn);
+        crate::packet::encode_data_header(&mut buf, c.remote_sid, pn, false);
         crate::frame::Frame::Ping.encode(&mut buf);
         c.keys
-            .as_ref()
+            .as_mut()
             .expect("keys")
             .seal(pn, &mut buf, crate::packet::DATA_HEADER_LEN);
         buf
@@ -364,12 +364,12 @@ fn an_ack_of_a_packet_never_sent_closes_the_session() {
         let s = sim.server_mut().session();
         let pn = s.recovery.next_packet_number();
         let mut buf = Vec::new();
-        crate::packet::encode_data_header(&mut buf, s.remote_sid, pn);
+        crate::packet::encode_data_header(&mut buf, s.remote_sid, pn, false);
         let mut all = crate::range_set::RangeSet::new();
         all.insert(0..largest + 1);
         crate::frame::encode_ack(&mut buf, &all, 0, 1000);
         s.keys
-            .as_ref()
+            .as_mut()
             .expect("keys")
             .seal(pn, &mut buf, crate::packet::DATA_HEADER_LEN);
         buf
@@ -402,11 +402,11 @@ fn tiny_out_of_order_fragments_are_bounded_in_memory() {
         let datagram = {
             let c = sim.client_mut().session();
             let mut buf = Vec::new();
-            crate::packet::encode_data_header(&mut buf, sid, pn);
+            crate::packet::encode_data_header(&mut buf, sid, pn, false);
             crate::frame::StreamFrame::encode_header(&mut buf, id.0, 2 * i + 1, 1, false);
             buf.push(0xaa);
             c.keys
-                .as_ref()
+                .as_mut()
                 .expect("keys")
                 .seal(pn, &mut buf, crate::packet::DATA_HEADER_LEN);
             buf
@@ -434,4 +434,59 @@ fn tiny_out_of_order_fragments_are_bounded_in_memory() {
         matches!(&reason, Some(CloseReason::Transport { code, .. }) if *code == transport_error::FLOW_CONTROL),
         "{reason:?}"
     );
+}
+
+/// A PING sealed by `s` in its current key phase with packet number `pn`.
+fn ping(s: &mut Session, pn: u64) -> Vec<u8> {
+    let keys = s.keys.as_mut().expect("keys");
+    let mut buf = Vec::new();
+    crate::packet::encode_data_header(&mut buf, s.remote_sid, pn, keys.phase());
+    crate::frame::Frame::Ping.encode(&mut buf);
+    keys.seal(pn, &mut buf, crate::packet::DATA_HEADER_LEN);
+    buf
+}
+
+#[test]
+fn a_peer_that_updates_twice_without_waiting_is_closed() {
+    // The client starts two updates back to back (its own checks bypassed); the
+    // second one reaches the server before the server acknowledged anything of the
+    // first phase in it.
+    let mut sim = instant_pair(TransportConfig::default());
+    run(&mut sim, Duration::from_millis(100));
+    let client_addr = sim.client().addr;
+    let pn = sim.client_mut().session().recovery.next_packet_number() + 100;
+    for (i, expect_updates) in [(0, 1), (1, 1)] {
+        let datagram = {
+            let c = sim.client_mut().session();
+            c.keys.as_mut().expect("keys").start_update();
+            ping(c, pn + i)
+        };
+        sim.handle_now(client_addr, 0, &datagram);
+        let s = sim.server_mut().session();
+        assert_eq!(s.stats().key_updates, expect_updates, "update {i}");
+    }
+    run(&mut sim, Duration::from_millis(1));
+    let reason = sim.server().app.closed.first().map(|c| c.1.clone());
+    assert!(
+        matches!(&reason, Some(CloseReason::Transport { code, by_peer: false, .. }) if *code == transport_error::KEY_UPDATE_ERROR),
+        "{reason:?}"
+    );
+}
+
+#[test]
+fn a_peer_that_waits_for_the_ack_may_update_again() {
+    // The same two updates, each carried by a real PING, with time between them for
+    // the server to acknowledge the first phase in it.
+    let mut sim = instant_pair(TransportConfig::default());
+    run(&mut sim, Duration::from_millis(100));
+    for expect_updates in [1, 2] {
+        let c = sim.client_mut().session();
+        c.keys.as_mut().expect("keys").start_update();
+        c.pending.ping = true;
+        run(&mut sim, Duration::from_millis(100));
+        let s = sim.server_mut().session();
+        assert_eq!(s.stats().key_updates, expect_updates);
+        assert!(s.is_established());
+    }
+    assert!(sim.client().app.closed.is_empty() && sim.server().app.closed.is_empty());
 }

@@ -25,6 +25,8 @@ pub(crate) enum Timer {
     Pacing,
     /// A PATH_CHALLENGE is due again.
     PathProbe,
+    /// The old key phase's opening key goes (3 PTO into the new phase).
+    KeyDiscard,
     /// Closing or draining ends.
     Linger,
     /// Closing: an unprompted CLOSE repeat is due.
@@ -37,7 +39,7 @@ impl Timer {
         use Timer::*;
         match state {
             State::Handshake => &[Hello, Connect],
-            State::Established => &[Ack, Loss, Idle, Keepalive, Pacing, PathProbe],
+            State::Established => &[Ack, Loss, Idle, Keepalive, Pacing, PathProbe, KeyDiscard],
             State::Closing { .. } => &[Linger, CloseRepeat],
             State::Draining { .. } => &[Linger],
             State::Drained => &[],
@@ -57,6 +59,7 @@ impl Session {
             Timer::Keepalive => self.keepalive_deadline(),
             Timer::Pacing => self.transmit.pacing_until,
             Timer::PathProbe => self.path.probe.as_ref().map(|p| p.next_send),
+            Timer::KeyDiscard => self.key_discard_deadline(),
             Timer::Linger => match self.state {
                 State::Closing { until } | State::Draining { until } => Some(until),
                 _ => None,
@@ -110,6 +113,9 @@ impl Session {
         }
         if due(self.keepalive_deadline()) {
             self.pending.ping = true;
+        }
+        if let Some(keys) = self.keys.as_mut() {
+            keys.discard_old(now);
         }
         // ACK and path probe deadlines are met by poll_transmit.
     }
