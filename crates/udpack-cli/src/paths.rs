@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use unicode_normalization::UnicodeNormalization;
 
 /// Longest accepted path component, in bytes: room is left for the `.part.sha256`
+/// (the longest sidecar name, of upload protocol 1)
 /// of an upload in progress and a `.N` suffix, within the usual 255-byte limit.
 const MAX_COMPONENT: usize = 255 - ".part.sha256".len() - ".9999".len();
 /// Deepest accepted path.
@@ -29,7 +30,7 @@ pub enum BadPath {
     TooLong,
     #[error("path too deep")]
     TooDeep,
-    #[error("ends with `.part` or `.part.sha256`, the names of uploads in progress")]
+    #[error("ends with `.part`, `.part.id` or `.part.sha256`, the names of uploads in progress")]
     PartSuffix,
     #[error("`:` in the name")]
     Colon,
@@ -72,7 +73,7 @@ pub fn sanitize(name: &str) -> Result<PathBuf, BadPath> {
         // The names of uploads in progress (and their hash files) are the server's own,
         // for files and directories alike, in any letter case.
         let lower = p.to_ascii_lowercase();
-        if lower.ends_with(".part") || lower.ends_with(".part.sha256") {
+        if lower.ends_with(".part") || lower.ends_with(".part.id") || lower.ends_with(".part.sha256") {
             return Err(BadPath::PartSuffix);
         }
         out.push(p);
@@ -147,6 +148,8 @@ mod tests {
             "lpt1.log",
             "COM9",
             "x.part",
+            "x.part.id",
+            "X.PART.ID",
             "trailing.",
             " lead",
             "trail ",

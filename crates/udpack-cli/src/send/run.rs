@@ -85,12 +85,18 @@ pub async fn send(opts: SendOptions) -> Result<Summary, SendError> {
                 if opts.retry_for.is_zero() {
                     break Err(SendError::SessionLost(why));
                 }
-                progress.line(&format!("connection lost ({why}); reconnecting"));
+                tracing::warn!(reason = %why, "connection lost; reconnecting");
+                let lost_at = Instant::now();
                 match reconnect(&client, &opts, &progress).await {
                     Ok(s) => {
                         socket = s;
                         summary.reconnects += 1;
-                        progress.line(&format!("reconnected; {} file(s) to go", queue.len()));
+                        // One line per reconnect.
+                        progress.line(&format!(
+                            "connection lost ({why}); reconnected after {:.1} s, resuming {} file(s)",
+                            lost_at.elapsed().as_secs_f64(),
+                            queue.len()
+                        ));
                     }
                     Err(e) => break Err(e),
                 }
@@ -217,7 +223,8 @@ async fn reconnect(
                     });
                 }
                 tracing::info!(attempt, error = %e, "reconnecting failed; trying again");
-                if attempt == 1 || attempt.is_power_of_two() {
+                // A long outage shows now and then, not at every attempt.
+                if attempt >= 4 && attempt.is_power_of_two() {
                     progress.line(&format!("still reconnecting (attempt {attempt}): {e}"));
                 }
                 tokio::time::sleep(wait).await;
