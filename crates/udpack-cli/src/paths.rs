@@ -73,7 +73,10 @@ pub fn sanitize(name: &str) -> Result<PathBuf, BadPath> {
         // The names of uploads in progress (and their hash files) are the server's own,
         // for files and directories alike, in any letter case.
         let lower = p.to_ascii_lowercase();
-        if lower.ends_with(".part") || lower.ends_with(".part.id") || lower.ends_with(".part.sha256") {
+        if lower.ends_with(".part")
+            || lower.ends_with(".part.id")
+            || lower.ends_with(".part.sha256")
+        {
             return Err(BadPath::PartSuffix);
         }
         out.push(p);

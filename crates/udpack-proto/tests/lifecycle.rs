@@ -103,9 +103,12 @@ fn nat_rebinding_mid_transfer_moves_the_session_after_validation() {
         moved_at - first_new
     );
     // Before validation the server sent the new address only small probes, and far
-    // less than three times what it received from there.
+    // less than three times what it received from there. The move is seen at 1 ms
+    // steps: what the server sent in the step of the move (a burst of queued data at
+    // once) may already follow it.
+    let surely_before = moved_at - Duration::from_millis(1);
     let to_new_before = captured_bytes(&sim, |c| {
-        c.from == server_addr && c.to == new && c.at < moved_at
+        c.from == server_addr && c.to == new && c.at < surely_before
     });
     let from_new_before = captured_bytes(&sim, |c| {
         c.from == new && c.to == server_addr && c.at + one_way < moved_at
@@ -125,6 +128,44 @@ fn nat_rebinding_mid_transfer_moves_the_session_after_validation() {
     );
     assert_eq!(remote_addr(&mut sim, 1, ch), server_addr);
     close_gracefully(&mut sim, 8);
+}
+
+/// The rebinding comes with an outage long enough for the client's probe timeout to
+/// back off: the server's challenge then waits for the client's next probe, which may
+/// come after the server gave one round of challenges up. A late answer still
+/// validates, and the answer is not held back by a full congestion window, so the
+/// transfer goes on instead of stalling until the idle timeout.
+#[test]
+fn rebinding_during_an_outage_still_moves_the_session() {
+    let mut sim = Pair::new(37, link(20, 20_000_000))
+        .client_streams(vec![3_000_000])
+        .build();
+    sim.rebind_drops_old = true;
+    run_until_connected(&mut sim);
+    let sh = server_handle(&sim);
+    sim.run_until(Duration::from_millis(300), |_| false);
+    assert!(!streams_done(&sim), "the transfer is over already");
+    let new: SocketAddr = "10.0.2.1:6000".parse().expect("address");
+    let outage_end = sim.now + Duration::from_millis(1500);
+    sim.rebind = Some((1, sim.now, new));
+    sim.filter = Some(Box::new(move |c: &Captured| {
+        if c.at < outage_end {
+            Fate::Lose
+        } else {
+            Fate::Deliver
+        }
+    }));
+    let deadline = outage_end + Duration::from_secs(8);
+    while !streams_done(&sim) {
+        assert!(
+            sim.now < deadline,
+            "the transfer stalled after the outage (server sees {})",
+            remote_addr(&mut sim, 0, sh)
+        );
+        sim.run_until(Duration::from_millis(5), |_| false);
+    }
+    check_transfer(&sim);
+    assert_eq!(remote_addr(&mut sim, 0, sh), new);
 }
 
 #[test]

@@ -40,6 +40,9 @@ pub(crate) struct PathState {
     amp_sent: u64,
     /// A new address being validated.
     pub probe: Option<PathProbe>,
+    /// The address and challenge of the last probe given up: a new probe of the same
+    /// address asks the same, so a late answer to the old one still counts.
+    given_up: Option<(SocketAddr, [u8; 8])>,
 }
 
 impl PathState {
@@ -50,6 +53,7 @@ impl PathState {
             amp_received: 0,
             amp_sent: 0,
             probe: None,
+            given_up: None,
         }
     }
 
@@ -104,8 +108,14 @@ impl Session {
         if largest_before.is_some_and(|l| number < l) {
             return;
         }
-        let mut challenge = [0u8; 8];
-        self.rng.fill_bytes(&mut challenge);
+        let challenge = match self.path.given_up {
+            Some((addr, c)) if addr == remote => c,
+            _ => {
+                let mut c = [0u8; 8];
+                self.rng.fill_bytes(&mut c);
+                c
+            }
+        };
         tracing::debug!(target: "udpack", sid = %self.id_str(), %remote, "validating new peer address");
         self.path.probe = Some(PathProbe {
             addr: remote,
@@ -124,6 +134,7 @@ impl Session {
                 tracing::debug!(target: "udpack", sid = %self.id_str(), to = %p.addr, "peer address validated; session moved");
                 self.path.remote = p.addr;
                 self.path.validated = true;
+                self.path.given_up = None;
             } else {
                 self.path.probe = Some(p);
             }
@@ -141,6 +152,7 @@ impl Session {
         self.keys.as_ref()?;
         if probe.tries >= PATH_PROBE_TRIES {
             // The address never answered: stay where we were.
+            self.path.given_up = Some((probe.addr, probe.challenge));
             self.path.probe = None;
             return None;
         }

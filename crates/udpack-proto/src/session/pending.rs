@@ -82,6 +82,27 @@ impl SentFrames {
 }
 
 impl Session {
+    /// A PATH_RESPONSE owed to the peer's address, if it fits; true if written. It
+    /// goes out even when the congestion window is full (see `transmit_data`): the
+    /// peer's move to a new address waits for it, and its challenges do not wait for
+    /// ever.
+    pub(super) fn write_path_response(&mut self, buf: &mut Vec<u8>, max: usize) -> bool {
+        let Some((data, addr)) = self.pending.path_response else {
+            return false;
+        };
+        let f = Frame::PathResponse(data);
+        if addr == self.path.remote && buf.len() + f.encoded_len() <= max {
+            f.encode(buf);
+            self.pending.path_response = None;
+            return true;
+        }
+        if addr != self.path.remote && !self.path.probing(addr) {
+            // Answer from an address we are not validating: not worth a packet.
+            self.pending.path_response = None;
+        }
+        false
+    }
+
     /// Writes pending control frames that fit within `max`; returns true if any was
     /// written.
     pub(super) fn write_control_frames(
@@ -92,16 +113,7 @@ impl Session {
     ) -> bool {
         let start = buf.len();
         let room = |buf: &Vec<u8>, f: &Frame| buf.len() + f.encoded_len() <= max;
-        if let Some((data, addr)) = self.pending.path_response {
-            let f = Frame::PathResponse(data);
-            if addr == self.path.remote && room(buf, &f) {
-                f.encode(buf);
-                self.pending.path_response = None;
-            } else if addr != self.path.remote && !self.path.probing(addr) {
-                // Answer from an address we are not validating: not worth a packet.
-                self.pending.path_response = None;
-            }
-        }
+        self.write_path_response(buf, max);
         if self.pending.max_data {
             let f = Frame::MaxData(self.flow.credit.limit());
             if room(buf, &f) {

@@ -69,7 +69,13 @@ impl Session {
         }
         let ack_wanted = self.ack.wanted(now);
         let may_elicit = self.may_elicit(now, mtu as u64);
-        if !may_elicit && !ack_wanted {
+        // A PATH_RESPONSE does not wait for room in the window: the peer's challenges
+        // would run out first (its move to our new address waits for the answer).
+        let response_due = self
+            .pending
+            .path_response
+            .is_some_and(|(_, a)| a == self.path.remote);
+        if !may_elicit && !ack_wanted && !response_due {
             return None;
         }
         if may_elicit && self.recovery.next_packet_number() >= self.transmit.next_skip {
@@ -87,6 +93,9 @@ impl Session {
         // ACK first: it keeps the peer's clock running.
         let room = max_payload - buf.len();
         frames.largest_acked = self.ack.write(buf, now, room, ack_wanted);
+        if !may_elicit && response_due {
+            eliciting |= self.write_path_response(buf, max_payload);
+        }
         if may_elicit {
             eliciting |= self.write_control_frames(buf, max_payload, &mut frames);
             eliciting |= self.write_stream_frames(buf, max_payload, &mut frames);
