@@ -68,8 +68,11 @@ impl SendOptions {
 pub struct Summary {
     pub files: usize,
     pub bytes: u64,
-    /// Bytes that went over the network (less than `bytes` when uploads resumed).
+    /// Bytes of the files put on the network, by every attempt (less than `bytes` when
+    /// uploads resumed, more when a lost session cut an attempt short).
     pub sent: u64,
+    /// Bytes the server already had when the files' last attempts began.
+    pub resumed: u64,
     #[serde(serialize_with = "secs")]
     pub elapsed: Duration,
     /// Times the session was lost and made again.

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use udpack_io::{Client, ClientOptions, Reconnect, Socket, TransportConfig};
 
 use super::collect::{self, Item};
-use super::upload::{self, Failure, Sent};
+use super::upload::{self, Attempt, Failure};
 use super::{SendError, SendOptions, Summary, MAX_STREAMED};
 use crate::progress::Progress;
 use crate::protocol::INLINE_MAX;
@@ -124,7 +124,7 @@ async fn round(
 ) -> Round {
     let parallel = opts.parallel.max(1);
     let streamed = Arc::new(Semaphore::new(MAX_STREAMED.min(parallel)));
-    let mut tasks: JoinSet<(Item, Result<Sent, Failure>)> = JoinSet::new();
+    let mut tasks: JoinSet<(Item, Attempt)> = JoinSet::new();
     let mut lost: Option<String> = None;
     loop {
         while lost.is_none() && tasks.len() < parallel {
@@ -150,17 +150,18 @@ async fn round(
                 None => Round::Done,
             };
         };
-        let (item, result) = match joined {
+        let (item, attempt) = match joined {
             Ok(r) => r,
             Err(e) => {
                 return Round::Failed(SendError::Read(std::io::Error::other(e.to_string())));
             }
         };
-        match result {
+        summary.sent += attempt.sent;
+        match attempt.result {
             Ok(sent) => {
                 summary.files += 1;
                 summary.bytes += item.size;
-                summary.sent += sent.sent;
+                summary.resumed += sent.resumed;
                 progress.finish_file(
                     &item.name,
                     true,

@@ -39,7 +39,14 @@ pub(super) enum Failure {
 pub(super) struct Sent {
     /// Its final name there.
     pub name: String,
-    /// Bytes that went over the network (less than the size when resumed).
+    /// Bytes of the file the server already had (resumed from there).
+    pub resumed: u64,
+}
+
+/// One attempt at a file: how it ended, and the file's bytes it put on the network
+/// (counted for a failed attempt too).
+pub(super) struct Attempt {
+    pub result: Result<Sent, Failure>,
     pub sent: u64,
 }
 
@@ -49,6 +56,21 @@ pub(super) async fn send_one(
     token: &str,
     item: &Item,
     progress: &Progress,
+) -> Attempt {
+    let wire = AtomicU64::new(0);
+    let result = attempt(socket, token, item, progress, &wire).await;
+    Attempt {
+        result,
+        sent: wire.load(Ordering::Relaxed),
+    }
+}
+
+async fn attempt(
+    socket: &Socket,
+    token: &str,
+    item: &Item,
+    progress: &Progress,
+    wire: &AtomicU64,
 ) -> Result<Sent, Failure> {
     let lost_or = |e: SendError| {
         if socket.session().close_reason().is_some() {
@@ -76,6 +98,7 @@ pub(super) async fn send_one(
         id: upload_id(token, &item.name, item.size, item.mtime_ns),
         progress,
         server_error: &server_error,
+        wire,
     };
     let result = if item.size <= INLINE_MAX {
         file.send_whole().await
@@ -102,6 +125,8 @@ struct FileUpload<'a> {
     id: Vec<u8>,
     progress: &'a Progress,
     server_error: &'a Mutex<Option<ErrorEvent>>,
+    /// The file's bytes put on the network by this attempt.
+    wire: &'a AtomicU64,
 }
 
 impl FileUpload<'_> {
@@ -121,6 +146,7 @@ impl FileUpload<'_> {
             data: Some(data),
             hash: Some(hash.to_vec()),
         };
+        self.wire.fetch_add(self.item.size, Ordering::Relaxed);
         let answer: OfferAnswer = self
             .channel
             .send_with_ack_timeout(OFFER, &offer, OFFER_TIMEOUT)
@@ -135,7 +161,7 @@ impl FileUpload<'_> {
         self.progress.advance_total(self.item.size);
         Ok(Sent {
             name: answer.name,
-            sent: self.item.size,
+            resumed: 0,
         })
     }
 
@@ -196,6 +222,7 @@ impl FileUpload<'_> {
                         return Err(e);
                     }
                     sent.fetch_add(n, Ordering::Relaxed);
+                    self.wire.fetch_add(n, Ordering::Relaxed);
                 }
                 Piece::End(hash) => break hash,
             }
@@ -214,7 +241,7 @@ impl FileUpload<'_> {
         if finish.ok {
             return Ok(Sent {
                 name: finish.name,
-                sent: sent.load(Ordering::Relaxed),
+                resumed: offset,
             });
         }
         if finish.code == code::INTEGRITY {
