@@ -58,8 +58,13 @@ pub(super) struct StandingQueue {
     prev_round_min_rtt_queued: bool,
     /// The previous round ended with a standing queue (reset after a cut).
     prev_round_queued: bool,
-    /// Cuts since the last queue-free round.
+    /// Cuts since the queue last drained.
     unrelieved_cuts: u32,
+    /// The queue outlived the cuts: a flow that does not yield to it shares the
+    /// bottleneck, and this one stops cutting until the queue drains.
+    competing: bool,
+    /// The bandwidth before the first of the unrelieved cuts, restored if they prove futile.
+    bw_before_cuts: u64,
     /// Short-term bandwidth cap (v2's `bw_lo`, driven by the queue instead of loss): cut
     /// multiplicatively when a standing queue persists, raised by the same absolute,
     /// doubling steps for every flow. This AIMD is what makes competing flows converge.
@@ -118,6 +123,12 @@ impl StandingQueue {
     pub(super) fn on_round_end(&mut self, in_probe_bw: bool, model: &mut Model, mtu: u64) {
         let queued = self.stood_all_round(model.min_rtt, model.bw(), mtu);
         self.prev_round_min_rtt_queued = queued;
+        if self.drained_this_round(model.min_rtt, model.bw(), mtu) {
+            // The queue emptied: whoever shares the bottleneck yields to a standing queue
+            // (or nobody does, and the queue was ours): cutting works.
+            self.unrelieved_cuts = 0;
+            self.competing = false;
+        }
         self.update_bw_lo(queued, in_probe_bw, model, mtu);
         self.round_max_bw = 0;
         self.prev_round_min_rtt = self.round_min_rtt.take();
@@ -131,29 +142,54 @@ impl StandingQueue {
         }
     }
 
+    /// True if some RTT sample of the round just ended came within half the threshold of
+    /// min_rtt: the queue (nearly) emptied. Merely dipping below the threshold does not
+    /// count: a loss-based flow's queue swings around it while never draining.
+    fn drained_this_round(&self, min_rtt: Option<Duration>, bw: u64, mtu: u64) -> bool {
+        match (self.round_min_rtt, min_rtt) {
+            (Some(rtt), Some(min_rtt)) => {
+                rtt.saturating_sub(min_rtt) <= threshold(min_rtt, bw, mtu) / 2
+            }
+            _ => false,
+        }
+    }
+
+    /// True while the flow shares the bottleneck with one that does not yield to the queue
+    /// (a loss-based flow, or BBRv1): cutting on the queue would only hand it our share.
+    #[cfg(test)]
+    pub(super) fn competing(&self) -> bool {
+        self.competing
+    }
+
     /// Short-term AIMD on the standing queue, judged once per round in ProbeBW.
     fn update_bw_lo(&mut self, queued: bool, in_probe_bw: bool, model: &mut Model, mtu: u64) {
         if !in_probe_bw {
             self.prev_round_queued = false;
             return;
         }
-        if !queued {
-            self.unrelieved_cuts = 0;
-        }
         if queued && self.prev_round_queued && self.unrelieved_cuts >= MAX_UNRELIEVED_CUTS {
-            // The queue outlived repeated cuts: more likely the path's RTT grew (or a
-            // loss-based flow keeps the buffer full) than that we overshoot. Re-measure
-            // min_rtt instead of cutting again, which would starve this flow.
-            model.mark_min_rtt_stale();
-            self.unrelieved_cuts = 0;
+            // The queue outlived repeated cuts without ever draining: the flows we share
+            // it with do not yield to it (loss-based TCP keeps the buffer full, BBRv1
+            // keeps two BDPs in flight). Further cuts would starve this flow, so it stops
+            // cutting and competes as v1 does (no cap, window 2 BDP) until the queue
+            // drains again. A path whose RTT grew looks the same; the min-RTT window
+            // (ProbeRTT) re-measures it.
+            // The cuts were futile: undo them, as TCP undoes a window reduction that proved
+            // spurious.
+            self.competing = true;
+            self.bw_lo = None;
+            model.restart_bw(model.bw().max(self.bw_before_cuts));
             self.prev_round_queued = false;
             return;
         }
         if queued && self.prev_round_queued {
             // Competing flows together exceed the bottleneck: everyone backs off in
             // proportion to its rate, then needs two fresh rounds before the next cut.
-            self.unrelieved_cuts = self.unrelieved_cuts.saturating_add(1);
             let model_bw = self.cap(model.bw());
+            if self.unrelieved_cuts == 0 {
+                self.bw_before_cuts = model_bw;
+            }
+            self.unrelieved_cuts = self.unrelieved_cuts.saturating_add(1);
             let delivered = if self.round_max_bw > 0 {
                 self.round_max_bw.min(model_bw)
             } else {
@@ -186,5 +222,6 @@ impl StandingQueue {
     pub(super) fn reset(&mut self) {
         self.prev_round_queued = false;
         self.unrelieved_cuts = 0;
+        self.competing = false;
     }
 }

@@ -429,7 +429,8 @@ fn probe_rtt_after_ten_seconds_without_new_min() {
         if cc.mode == Mode::ProbeRtt {
             saw_probe_rtt = true;
             // v2-style: half the BDP, not v1's four packets.
-            let half_bdp = (cc.bandwidth() as f64 * 0.05 / 2.0) as u64;
+            let min_rtt = cc.min_rtt().unwrap().as_secs_f64();
+            let half_bdp = (cc.bandwidth() as f64 * min_rtt / 2.0) as u64;
             assert!(
                 cc.window() <= half_bdp.max(4 * MTU_BYTES),
                 "{}",
@@ -443,6 +444,44 @@ fn probe_rtt_after_ten_seconds_without_new_min() {
     assert_ne!(cc.mode, Mode::ProbeRtt);
     assert_eq!(cc.min_rtt(), Some(60 * MS));
     assert!(cc.window() > 4 * MTU_BYTES);
+}
+
+#[test]
+fn a_queue_that_outlives_the_cuts_stops_them_and_undoes_them() {
+    // After two seconds alone, every RTT sample is 60 ms against a 51 ms minimum: a flow
+    // that ignores the queue (loss-based TCP) keeps it standing, whatever this one does.
+    let (_, mut flows, now) = ack_clock(2);
+    let cc = &mut flows[0].cc;
+    let rate = cc.bandwidth();
+    let mut dr = DeliveryRate::new(now);
+    let mut t = now;
+    let mut cut = false;
+    while t < now + Duration::from_secs(4) {
+        t += MS;
+        let in_flight = cc.window();
+        let snap = dr.on_sent(t, MTU_BYTES, in_flight);
+        dr.on_acked(t + 60 * MS, &snap);
+        cc.on_ack(
+            t,
+            &AckSample {
+                acked_bytes: MTU_BYTES,
+                bytes_in_flight: in_flight,
+                largest_acked_sent: t - 60 * MS,
+                latest_rtt: Some(60 * MS),
+                smoothed_rtt: 60 * MS,
+                min_rtt: 50 * MS,
+                rate: dr.take_sample(None),
+            },
+        );
+        cut |= cc.model_bw() < rate * 8 / 10;
+    }
+    assert!(cut, "the standing queue never cut the rate");
+    assert!(cc.queue.competing(), "the flow still yields to the queue");
+    assert!(
+        cc.model_bw() as f64 >= 0.9 * rate as f64,
+        "cuts not undone: {} of {rate}",
+        cc.model_bw()
+    );
 }
 
 #[test]
