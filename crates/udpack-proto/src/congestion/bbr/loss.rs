@@ -31,6 +31,10 @@ const LOSS_MIN_SAMPLE_PACKETS: u64 = 16;
 const LOSS_MAX_WINDOWS: usize = 8;
 /// A round is "heavy loss" if more is lost than delivered and at least this many packets.
 const HEAVY_LOSS_MIN_PACKETS: u64 = 8;
+/// A round that loses this fraction of its data to overflow (v2's loss threshold) and
+/// at least a few packets is a congestion episode...
+const OVERFLOW_LOSS_RATE: f64 = 0.02;
+const OVERFLOW_MIN_PACKETS: u64 = 2;
 /// Rounds an `inflight_hi` cap lasts.
 const INFLIGHT_HI_ROUNDS: u64 = 10;
 
@@ -152,6 +156,8 @@ pub(super) struct Loss {
     /// Bytes lost and acknowledged in the current round.
     round_lost: u64,
     round_acked: u64,
+    /// Bytes lost in the current round that look like a drop-tail overflow.
+    round_overflow: u64,
     /// v2-style cap on bytes in flight after a round with heavy loss, and its expiry round.
     inflight_hi: Option<u64>,
     inflight_hi_until: u64,
@@ -214,7 +220,9 @@ impl Loss {
         mtu: u64,
     ) {
         self.round_lost = self.round_lost.saturating_add(loss.lost_bytes);
-        if !self.looks_congestive(min_rtt, bw, mtu) {
+        if self.looks_congestive(min_rtt, bw, mtu) {
+            self.round_overflow = self.round_overflow.saturating_add(loss.lost_bytes);
+        } else {
             self.random.on_loss(loss.largest_lost_sent, loss.lost_bytes);
         }
     }
@@ -223,6 +231,7 @@ impl Loss {
     /// nor toward a heavy-loss round.
     pub(super) fn on_spurious(&mut self, loss: &LossSample) {
         self.round_lost = self.round_lost.saturating_sub(loss.lost_bytes);
+        self.round_overflow = self.round_overflow.saturating_sub(loss.lost_bytes);
         self.random
             .on_spurious(loss.largest_lost_sent, loss.lost_bytes);
     }
@@ -239,6 +248,14 @@ impl Loss {
     pub(super) fn heavy_round(&self, mtu: u64) -> bool {
         self.round_lost > self.round_acked
             && self.round_lost >= mtu.saturating_mul(HEAVY_LOSS_MIN_PACKETS)
+    }
+
+    /// True if the round just ended lost at least [`OVERFLOW_LOSS_RATE`] of its data, and
+    /// a few packets, to what looks like a full drop-tail buffer.
+    pub(super) fn overflow_round(&self, mtu: u64) -> bool {
+        let total = self.round_acked.saturating_add(self.round_lost) as f64;
+        self.round_overflow >= mtu.saturating_mul(OVERFLOW_MIN_PACKETS)
+            && self.round_overflow as f64 >= total * OVERFLOW_LOSS_RATE
     }
 
     /// Caps bytes in flight at `cap` for the rounds after `round`.
@@ -263,6 +280,7 @@ impl Loss {
     pub(super) fn end_round(&mut self) {
         self.round_lost = 0;
         self.round_acked = 0;
+        self.round_overflow = 0;
     }
 
     /// Persistent congestion: forgets the cap and the random-loss estimate.

@@ -27,8 +27,9 @@
 //!   cuts a short-term cap `bw_lo` to 0.7 × its delivery rate and restarts its max filter
 //!   there; the cap then grows by doubling absolute steps from one packet per round trip,
 //!   restarted every gain cycle. Multiplicative decrease with equal absolute increase
-//!   converges to equal shares (AIMD). If the queue outlives two cuts, min_rtt is taken as
-//!   stale and re-measured in ProbeRTT instead.
+//!   converges to equal shares (AIMD). If the queue outlives two cuts without draining,
+//!   the flow shares the link with one that ignores the queue (TCP Cubic, BBRv1): it
+//!   undoes the cuts and competes on loss instead (`queue`).
 //! - Startup also ends when a queue stood for a whole round (HyStart-like), so a flow
 //!   joining a busy bottleneck does not push the others out before noticing it.
 //! - The ProbeBW start phase and the number of cruise phases (6 ± 1) come from a
@@ -220,8 +221,13 @@ impl Bbr {
         } else {
             self.loss.expire_cap(round);
         }
-        self.queue
-            .on_round_end(self.mode == Mode::ProbeBw, &mut self.model, self.mtu);
+        let overflow = self.loss.overflow_round(self.mtu);
+        self.queue.on_round_end(
+            self.mode == Mode::ProbeBw,
+            overflow,
+            &mut self.model,
+            self.mtu,
+        );
         self.loss.end_round();
     }
 

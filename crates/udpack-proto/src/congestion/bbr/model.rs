@@ -87,8 +87,6 @@ pub(super) struct Model {
     /// Windowed min RTT and when it was last refreshed.
     pub(super) min_rtt: Option<Duration>,
     pub(super) min_rtt_stamp: Option<Instant>,
-    /// min_rtt must be re-measured (as if its window had expired).
-    min_rtt_stale: bool,
     /// Latest smoothed RTT from the session.
     pub(super) smoothed_rtt: Option<Duration>,
     /// Bytes acknowledged beyond what the bandwidth estimate explains (ACKs that
@@ -145,18 +143,12 @@ impl Model {
         self.next_round_delivered = self.conn_delivered;
     }
 
-    /// Makes the next RTT sample the new min_rtt, as if its window had expired.
-    pub(super) fn mark_min_rtt_stale(&mut self) {
-        self.min_rtt_stale = true;
-    }
-
     /// Feeds an RTT sample to the min filter; true if the estimate had expired (ProbeRTT
     /// is due).
     pub(super) fn update_min_rtt(&mut self, now: Instant, rtt: Option<Duration>) -> bool {
-        let expired = self.min_rtt_stale
-            || self
-                .min_rtt_stamp
-                .is_some_and(|s| now.saturating_duration_since(s) > MIN_RTT_WINDOW);
+        let expired = self
+            .min_rtt_stamp
+            .is_some_and(|s| now.saturating_duration_since(s) > MIN_RTT_WINDOW);
         if let Some(rtt) = rtt {
             // `<=` refreshes the stamp while the path runs queue-free, avoiding needless
             // ProbeRTT episodes.
@@ -167,7 +159,6 @@ impl Model {
             if new_min || expired {
                 self.min_rtt = Some(rtt);
                 self.min_rtt_stamp = Some(now);
-                self.min_rtt_stale = false;
             }
         }
         expired

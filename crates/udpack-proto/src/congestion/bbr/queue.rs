@@ -3,7 +3,17 @@
 //! RTT sample of each round above min_rtt + the threshold) mean the flows together
 //! overshoot: each cuts a short-term cap `bw_lo` to 0.7 × its delivery rate and restarts
 //! its max filter there, then grows the cap by equal, doubling absolute steps. AIMD
-//! converges to equal shares. A queue that outlives two cuts marks min_rtt as stale.
+//! converges to equal shares.
+//!
+//! That only works if the other flows yield to the queue too. A loss-based flow (TCP
+//! Cubic) or BBRv1 keeps it standing whatever this flow does, and cutting on it hands
+//! them the link. So a cut counts as relieved only once the queue drains (an RTT sample
+//! within a quarter of the threshold of min_rtt); a queue that outlives two cuts without
+//! draining puts the flow in *competing* mode: the cuts are undone, the queue no longer
+//! cuts, and the signal shared with the buffer-filling flow is loss instead: the first
+//! round losing ≥ 2% to overflow after eight loss-free ones cuts `bw_lo` to 0.7 × the
+//! rate, which then grows by one packet per round trip each round (Reno-like, as Cubic
+//! is at these rates). Competing ends when the queue drains.
 
 use std::time::Duration;
 
@@ -20,7 +30,12 @@ const STANDING_QUEUE_BETA: f64 = 0.7;
 pub(super) const MIN_QUEUE_THRESHOLD: Duration = Duration::from_millis(1);
 /// ...and against quantization on slow paths: this many packets at the estimated rate.
 const QUEUE_THRESHOLD_PACKETS: u64 = 8;
-/// Cuts in a row without a queue-free round before the queue is blamed on a stale min_rtt.
+/// The queue counts as drained within threshold / this of min_rtt.
+const DRAINED_DIVISOR: u32 = 4;
+/// Loss-free rounds that make the next overflow a new congestion episode (about a gain
+/// cycle).
+const QUIET_ROUNDS: u32 = 8;
+/// Cuts without the queue draining before the flow stops cutting (competing mode).
 const MAX_UNRELIEVED_CUTS: u32 = 2;
 
 /// Queueing delay above which the queue counts as standing: an eighth of min_rtt, but
@@ -58,8 +73,15 @@ pub(super) struct StandingQueue {
     prev_round_min_rtt_queued: bool,
     /// The previous round ended with a standing queue (reset after a cut).
     prev_round_queued: bool,
-    /// Cuts since the last queue-free round.
+    /// Cuts since the queue last drained.
     unrelieved_cuts: u32,
+    /// The queue outlived the cuts: a flow that does not yield to it shares the
+    /// bottleneck, and this one stops cutting until the queue drains.
+    competing: bool,
+    /// Rounds since the last one that lost data to overflow.
+    quiet_rounds: u32,
+    /// The bandwidth before the first of the unrelieved cuts, restored if they prove futile.
+    bw_before_cuts: u64,
     /// Short-term bandwidth cap (v2's `bw_lo`, driven by the queue instead of loss): cut
     /// multiplicatively when a standing queue persists, raised by the same absolute,
     /// doubling steps for every flow. This AIMD is what makes competing flows converge.
@@ -115,10 +137,24 @@ impl StandingQueue {
     }
 
     /// Judges the round that just ended and starts the next one.
-    pub(super) fn on_round_end(&mut self, in_probe_bw: bool, model: &mut Model, mtu: u64) {
+    /// `overflow`: the round lost data to a full buffer.
+    pub(super) fn on_round_end(
+        &mut self,
+        in_probe_bw: bool,
+        overflow: bool,
+        model: &mut Model,
+        mtu: u64,
+    ) {
         let queued = self.stood_all_round(model.min_rtt, model.bw(), mtu);
         self.prev_round_min_rtt_queued = queued;
+        if self.drained_this_round(model.min_rtt, model.bw(), mtu) {
+            // The queue emptied: whoever shares the bottleneck yields to a standing queue
+            // (or nobody does, and the queue was ours): cutting works.
+            self.unrelieved_cuts = 0;
+            self.competing = false;
+        }
         self.update_bw_lo(queued, in_probe_bw, model, mtu);
+        self.on_overflow(overflow, in_probe_bw, model, mtu);
         self.round_max_bw = 0;
         self.prev_round_min_rtt = self.round_min_rtt.take();
     }
@@ -131,29 +167,79 @@ impl StandingQueue {
         }
     }
 
+    /// True if some RTT sample of the round just ended came within a quarter of the
+    /// threshold of min_rtt: the queue emptied. Merely dipping below the threshold does
+    /// not count: a loss-based flow's queue swings around it while never draining.
+    fn drained_this_round(&self, min_rtt: Option<Duration>, bw: u64, mtu: u64) -> bool {
+        match (self.round_min_rtt, min_rtt) {
+            (Some(rtt), Some(min_rtt)) => {
+                rtt.saturating_sub(min_rtt) <= threshold(min_rtt, bw, mtu) / DRAINED_DIVISOR
+            }
+            _ => false,
+        }
+    }
+
+    /// True while the flow shares the bottleneck with one that does not yield to the queue
+    /// (a loss-based flow, or BBRv1): cutting on the queue would only hand it our share.
+    #[cfg(test)]
+    pub(super) fn competing(&self) -> bool {
+        self.competing
+    }
+
+    /// While competing, the shared signal is loss: a flow that fills the buffer backs off
+    /// when it overflows, and so does this one, by the same factor, once per congestion
+    /// episode (the first lossy round after [`QUIET_ROUNDS`] without). Losses in every
+    /// round come from a flow that ignores them (BBRv1); yielding to those would only
+    /// hand it the link, as cutting on its queue did.
+    fn on_overflow(&mut self, overflow: bool, in_probe_bw: bool, model: &Model, mtu: u64) {
+        if !overflow {
+            self.quiet_rounds = self.quiet_rounds.saturating_add(1);
+            return;
+        }
+        if self.competing && in_probe_bw && self.quiet_rounds >= QUIET_ROUNDS {
+            let floor = initial_step(model.min_rtt, mtu).saturating_mul(MIN_CWND_PACKETS);
+            let bw = self.cap(model.bw());
+            self.bw_lo = Some(((bw as f64 * STANDING_QUEUE_BETA) as u64).max(floor));
+        }
+        self.quiet_rounds = 0;
+    }
+
     /// Short-term AIMD on the standing queue, judged once per round in ProbeBW.
     fn update_bw_lo(&mut self, queued: bool, in_probe_bw: bool, model: &mut Model, mtu: u64) {
         if !in_probe_bw {
             self.prev_round_queued = false;
             return;
         }
-        if !queued {
-            self.unrelieved_cuts = 0;
+        if self.competing {
+            // Reno-like additive increase of the loss-driven cap: one packet per round
+            // trip each round, until the cap no longer binds.
+            if let Some(lo) = self.bw_lo {
+                let lo = lo.saturating_add(initial_step(model.min_rtt, mtu));
+                self.bw_lo = (lo < model.bw()).then_some(lo);
+            }
+            return;
         }
         if queued && self.prev_round_queued && self.unrelieved_cuts >= MAX_UNRELIEVED_CUTS {
-            // The queue outlived repeated cuts: more likely the path's RTT grew (or a
-            // loss-based flow keeps the buffer full) than that we overshoot. Re-measure
-            // min_rtt instead of cutting again, which would starve this flow.
-            model.mark_min_rtt_stale();
-            self.unrelieved_cuts = 0;
+            // The queue outlived repeated cuts without ever draining: the flows we share
+            // it with do not yield to it (loss-based TCP keeps the buffer full, BBRv1
+            // keeps two BDPs in flight). Further cuts would starve this flow, so it stops
+            // cutting on the queue until it drains again, and undoes the futile cuts (as
+            // TCP undoes a window reduction that proved spurious). A path whose RTT grew
+            // looks the same; the min-RTT window (ProbeRTT) re-measures it.
+            self.competing = true;
+            self.bw_lo = None;
+            model.restart_bw(model.bw().max(self.bw_before_cuts));
             self.prev_round_queued = false;
             return;
         }
         if queued && self.prev_round_queued {
             // Competing flows together exceed the bottleneck: everyone backs off in
             // proportion to its rate, then needs two fresh rounds before the next cut.
-            self.unrelieved_cuts = self.unrelieved_cuts.saturating_add(1);
             let model_bw = self.cap(model.bw());
+            if self.unrelieved_cuts == 0 {
+                self.bw_before_cuts = model_bw;
+            }
+            self.unrelieved_cuts = self.unrelieved_cuts.saturating_add(1);
             let delivered = if self.round_max_bw > 0 {
                 self.round_max_bw.min(model_bw)
             } else {
@@ -173,7 +259,7 @@ impl StandingQueue {
         if queued {
             self.bw_lo_step = initial_step(model.min_rtt, mtu);
         } else if let Some(lo) = self.bw_lo {
-            // Grow by absolute steps, equal for all flows, and keep the cap while competing:
+            // Grow by absolute steps, equal for all flows, and keep the cap while sharing:
             // probe samples inflate the max filter in proportion to a flow's rate, so
             // handing control back to it would undo the convergence.
             let lo = lo.saturating_add(self.bw_lo_step);
@@ -186,5 +272,6 @@ impl StandingQueue {
     pub(super) fn reset(&mut self) {
         self.prev_round_queued = false;
         self.unrelieved_cuts = 0;
+        self.competing = false;
     }
 }

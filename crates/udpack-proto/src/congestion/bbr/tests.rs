@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 const MTU: u16 = 1200;
 const MTU_BYTES: u64 = MTU as u64;
 const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
 
 /// Deterministic xorshift generator for simulated random loss.
 struct Rng(u64);
@@ -429,7 +430,8 @@ fn probe_rtt_after_ten_seconds_without_new_min() {
         if cc.mode == Mode::ProbeRtt {
             saw_probe_rtt = true;
             // v2-style: half the BDP, not v1's four packets.
-            let half_bdp = (cc.bandwidth() as f64 * 0.05 / 2.0) as u64;
+            let min_rtt = cc.min_rtt().unwrap().as_secs_f64();
+            let half_bdp = (cc.bandwidth() as f64 * min_rtt / 2.0) as u64;
             assert!(
                 cc.window() <= half_bdp.max(4 * MTU_BYTES),
                 "{}",
@@ -443,6 +445,101 @@ fn probe_rtt_after_ten_seconds_without_new_min() {
     assert_ne!(cc.mode, Mode::ProbeRtt);
     assert_eq!(cc.min_rtt(), Some(60 * MS));
     assert!(cc.window() > 4 * MTU_BYTES);
+}
+
+/// Feeds `cc` one 1200-byte ACK per ms until `until`, each with a 60 ms RTT (against the
+/// ~51 ms minimum of `ack_clock`: a queue that another flow keeps standing), and every
+/// `loss_every` a loss of 4 packets sent while that queue stood. Returns the lowest
+/// bandwidth the model worked with.
+fn standing_queue(
+    cc: &mut Bbr,
+    dr: &mut DeliveryRate,
+    t: &mut Instant,
+    until: Instant,
+    loss_every: Option<Duration>,
+) -> u64 {
+    let mut lowest = u64::MAX;
+    let mut last_loss = *t;
+    while *t < until {
+        *t += MS;
+        let now = *t;
+        let in_flight = cc.window();
+        let snap = dr.on_sent(now, MTU_BYTES, in_flight);
+        dr.on_acked(now + 60 * MS, &snap);
+        cc.on_ack(
+            now,
+            &AckSample {
+                acked_bytes: MTU_BYTES,
+                bytes_in_flight: in_flight,
+                largest_acked_sent: now - 60 * MS,
+                latest_rtt: Some(60 * MS),
+                smoothed_rtt: 60 * MS,
+                min_rtt: 50 * MS,
+                rate: dr.take_sample(None),
+            },
+        );
+        if loss_every.is_some_and(|every| now - last_loss >= every) {
+            last_loss = now;
+            cc.on_loss(
+                now,
+                &LossSample {
+                    lost_bytes: 4 * MTU_BYTES,
+                    largest_lost_sent: now - 60 * MS,
+                    bytes_in_flight: in_flight,
+                    persistent: false,
+                },
+            );
+        }
+        lowest = lowest.min(cc.model_bw());
+    }
+    lowest
+}
+
+#[test]
+fn a_queue_that_outlives_the_cuts_stops_them_and_undoes_them() {
+    // After two seconds alone, a flow that ignores the queue (loss-based TCP) keeps it
+    // standing, whatever this one does.
+    let (_, mut flows, now) = ack_clock(2);
+    let cc = &mut flows[0].cc;
+    let rate = cc.bandwidth();
+    let mut dr = DeliveryRate::new(now);
+    let mut t = now;
+    let lowest = standing_queue(cc, &mut dr, &mut t, now + 4 * SEC, None);
+    assert!(
+        lowest < rate * 8 / 10,
+        "the standing queue never cut the rate"
+    );
+    assert!(cc.queue.competing(), "the flow still yields to the queue");
+    assert!(
+        cc.model_bw() as f64 >= 0.9 * rate as f64,
+        "cuts not undone: {} of {rate}",
+        cc.model_bw()
+    );
+}
+
+#[test]
+fn while_competing_overflow_cuts_once_per_episode() {
+    let (_, mut flows, now) = ack_clock(2);
+    let cc = &mut flows[0].cc;
+    let rate = cc.bandwidth() as f64;
+    let mut dr = DeliveryRate::new(now);
+    let mut t = now;
+    standing_queue(cc, &mut dr, &mut t, now + 4 * SEC, None);
+    assert!(cc.queue.competing());
+    // An overflow after quiet rounds (a loss-based flow's congestion episode): 0.7 x.
+    let lowest = standing_queue(cc, &mut dr, &mut t, now + 4 * SEC + 5 * MS, Some(MS));
+    let episode = standing_queue(cc, &mut dr, &mut t, now + 4 * SEC + 100 * MS, None);
+    let cut = lowest.min(episode) as f64 / rate;
+    assert!((0.6..0.8).contains(&cut), "episode cut to {cut:.2} x");
+    // Overflow in every round (a flow that ignores loss) cuts no further, and the cap
+    // grows back by one packet per round trip each round.
+    let lowest = standing_queue(cc, &mut dr, &mut t, now + 8 * SEC, Some(40 * MS));
+    assert!(lowest as f64 >= 0.6 * rate, "cut again: {lowest}");
+    assert!(
+        cc.model_bw() as f64 >= 0.9 * rate,
+        "no regrowth: {} of {rate}",
+        cc.model_bw()
+    );
 }
 
 #[test]
