@@ -142,8 +142,8 @@ pub(super) struct Claim<'a> {
 
 impl Claim<'_> {
     /// Notified when another session takes the part over.
-    pub fn stop(&self) -> &Notify {
-        &self.stop
+    pub fn stop(&self) -> Arc<Notify> {
+        self.stop.clone()
     }
 }
 

@@ -95,9 +95,11 @@ pub(super) async fn receive(channel: Channel, state: Arc<State>) {
             return;
         }
     };
-    let Some((offer, rel)) = read_offer(&channel, &first).await else {
+    let Some((mut offer, rel)) = read_offer(&channel, &first).await else {
         return;
     };
+    // A small file's content, moved out of the offer (no copy).
+    let whole = offer.data.take();
     let dest = Destination::new(rel);
     let claimed = state
         .claims
@@ -121,12 +123,13 @@ pub(super) async fn receive(channel: Channel, state: Arc<State>) {
         dest: &dest,
         state: &state,
         stop: claim.stop(),
+        claim: std::sync::Mutex::new(Some(claim)),
     };
-    let result = match &offer.data {
-        Some(data) => upload.run_whole(Bytes::from(data.clone())).await,
+    let result = match whole {
+        Some(data) => upload.run_whole(Bytes::from(data)).await,
         None => upload.run().await,
     };
-    drop(claim);
+    upload.release();
     match result {
         Ok(Outcome::Received(name)) => {
             state.count_completed(socket);
@@ -215,10 +218,20 @@ struct Upload<'a> {
     dest: &'a Destination,
     state: &'a State,
     /// Notified when another session takes the upload over.
-    stop: &'a Notify,
+    stop: Arc<Notify>,
+    /// The hold on the part file, let go before the last answer: a client that sends
+    /// its next offer at once finds this upload's name and reservation free.
+    claim: std::sync::Mutex<Option<super::claim::Claim<'a>>>,
 }
 
 impl Upload<'_> {
+    /// Lets go of the part file's claim (once; later calls do nothing).
+    fn release(&self) {
+        if let Ok(mut c) = self.claim.lock() {
+            c.take();
+        }
+    }
+
     /// A file sent whole in its offer: checked, stored and answered.
     async fn run_whole(&self, data: Bytes) -> Result<Outcome, UploadError> {
         let hash_matches = self
@@ -254,6 +267,7 @@ impl Upload<'_> {
         };
         self.state.progress.add_total(self.offer.size);
         self.state.progress.advance_total(self.offer.size);
+        self.release();
         reply(self.first, &answer).await?;
         let name = stored?.to_string_lossy().into_owned();
         tracing::info!(%name, bytes = self.offer.size, "received");
@@ -277,11 +291,13 @@ impl Upload<'_> {
         let name = match self.complete(part, &finish).await {
             Ok(name) => name,
             Err(e) => {
+                self.release();
                 let _ = reply(&finish, &finish_answer(Err(&e))).await;
                 return Err(e);
             }
         };
         tracing::info!(%name, bytes = received, secs = started.elapsed().as_secs_f64(), "received");
+        self.release();
         reply(&finish, &finish_answer(Ok(&name))).await?;
         Ok(Outcome::Received(name))
     }
@@ -298,6 +314,7 @@ impl Upload<'_> {
             Err(e) => {
                 let e = UploadError::Part(e);
                 tracing::warn!(name = %self.offer.name, error = %e, "refused an upload");
+                self.release();
                 let _ = reply(self.first, &refuse(e.code(), e.to_string())).await;
                 return Err(e);
             }

@@ -1,7 +1,8 @@
-//! Writes and hashes an upload's data off the runtime: a blocking task owns the part
-//! file and its hasher and takes the received chunks, without copying them, through a
-//! short queue. The channel's task only routes messages, so receiving the next chunks
-//! and writing the last ones overlap.
+//! Writes and hashes an upload's data off the runtime: a task owns the part file and
+//! its hasher and takes the received chunks, without copying them, through a short
+//! queue; each write and hash runs on the blocking pool, which it holds only while it
+//! writes (so uploads that stall cannot take the pool). The channel's task only routes
+//! messages, so receiving the next chunks and writing the last ones overlap.
 
 use bytes::Bytes;
 use std::io::Write;
@@ -28,7 +29,7 @@ pub(super) struct Writer {
 impl Writer {
     pub fn spawn(part: Part) -> Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::task::spawn_blocking(move || run(part, rx));
+        let task = tokio::spawn(run(part, rx));
         Writer { tx, task }
     }
 
@@ -58,16 +59,28 @@ impl Writer {
     }
 }
 
-fn run(mut part: Part, mut rx: mpsc::Receiver<Command>) -> Result<Part, std::io::Error> {
-    while let Some(cmd) = rx.blocking_recv() {
+async fn run(mut part: Part, mut rx: mpsc::Receiver<Command>) -> Result<Part, std::io::Error> {
+    let pool_failed = |e: tokio::task::JoinError| std::io::Error::other(e.to_string());
+    while let Some(cmd) = rx.recv().await {
         match cmd {
             Command::Data(data) => {
-                part.file.write_all(&data)?;
-                part.hasher.update(&data);
-                part.len += data.len() as u64;
+                part = tokio::task::spawn_blocking(move || {
+                    part.file.write_all(&data)?;
+                    part.hasher.update(&data);
+                    part.len += data.len() as u64;
+                    Ok::<_, std::io::Error>(part)
+                })
+                .await
+                .map_err(pool_failed)??;
             }
             Command::Restart(done) => {
-                let r = restart(&mut part);
+                let (back, r) = tokio::task::spawn_blocking(move || {
+                    let r = restart(&mut part);
+                    (part, r)
+                })
+                .await
+                .map_err(pool_failed)?;
+                part = back;
                 let failed = r
                     .as_ref()
                     .err()
