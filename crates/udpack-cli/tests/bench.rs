@@ -2,7 +2,7 @@
 //! each mode, the JSON document, exit codes as `send` has them, one test at a time and
 //! a client that vanishes.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -11,76 +11,15 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{assert_code, describe, udpack};
+
 const TOKEN: &str = "bench-token";
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// The binary with a clean environment for the variables it reads.
-fn udpack() -> Command {
-    let mut c = Command::new(assert_cmd::cargo::cargo_bin("udpack"));
-    c.env_remove("UDPACK_TOKEN")
-        .env_remove("UDPACK_TEST_FAULTS")
-        .env_remove("RUST_LOG");
-    c
-}
-
-/// Waits for a child, killing it (and failing) after `limit`; collects its output.
-fn finish(mut child: Child, limit: Duration, what: &str) -> Output {
-    let mut so = child.stdout.take();
-    let mut se = child.stderr.take();
-    let read = |pipe: Option<&mut dyn Read>| {
-        let mut v = Vec::new();
-        if let Some(p) = pipe {
-            let _ = p.read_to_end(&mut v);
-        }
-        v
-    };
-    let out_t = thread::spawn(move || read(so.as_mut().map(|p| p as &mut dyn Read)));
-    let err_t = thread::spawn(move || read(se.as_mut().map(|p| p as &mut dyn Read)));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            break s;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not finish within {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    Output {
-        status,
-        stdout: out_t.join().unwrap_or_default(),
-        stderr: err_t.join().unwrap_or_default(),
-    }
-}
-
-fn run(mut cmd: Command, what: &str) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-    finish(child, LIMIT, what)
-}
-
-fn describe(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn assert_code(o: &Output, code: i32, what: &str) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "{what}: expected exit {code}\n{}",
-        describe(o)
-    );
+fn run(cmd: Command, what: &str) -> Output {
+    common::run(cmd, LIMIT, what)
 }
 
 fn stdout(o: &Output) -> String {

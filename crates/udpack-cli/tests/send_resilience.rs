@@ -149,25 +149,42 @@ fn one_send_survives_a_server_restart_and_the_file_arrives_intact() {
     assert!(!part.exists());
 }
 
-#[test]
-fn one_send_survives_a_network_outage_longer_than_the_idle_timeout() {
-    let s = Setup::new();
-    let file = s.path("outage.bin");
+/// `udpack send` of a 16 MiB file at 40 Mbit/s through a relay that drops everything
+/// from `after` on, for `outage` (`None`: for good); the output, and the file.
+fn send_across_an_outage(
+    s: &Setup,
+    name: &str,
+    after: Duration,
+    outage: Option<Duration>,
+    extra: &[&str],
+) -> (std::process::Output, PathBuf) {
+    let file = s.path(name);
     write_file(&file, &data(16 * MIB, 42));
     let server = s.serve(&[]);
     let relay = Relay::start(server.addr, Duration::ZERO);
-    let send = spawn_send(
-        &s,
-        relay.addr,
-        std::slice::from_ref(&file),
-        &["--rate", "40M", "--json"],
-    );
-    thread::sleep(Duration::from_millis(1200));
+    let mut args = vec!["--rate", "40M"];
+    args.extend_from_slice(extra);
+    let send = spawn_send(s, relay.addr, std::slice::from_ref(&file), &args);
+    thread::sleep(after);
     relay.blackout.store(true, Ordering::Relaxed);
+    if let Some(outage) = outage {
+        thread::sleep(outage);
+        relay.blackout.store(false, Ordering::Relaxed);
+    }
+    (wait_output(send, Duration::from_secs(60), name), file)
+}
+
+#[test]
+fn one_send_survives_a_network_outage_longer_than_the_idle_timeout() {
+    let s = Setup::new();
     // Longer than the client's 8-second idle timeout: the session is lost.
-    thread::sleep(Duration::from_secs(10));
-    relay.blackout.store(false, Ordering::Relaxed);
-    let o = wait_output(send, Duration::from_secs(60), "send across an outage");
+    let (o, file) = send_across_an_outage(
+        &s,
+        "outage.bin",
+        Duration::from_millis(1200),
+        Some(Duration::from_secs(10)),
+        &["--json"],
+    );
     assert_code(&o, 0, "send across an outage");
     let summary = json_summary(&text(&o.stdout));
     assert!(summary["reconnects"].as_u64() >= Some(1), "{summary}");
@@ -178,19 +195,13 @@ fn one_send_survives_a_network_outage_longer_than_the_idle_timeout() {
 #[test]
 fn without_retrying_a_lost_session_exits_5() {
     let s = Setup::new();
-    let file = s.path("lost.bin");
-    write_file(&file, &data(16 * MIB, 43));
-    let server = s.serve(&[]);
-    let relay = Relay::start(server.addr, Duration::ZERO);
-    let send = spawn_send(
+    let (o, _) = send_across_an_outage(
         &s,
-        relay.addr,
-        std::slice::from_ref(&file),
-        &["--rate", "40M", "--retry-for", "0"],
+        "lost.bin",
+        Duration::from_millis(800),
+        None,
+        &["--retry-for", "0"],
     );
-    thread::sleep(Duration::from_millis(800));
-    relay.blackout.store(true, Ordering::Relaxed);
-    let o = wait_output(send, Duration::from_secs(30), "send with --retry-for 0");
     assert_code(&o, 5, "a lost session without retrying");
     assert!(
         text(&o.stderr).contains("session was lost"),

@@ -147,17 +147,7 @@ impl FileUpload<'_> {
             hash: Some(hash.to_vec()),
         };
         self.wire.fetch_add(self.item.size, Ordering::Relaxed);
-        let answer: OfferAnswer = self
-            .channel
-            .send_with_ack_timeout(OFFER, &offer, OFFER_TIMEOUT)
-            .await
-            .map_err(|e| self.channel_error(e))?;
-        if !answer.ok {
-            if answer.code == code::INTEGRITY {
-                return Err(SendError::IntegrityRejected(answer.message));
-            }
-            return Err(self.refusal(answer.code, answer.message));
-        }
+        let answer = self.ask(OFFER, &offer).await?;
         self.progress.advance_total(self.item.size);
         Ok(Sent {
             name: answer.name,
@@ -174,14 +164,7 @@ impl FileUpload<'_> {
             data: None,
             hash: None,
         };
-        let answer: OfferAnswer = self
-            .channel
-            .send_with_ack_timeout(OFFER, &offer, OFFER_TIMEOUT)
-            .await
-            .map_err(|e| self.channel_error(e))?;
-        if !answer.ok {
-            return Err(self.refusal(answer.code, answer.message));
-        }
+        let answer = self.ask(OFFER, &offer).await?;
         let mut offset = answer.offset.min(self.item.size);
         if offset > 0 {
             tracing::info!(name = %self.item.name, offset, "resuming");
@@ -199,14 +182,7 @@ impl FileUpload<'_> {
             match piece {
                 Piece::Restart => {
                     tracing::info!(name = %self.item.name, "the file changed since the part was written: restarting");
-                    let again: OfferAnswer = self
-                        .channel
-                        .send_with_ack_timeout(RESTART, &Restart {}, OFFER_TIMEOUT)
-                        .await
-                        .map_err(|e| self.channel_error(e))?;
-                    if !again.ok {
-                        return Err(self.refusal(again.code, again.message));
-                    }
+                    self.ask(RESTART, &Restart {}).await?;
                     offset = 0;
                     self.show(offset, &sent);
                 }
@@ -275,6 +251,26 @@ impl FileUpload<'_> {
             offset,
             Some(Box::new(probe)),
         );
+    }
+
+    /// Sends an offer or a restart and waits for its answer; a refusal is an error.
+    async fn ask<T: serde::Serialize>(
+        &self,
+        event: &str,
+        msg: &T,
+    ) -> Result<OfferAnswer, SendError> {
+        let answer: OfferAnswer = self
+            .channel
+            .send_with_ack_timeout(event, msg, OFFER_TIMEOUT)
+            .await
+            .map_err(|e| self.channel_error(e))?;
+        if answer.ok {
+            return Ok(answer);
+        }
+        if answer.code == code::INTEGRITY {
+            return Err(SendError::IntegrityRejected(answer.message));
+        }
+        Err(self.refusal(answer.code, answer.message))
     }
 
     fn refusal(&self, code: String, message: String) -> SendError {
