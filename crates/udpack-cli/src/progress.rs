@@ -119,18 +119,7 @@ impl Progress {
         }
         let bar = match &self.mode {
             Mode::Bars { multi, .. } if files.len() < MAX_FILE_BARS => {
-                let bar = multi.add(ProgressBar::new(size));
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{msg:>30.dim} [{bar:32}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                );
-                bar.set_message(short(name));
-                bar.set_position(offset);
-                bar.reset_eta();
-                Some(bar)
+                Some(file_bar(multi, name, size, offset))
             }
             _ => None,
         };
@@ -197,10 +186,7 @@ impl Progress {
                 let shown = files.values().filter(|f| f.bar.is_some()).count();
                 if let Some((n, f)) = files.iter_mut().find(|(_, f)| f.bar.is_none()) {
                     if shown < MAX_FILE_BARS {
-                        let bar = multi.add(ProgressBar::new(f.size));
-                        bar.set_message(short(n));
-                        bar.set_position(f.position);
-                        f.bar = Some(bar);
+                        f.bar = Some(file_bar(multi, n, f.size, f.position));
                     }
                 }
             }
@@ -282,6 +268,22 @@ impl Progress {
             overall.set_position(self.done());
         }
     }
+}
+
+/// A file's bar, at `position` of `size`.
+fn file_bar(multi: &MultiProgress, name: &str, size: u64, position: u64) -> ProgressBar {
+    let bar = multi.add(ProgressBar::new(size));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:>30.dim} [{bar:32}] {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(short(name));
+    bar.set_position(position);
+    bar.reset_eta();
+    bar
 }
 
 fn short(name: &str) -> String {
