@@ -72,11 +72,11 @@ impl Endpoint {
             }
             None => false,
         };
+        let ip = remote.ip();
         if !verified && self.guard.under_load(now, server.cookie_threshold) {
-            self.send_cookie(remote, client_sid, &ephemeral, datagram);
+            self.send_cookie_within_budget(now, remote, client_sid, &ephemeral, datagram);
             return;
         }
-        let ip = remote.ip();
         if let Err(why) = self.guard.admit(
             now,
             ip,
@@ -93,10 +93,11 @@ impl Endpoint {
                 };
                 tracing::warn!(address = %ip, verified, "hellos from {ip} over the limit: {what}");
             }
-            // Without a cookie it may be a spoofer: make it prove the address. With
-            // one, the owner of the address is over its limit.
+            // Without a cookie it may be a spoofer: make it prove the address (within
+            // a budget of answers). With one, the owner of the address is over its
+            // limit.
             if !verified {
-                self.send_cookie(remote, client_sid, &ephemeral, datagram);
+                self.send_cookie_within_budget(now, remote, client_sid, &ephemeral, datagram);
             }
             return;
         }
@@ -173,7 +174,21 @@ impl Endpoint {
         self.incoming.push_back(SessionHandle(sid));
     }
 
-    fn send_cookie(&mut self, to: SocketAddr, client_sid: u64, ephemeral: &[u8], hello: &[u8]) {
+    /// A COOKIE, unless the address had its `max_hellos_per_address` of them this
+    /// second: a flood from few addresses then costs few answers.
+    fn send_cookie_within_budget(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        client_sid: u64,
+        ephemeral: &[u8],
+        hello: &[u8],
+    ) {
+        let max = self.server.as_ref().map_or(0, |s| s.max_hellos_per_address);
+        if !self.guard.cookie_allowed(now, to.ip(), max) {
+            self.stats.cookies_withheld += 1;
+            return;
+        }
         let cookie = self.cookies.make(to, client_sid, ephemeral);
         let mut out = Vec::new();
         encode_cookie(client_sid, hello, &cookie, &mut out);

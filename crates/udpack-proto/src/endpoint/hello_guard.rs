@@ -18,9 +18,9 @@ pub const HELLO_INTERVAL: Duration = Duration::from_secs(1);
 pub const FAILURE_INTERVAL: Duration = Duration::from_secs(60);
 /// At most one warning per limited address per this long.
 pub const WARN_INTERVAL: Duration = Duration::from_secs(60);
-/// Most addresses tracked at once; beyond it the oldest entry goes. Only hellos that
-/// passed the load gate (at most the cookie threshold per second without a cookie)
-/// make entries, so spoofed addresses cannot crowd honest ones out quickly.
+/// Most addresses tracked at once. When full, addresses with nothing left to count
+/// go first (one scan a second at most), then the oldest: a flood from spoofed
+/// addresses churns the table but cannot grow it.
 pub const MAX_TRACKED_ADDRESSES: usize = 4096;
 
 /// Why a hello from an address was dropped.
@@ -45,6 +45,8 @@ struct Source {
     failures_since: Instant,
     /// `[all, verified]`.
     counts: [Counts; 2],
+    /// COOKIE answers sent this second to an address over its limits.
+    cookies: u32,
     warned: Option<Instant>,
 }
 
@@ -54,6 +56,7 @@ impl Source {
             hellos_since: now,
             failures_since: now,
             counts: [Counts::default(); 2],
+            cookies: 0,
             warned: None,
         }
     }
@@ -62,6 +65,7 @@ impl Source {
         if now.saturating_duration_since(self.hellos_since) >= HELLO_INTERVAL {
             self.hellos_since = now;
             self.counts.iter_mut().for_each(|c| c.hellos = 0);
+            self.cookies = 0;
         }
         if now.saturating_duration_since(self.failures_since) >= FAILURE_INTERVAL {
             self.failures_since = now;
@@ -143,6 +147,19 @@ impl HelloGuard {
         for c in &mut s.counts[..=usize::from(verified)] {
             c.failures = c.failures.saturating_add(1);
         }
+    }
+
+    /// Whether an address over its limits may have one more COOKIE this second (at
+    /// most `max` a second, as WireGuard limits its answers per address): a flood from
+    /// one address then costs no more answers than hellos it may have decrypted.
+    pub fn cookie_allowed(&mut self, now: Instant, ip: IpAddr, max: u32) -> bool {
+        let s = self.entry(now, ip);
+        s.roll(now);
+        if s.cookies >= max {
+            return false;
+        }
+        s.cookies += 1;
+        true
     }
 
     /// Whether a warning about `ip` is due (at most one per [`WARN_INTERVAL`]); marks
@@ -244,6 +261,12 @@ mod tests {
             Err(Limited::Hellos)
         );
         assert_eq!(g.admit(t0 + FAILURE_INTERVAL, ip(1), false, 5, 2), Ok(()));
+        // Cookies to an address over its limits are limited too.
+        let t2 = t0 + FAILURE_INTERVAL;
+        assert!(g.cookie_allowed(t2, ip(1), 2));
+        assert!(g.cookie_allowed(t2, ip(1), 2));
+        assert!(!g.cookie_allowed(t2, ip(1), 2));
+        assert!(g.cookie_allowed(t2 + HELLO_INTERVAL, ip(1), 2));
         // One warning per interval.
         assert!(g.warn_due(t0, ip(1)));
         assert!(!g.warn_due(t0 + WARN_INTERVAL / 2, ip(1)));

@@ -57,8 +57,12 @@ pub struct EndpointStats {
     /// X25519 operations done for hellos: one to decrypt each hello that got that
     /// far, one more for each REPLY (accept or reject). What a flood costs.
     pub x25519_ops: u64,
-    /// COOKIE answers queued: hellos without a valid cookie while under load.
+    /// COOKIE answers queued: hellos without a valid cookie while under load, or
+    /// from an address over its limits.
     pub cookies_sent: u64,
+    /// Hellos from an address over its limits left unanswered because the address
+    /// had its `max_hellos_per_address` COOKIEs this second.
+    pub cookies_withheld: u64,
     /// Hellos whose cookie did not verify (forged, expired, for another address or
     /// hello); they were treated as hellos without one.
     pub cookies_invalid: u64,
