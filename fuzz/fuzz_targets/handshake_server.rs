@@ -1,7 +1,7 @@
 //! The server side of the handshake: arbitrary HELLOs into a server endpoint.
 //!
 //! Input: a mode byte, an 8-byte client session id, then the body. Mode bit 0 seals the
-//! body as the Noise plaintext (token and transport parameters) of a hello really
+//! body as the Noise plaintext (token, transport parameters, timestamp) of a hello really
 //! encrypted to the server key; otherwise the body follows a clear long header as is.
 //! Bit 1 prefixes the plaintext with the accepted token, bit 2 takes the version from
 //! the body (raw hellos), bit 3 skips the padding to the minimum hello size, bit 4

@@ -183,6 +183,7 @@ pub fn check_noise_format() {
         42,
         b"letmein",
         &params,
+        0,
         &mut hello,
     )
     .expect("hello");

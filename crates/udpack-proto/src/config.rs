@@ -128,6 +128,9 @@ pub mod reject {
     /// The server holds as many sessions as its limit allows
     /// ([`super::ServerConfig::max_sessions`]).
     pub const SERVER_BUSY: u64 = 2;
+    /// The hello's timestamp is further from the server's clock than
+    /// [`super::ServerConfig::max_hello_age`]: an old hello replayed, or a clock far off.
+    pub const STALE_HELLO: u64 = 3;
 }
 
 /// A server's identity, its auth policy and limits.
@@ -138,6 +141,10 @@ pub struct ServerConfig {
     pub(crate) transport: TransportConfig,
     pub(crate) max_sessions: usize,
     pub(crate) max_sessions_per_address: usize,
+    pub(crate) cookie_threshold: u32,
+    pub(crate) max_hellos_per_address: u32,
+    pub(crate) max_failed_tokens_per_address: u32,
+    pub(crate) max_hello_age: Duration,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -147,6 +154,13 @@ impl fmt::Debug for ServerConfig {
             .field("transport", &self.transport)
             .field("max_sessions", &self.max_sessions)
             .field("max_sessions_per_address", &self.max_sessions_per_address)
+            .field("cookie_threshold", &self.cookie_threshold)
+            .field("max_hellos_per_address", &self.max_hellos_per_address)
+            .field(
+                "max_failed_tokens_per_address",
+                &self.max_failed_tokens_per_address,
+            )
+            .field("max_hello_age", &self.max_hello_age)
             .finish_non_exhaustive()
     }
 }
@@ -160,6 +174,10 @@ impl ServerConfig {
             transport: TransportConfig::default(),
             max_sessions: 100_000,
             max_sessions_per_address: 256,
+            cookie_threshold: 256,
+            max_hellos_per_address: 64,
+            max_failed_tokens_per_address: 30,
+            max_hello_age: Duration::from_secs(120),
         }
     }
 
@@ -186,6 +204,45 @@ impl ServerConfig {
     pub fn max_sessions_per_address(mut self, n: usize) -> Self {
         self.max_sessions_per_address = n;
         self
+    }
+
+    /// Sets how many hellos a second the server decrypts (an X25519 each) before it
+    /// is *under load* (default 256, far above any honest arrival rate and a few
+    /// percent of one core): until the second is over, hellos without a valid cookie
+    /// are answered with a stateless COOKIE instead, and cost an HMAC. 0 demands a
+    /// cookie of every hello.
+    pub fn cookie_threshold(mut self, per_second: u32) -> Self {
+        self.cookie_threshold = per_second;
+        self
+    }
+
+    /// Sets how many hellos a second one IP address may make the server decrypt
+    /// (default 64); more are dropped unanswered.
+    pub fn max_hellos_per_address(mut self, per_second: u32) -> Self {
+        self.max_hellos_per_address = per_second;
+        self
+    }
+
+    /// Sets how many refused tokens a minute one IP address may have (default 30);
+    /// its hellos are then dropped unanswered until the minute is over, which makes
+    /// guessing tokens slow.
+    pub fn max_failed_tokens_per_address(mut self, per_minute: u32) -> Self {
+        self.max_failed_tokens_per_address = per_minute;
+        self
+    }
+
+    /// Sets how far a hello's timestamp may be from the server's clock (default
+    /// 2 minutes) when both sides know the wall clock (`Endpoint::set_unix_time`).
+    /// Accepted hellos are remembered twice this long, so a replay is refused either
+    /// as seen or as too old.
+    pub fn max_hello_age(mut self, d: Duration) -> Self {
+        self.max_hello_age = d;
+        self
+    }
+
+    /// How long accepted hellos are remembered against replays.
+    pub(crate) fn replay_memory(&self) -> Duration {
+        self.max_hello_age.saturating_mul(2)
     }
 
     /// The public key clients must pin.

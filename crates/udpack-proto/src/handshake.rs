@@ -3,6 +3,10 @@
 //! server's answer (accept with its session id and parameters, or an authenticated
 //! reject with a code) in message 2 (the REPLY). Both sides then take the two transport
 //! keys from the Noise split.
+//!
+//! Also the clear parts of a HELLO the server reads before any X25519: the client's
+//! ephemeral key (the replay key) and the cookie a loaded server asked for, which sits
+//! after the Noise message so that message stays byte for byte the one first sent.
 
 use bytes::BufMut;
 use thiserror::Error;
@@ -172,6 +176,7 @@ impl ClientHandshake {
         client_sid: u64,
         token: &[u8],
         params: &TransportParams,
+        timestamp: u64,
         out: &mut Vec<u8>,
     ) -> Result<Self, HandshakeError> {
         if token.len() > MAX_TOKEN_LEN {
@@ -187,6 +192,7 @@ impl ClientHandshake {
         put_varint(&mut payload, token.len() as u64);
         payload.extend_from_slice(token);
         params.encode(&mut payload);
+        payload.extend_from_slice(&timestamp.to_be_bytes());
         let mut msg = vec![0u8; payload.len() + 64 + 16];
         let n = state
             .write_message(&payload, &mut msg)
@@ -241,6 +247,9 @@ pub struct ServerHello {
     pub token: Vec<u8>,
     /// The client's transport parameters.
     pub params: TransportParams,
+    /// The client's wall clock when it wrote the hello, in nanoseconds since the Unix
+    /// epoch; 0 when it had none.
+    pub timestamp: u64,
 }
 
 impl std::fmt::Debug for ServerHello {
@@ -274,11 +283,13 @@ impl ServerHello {
         }
         let token = r.bytes(len)?.to_vec();
         let params = TransportParams::decode(&mut r)?;
+        let timestamp = r.u64()?;
         Ok(ServerHello {
             state,
             client_sid,
             token,
             params,
+            timestamp,
         })
     }
 
@@ -358,6 +369,85 @@ pub fn encode_version_mismatch(client_sid: u64, hello: &[u8], out: &mut Vec<u8>)
 
 /// Size of the clear header that precedes every long packet body.
 pub const BODY_OFFSET: usize = LONG_HEADER_LEN;
+
+/// Length of a cookie, in a COOKIE answer and in the hello that echoes it.
+pub const COOKIE_LEN: usize = 16;
+/// Length of the echo in a COOKIE answer: the start of the hello's ephemeral key.
+pub const COOKIE_ECHO_LEN: usize = 16;
+/// Marks the cookie after a hello's Noise message (padding is zeros).
+const EXT_COOKIE: u8 = 0x01;
+/// Noise's ephemeral public key opens message 1, in clear.
+const EPHEMERAL_LEN: usize = 32;
+
+/// Where the hello's Noise message ends, if it is all there.
+fn noise_end(hello: &[u8]) -> Option<usize> {
+    let body = hello.get(BODY_OFFSET..)?;
+    let msg = noise_message(body).ok()?;
+    Some(BODY_OFFSET + 2 + msg.len())
+}
+
+/// The client's ephemeral public key, in clear at the front of the Noise message:
+/// fresh for every handshake, so the server uses it as the hello's replay key, and
+/// unknown to anyone who has not seen the hello, so a COOKIE echoes it.
+pub fn hello_ephemeral(hello: &[u8]) -> Option<&[u8; EPHEMERAL_LEN]> {
+    let msg = noise_message(hello.get(BODY_OFFSET..)?).ok()?;
+    msg.get(..EPHEMERAL_LEN)?.try_into().ok()
+}
+
+/// The cookie a hello echoes, if any: right after its Noise message, marked `0x01`.
+pub fn hello_cookie(hello: &[u8]) -> Option<[u8; COOKIE_LEN]> {
+    let at = noise_end(hello)?;
+    if *hello.get(at)? != EXT_COOKIE {
+        return None;
+    }
+    hello.get(at + 1..at + 1 + COOKIE_LEN)?.try_into().ok()
+}
+
+/// Puts `cookie` after the hello's Noise message (replacing any earlier cookie); the
+/// Noise message itself is untouched, so it still authenticates as first written.
+pub fn set_hello_cookie(hello: &mut Vec<u8>, cookie: &[u8; COOKIE_LEN]) {
+    let Some(at) = noise_end(hello) else {
+        return;
+    };
+    let end = at + 1 + COOKIE_LEN;
+    if hello.len() < end {
+        hello.resize(end, 0);
+    }
+    hello[at] = EXT_COOKIE;
+    hello[at + 1..end].copy_from_slice(cookie);
+    if hello.len() < MIN_HELLO_LEN {
+        hello.resize(MIN_HELLO_LEN, 0);
+    }
+}
+
+/// Writes the COOKIE answer to `hello`: the start of the hello's ephemeral key (the
+/// echo that shows the answer comes from someone who saw the hello), then the cookie.
+/// 45 bytes, far below the 1200 of the hello: no amplifier.
+pub fn encode_cookie(client_sid: u64, hello: &[u8], cookie: &[u8; COOKIE_LEN], out: &mut Vec<u8>) {
+    out.clear();
+    encode_long_header(out, long::COOKIE, client_sid);
+    let echo = hello_ephemeral(hello).map_or([0; COOKIE_ECHO_LEN], |e| {
+        let mut x = [0; COOKIE_ECHO_LEN];
+        x.copy_from_slice(&e[..COOKIE_ECHO_LEN]);
+        x
+    });
+    out.extend_from_slice(&echo);
+    out.extend_from_slice(cookie);
+}
+
+/// The cookie of a COOKIE body (after the long header), if it answers `hello`.
+pub fn read_cookie_answer(body: &[u8], hello: &[u8]) -> Option<[u8; COOKIE_LEN]> {
+    let mut r = Reader::new(body);
+    let echo: [u8; COOKIE_ECHO_LEN] = r.array().ok()?;
+    let cookie: [u8; COOKIE_LEN] = r.array().ok()?;
+    let ours = hello_ephemeral(hello)?;
+    (echo[..] == ours[..COOKIE_ECHO_LEN]).then_some(cookie)
+}
+
+/// Compares two secrets without stopping at the first difference.
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
 
 #[cfg(test)]
 mod tests {
@@ -474,7 +564,7 @@ mod tests {
         ) {
             let key = PrivateKey::generate();
             let mut hello = Vec::new();
-            let mut c = ClientHandshake::start(&key.public_key(), client_sid, &token, &cp, &mut hello).expect("hello");
+            let mut c = ClientHandshake::start(&key.public_key(), client_sid, &token, &cp, 7, &mut hello).expect("hello");
             prop_assert!(hello.len() >= crate::packet::MIN_HELLO_LEN);
             let (h, _) = Header::decode(&hello).expect("header");
             prop_assert_eq!(h, Header::Long { ty: crate::packet::long::HELLO, version: VERSION, sid: client_sid });
@@ -492,7 +582,7 @@ mod tests {
                 Reply::Rejected { .. } => prop_assert!(false, "rejected"),
             }
             // Reject: the code and reason arrive intact.
-            let mut c = ClientHandshake::start(&key.public_key(), client_sid, &token, &cp, &mut hello).expect("hello");
+            let mut c = ClientHandshake::start(&key.public_key(), client_sid, &token, &cp, 7, &mut hello).expect("hello");
             let s = ServerHello::read(&key, client_sid, &hello[BODY_OFFSET..]).expect("server reads");
             let mut reply = Vec::new();
             s.reject(code, &reason, &mut reply).expect("reject");
@@ -522,7 +612,15 @@ mod tests {
 
     fn hello(server: &PublicKey, token: &[u8]) -> (ClientHandshake, Vec<u8>) {
         let mut out = Vec::new();
-        let hs = ClientHandshake::start(server, 77, token, &params(), &mut out).unwrap();
+        let hs = ClientHandshake::start(
+            server,
+            77,
+            token,
+            &params(),
+            1_700_000_000_000_000_000,
+            &mut out,
+        )
+        .unwrap();
         (hs, out)
     }
 
@@ -585,6 +683,41 @@ mod tests {
         let mut forged = reply.clone();
         forged[BODY_OFFSET + 10] ^= 1;
         assert!(c2.on_reply(&forged[BODY_OFFSET..]).is_err());
+    }
+
+    #[test]
+    fn a_cookie_rides_after_the_noise_message_which_still_authenticates() {
+        let sk = PrivateKey::generate();
+        let (_, mut h) = hello(&sk.public_key(), b"secret");
+        assert_eq!(hello_cookie(&h), None, "zero padding is no cookie");
+        let e = *hello_ephemeral(&h).expect("ephemeral");
+        let mut answer = Vec::new();
+        encode_cookie(77, &h, &[9; COOKIE_LEN], &mut answer);
+        assert!(answer.len() * 20 < h.len(), "never an amplifier");
+        assert_eq!(answer[0], long::COOKIE);
+        let cookie = read_cookie_answer(&answer[BODY_OFFSET..], &h).expect("answers our hello");
+        assert_eq!(cookie, [9; COOKIE_LEN]);
+        // An answer that does not echo our ephemeral key is not for us.
+        let mut forged = answer.clone();
+        forged[BODY_OFFSET] ^= 1;
+        assert_eq!(read_cookie_answer(&forged[BODY_OFFSET..], &h), None);
+        assert_eq!(
+            read_cookie_answer(&answer[BODY_OFFSET..BODY_OFFSET + 20], &h),
+            None
+        );
+
+        let len = h.len();
+        set_hello_cookie(&mut h, &cookie);
+        set_hello_cookie(&mut h, &[4; COOKIE_LEN]);
+        assert_eq!(h.len(), len, "the cookie takes padding");
+        assert_eq!(hello_cookie(&h), Some([4; COOKIE_LEN]), "the newest cookie");
+        assert_eq!(hello_ephemeral(&h), Some(&e));
+        let s = ServerHello::read(&sk, 77, &h[BODY_OFFSET..]).expect("still decrypts");
+        assert_eq!(s.token, b"secret");
+        assert_eq!(s.timestamp, 1_700_000_000_000_000_000);
+        // Truncated hellos have neither.
+        assert_eq!(hello_cookie(&h[..40]), None);
+        assert_eq!(hello_ephemeral(&h[..30]), None);
     }
 
     #[test]

@@ -13,8 +13,10 @@ use zeroize::Zeroizing;
 
 use crate::coding::{DecodeError, Reader};
 
-/// The protocol version this implementation speaks.
-pub const VERSION: u32 = 0x5544_0001;
+/// The protocol version this implementation speaks. Version 2 added the HELLO's
+/// timestamp and cookie and the COOKIE answer; a peer of version 1 is refused with
+/// VERSION_MISMATCH (PROTOCOL.md §2.6).
+pub const VERSION: u32 = 0x5544_0002;
 
 /// First byte of a data packet in key phase 0.
 pub const DATA_PACKET: u8 = 0x40;
@@ -30,6 +32,9 @@ pub mod long {
     pub const UNDECRYPTABLE: u8 = 0x82;
     /// Server does not speak the hello's version; the body lists versions it does.
     pub const VERSION_MISMATCH: u8 = 0x83;
+    /// Server under load: echo this cookie in your hello (stateless, smaller than
+    /// the hello it answers).
+    pub const COOKIE: u8 = 0x84;
 }
 
 /// Size of a data packet header.
@@ -431,7 +436,7 @@ mod tests {
 
         #[test]
         fn long_headers_round_trip(
-            ty in prop::sample::select(vec![long::HELLO, long::REPLY, long::UNDECRYPTABLE, long::VERSION_MISMATCH]),
+            ty in prop::sample::select(vec![long::HELLO, long::REPLY, long::UNDECRYPTABLE, long::VERSION_MISMATCH, long::COOKIE]),
             sid in any::<u64>(),
             body in proptest::collection::vec(any::<u8>(), 0..64),
         ) {

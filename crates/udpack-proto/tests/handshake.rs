@@ -508,8 +508,15 @@ fn reject_of_another_hello(seed: u64, client_sid: u64) -> Vec<u8> {
         max_ack_delay_ms: 25,
     };
     let mut hello = Vec::new();
-    ClientHandshake::start(&key.public_key(), client_sid, b"nope", &params, &mut hello)
-        .expect("hello");
+    ClientHandshake::start(
+        &key.public_key(),
+        client_sid,
+        b"nope",
+        &params,
+        0,
+        &mut hello,
+    )
+    .expect("hello");
     let mut out = Vec::new();
     ServerHello::read(&key, client_sid, &hello[BODY_OFFSET..])
         .expect("decrypts")

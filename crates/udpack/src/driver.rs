@@ -122,6 +122,8 @@ impl Driver {
         if now < self.speed_at {
             return;
         }
+        // Once a second, so that the endpoint follows the clock if it is set.
+        tell_wall_clock(&mut st.proto, now);
         let secs = SPEED_INTERVAL.as_secs_f64() + now.duration_since(self.speed_at).as_secs_f64();
         self.speed_at = now + SPEED_INTERVAL;
         let stats = st.proto.stats();
@@ -265,5 +267,12 @@ impl Future for Driver {
         }
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+/// Tells the state machine the wall clock at `now` (it has none of its own).
+pub(crate) fn tell_wall_clock(proto: &mut udpack_proto::Endpoint, now: Instant) {
+    if let Ok(since_epoch) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        proto.set_unix_time(now, since_epoch);
     }
 }

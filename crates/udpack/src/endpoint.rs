@@ -61,12 +61,14 @@ impl EndpointBuilder {
     pub fn with_socket(self, socket: UdpSocket) -> io::Result<Endpoint> {
         let socket = Socket::new(socket)?;
         let local_addr = socket.local_addr()?;
-        let proto = udpack_proto::Endpoint::new(
+        let mut proto = udpack_proto::Endpoint::new(
             EndpointConfig {
                 rng_seed: self.rng_seed,
             },
             self.server.map(Arc::new),
         );
+        // Hellos carry the wall clock, and a server refuses those too old (replays).
+        crate::driver::tell_wall_clock(&mut proto, std::time::Instant::now());
         let (speed, _) = watch::channel(Speed::default());
         let shared = Shared::new(State {
             proto,

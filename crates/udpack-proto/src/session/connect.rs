@@ -18,7 +18,10 @@ use super::key_update::SessionKeys;
 use super::{Event, Session, Side, State, Transmit};
 use crate::coding::Reader;
 use crate::config::{ClientConfig, TransportConfig};
-use crate::handshake::{hello_digest, ClientHandshake, Reply, TransportParams, HELLO_DIGEST_LEN};
+use crate::handshake::{
+    hello_cookie, hello_digest, read_cookie_answer, set_hello_cookie, ClientHandshake, Reply,
+    TransportParams, HELLO_DIGEST_LEN,
+};
 use crate::packet::{long, PacketKeys};
 
 /// Longest wait between two hellos: a lossy path still gets many tries before the
@@ -37,7 +40,13 @@ pub(crate) struct Connect {
     /// Server: the REPLY to repeat until the client proves it has keys.
     reply: Option<Vec<u8>>,
     reply_due: bool,
+    /// Client: hellos sent at once for a new cookie.
+    cookies: u32,
 }
+
+/// Most cookies that make the client send its hello at once; later ones wait for the
+/// next retransmission.
+const MAX_COOKIE_RESENDS: u32 = 4;
 
 impl Session {
     /// Our transport parameters, as announced in the handshake.
@@ -59,6 +68,7 @@ impl Session {
         local_sid: u64,
         remote: SocketAddr,
         config: &ClientConfig,
+        timestamp: u64,
         rng: rand::rngs::StdRng,
     ) -> Self {
         let mut s = Session::new(
@@ -75,6 +85,7 @@ impl Session {
             local_sid,
             &config.token,
             &params,
+            timestamp,
             &mut s.connect.hello,
         ) {
             Ok(hs) => {
@@ -144,6 +155,7 @@ impl Session {
         }
         match ty {
             long::REPLY => self.on_reply(now, body),
+            long::COOKIE => self.on_cookie(now, body),
             long::UNDECRYPTABLE | long::VERSION_MISMATCH => {
                 let mut r = Reader::new(body);
                 let echoed = r.array::<HELLO_DIGEST_LEN>();
@@ -187,6 +199,25 @@ impl Session {
                 self.fail_connect(HandshakeError::Rejected { code, reason });
             }
             Err(_) => self.stats.packets_dropped += 1,
+        }
+    }
+
+    /// A loaded server wants its cookie echoed: the hello goes again with it, at once
+    /// for the first few cookies (more could only come from someone on the path).
+    fn on_cookie(&mut self, now: Instant, body: &[u8]) {
+        let c = &mut self.connect;
+        let Some(cookie) = read_cookie_answer(body, &c.hello) else {
+            // Not an answer to our hello: forged. Keep retrying as before.
+            self.stats.packets_dropped += 1;
+            return;
+        };
+        if hello_cookie(&c.hello) == Some(cookie) {
+            return;
+        }
+        set_hello_cookie(&mut c.hello, &cookie);
+        if c.cookies < MAX_COOKIE_RESENDS {
+            c.cookies += 1;
+            c.hello_due = Some(now);
         }
     }
 

@@ -22,8 +22,9 @@ use crate::{ClientConfig, ServerConfig, TransportConfig};
 pub mod wire {
     pub use crate::frame::{Frame, Frames};
     pub use crate::handshake::{
-        encode_undecryptable, encode_version_mismatch, ClientHandshake, ServerHello,
-        TransportParams, BODY_OFFSET,
+        encode_cookie, encode_undecryptable, encode_version_mismatch, hello_cookie,
+        hello_ephemeral, set_hello_cookie, ClientHandshake, ServerHello, TransportParams,
+        BODY_OFFSET, COOKIE_LEN,
     };
     pub use crate::packet::{long, DATA_PACKET, MIN_HELLO_LEN, VERSION};
 }

@@ -2,22 +2,33 @@
 //! session id, answers hellos (the server side of the handshake, statelessly until the
 //! auth callback accepts), schedules transmissions fairly across sessions and keeps
 //! their timers in one heap.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | the session table, datagram demultiplexing, timers, `poll_transmit` |
+//! | `hello.rs` | the server's answer to a HELLO, cheapest checks first |
+//! | `hello_guard.rs` | the load gate and the per-address hello and failed-token limits |
+//! | `cookie.rs` | the stateless cookies of a loaded server and their rotating secret |
+//! | `replay.rs` | the memory of accepted hellos and the timestamp check |
+
+mod cookie;
+mod hello;
+mod hello_guard;
+mod replay;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
-use crate::config::{reject, ClientConfig, ServerConfig};
-use crate::handshake::{
-    encode_undecryptable, encode_version_mismatch, HandshakeError, ServerHello, BODY_OFFSET,
-};
-use crate::packet::{long, Header, MIN_HELLO_LEN, VERSION};
+use crate::config::{ClientConfig, ServerConfig};
+use crate::handshake::BODY_OFFSET;
+use crate::packet::{long, Header};
 use crate::recovery::AckOutcome;
 use crate::session::{Event, Session, Transmit};
 
@@ -43,6 +54,30 @@ pub struct EndpointStats {
     /// Hellos rejected as busy because their address held its limit of sessions
     /// (`ServerConfig::max_sessions_per_address`); also counted in `hellos_rejected`.
     pub hellos_over_address_limit: u64,
+    /// X25519 operations done for hellos: one to decrypt each hello that got that
+    /// far, one more for each REPLY (accept or reject). What a flood costs.
+    pub x25519_ops: u64,
+    /// COOKIE answers queued: hellos without a valid cookie while under load, or
+    /// from an address over its limits.
+    pub cookies_sent: u64,
+    /// Hellos from an address over its limits left unanswered because the address
+    /// had its `max_hellos_per_address` COOKIEs this second.
+    pub cookies_withheld: u64,
+    /// Hellos whose cookie did not verify (forged, expired, for another address or
+    /// hello); they were treated as hellos without one.
+    pub cookies_invalid: u64,
+    /// Hellos dropped before any X25519 because their address was over a limit
+    /// (`ServerConfig::max_hellos_per_address`, `max_failed_tokens_per_address`).
+    pub hellos_rate_limited: u64,
+    /// Warnings logged about limited addresses: at most one per address a minute.
+    pub rate_limit_warnings: u64,
+    /// Hellos dropped as replays of a hello already accepted.
+    pub hellos_replayed: u64,
+    /// Hellos rejected because their timestamp was too far from the server's clock;
+    /// also counted in `hellos_rejected`.
+    pub hellos_stale: u64,
+    /// Accepted hellos forgotten early because the replay memory was full.
+    pub replay_memory_evicted: u64,
 }
 
 /// Most stateless answers waiting to go out at once; more are dropped, so a flood of
@@ -90,6 +125,14 @@ pub struct Endpoint {
     stats: EndpointStats,
     /// Shared by every session's ACK processing (see `Session::handle_data`).
     ack_scratch: AckOutcome,
+    /// Server: the load gate and per-address limits for hellos.
+    guard: hello_guard::HelloGuard,
+    /// Server: the secrets of the cookies demanded under load.
+    cookies: cookie::CookieKeys,
+    /// Server: the replay keys of accepted hellos.
+    replays: replay::ReplayMemory,
+    /// The wall clock, when the caller told it: (an instant, Unix time at it).
+    unix_anchor: Option<(Instant, Duration)>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -104,10 +147,11 @@ impl std::fmt::Debug for Endpoint {
 impl Endpoint {
     /// An endpoint; with a server config it accepts hellos, without it only connects.
     pub fn new(config: EndpointConfig, server: Option<Arc<ServerConfig>>) -> Self {
-        let rng = match config.rng_seed {
+        let mut rng = match config.rng_seed {
             Some(s) => StdRng::seed_from_u64(s),
             None => StdRng::from_entropy(),
         };
+        let cookies = cookie::CookieKeys::new(&mut rng);
         Endpoint {
             server,
             sessions: HashMap::new(),
@@ -122,7 +166,29 @@ impl Endpoint {
             rng,
             stats: EndpointStats::default(),
             ack_scratch: AckOutcome::default(),
+            guard: hello_guard::HelloGuard::default(),
+            cookies,
+            replays: replay::ReplayMemory::default(),
+            unix_anchor: None,
         }
+    }
+
+    /// Tells the endpoint the wall clock: at `now` it is `since_epoch` after the Unix
+    /// epoch. Hellos then carry a timestamp and a server refuses those too far from
+    /// its clock (`ServerConfig::max_hello_age`); without it only the server's memory
+    /// of accepted hellos stops replays. Call again now and then to follow the clock.
+    pub fn set_unix_time(&mut self, now: Instant, since_epoch: Duration) {
+        self.unix_anchor = Some((now, since_epoch));
+    }
+
+    /// The wall clock at `now`, if known.
+    fn unix_time(&self, now: Instant) -> Option<Duration> {
+        let (at, unix) = self.unix_anchor?;
+        Some(if now >= at {
+            unix + (now - at)
+        } else {
+            unix.saturating_sub(at - now)
+        })
     }
 
     /// Replaces (or removes) the server config; existing sessions keep theirs.
@@ -163,7 +229,10 @@ impl Endpoint {
     ) -> SessionHandle {
         let sid = self.new_sid();
         let rng = self.session_rng();
-        let session = Session::client(now, sid, remote, config, rng);
+        let timestamp = self.unix_time(now).map_or(0, |t| {
+            u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1)
+        });
+        let session = Session::client(now, sid, remote, config, timestamp, rng);
         self.insert(sid, session, None, None);
         SessionHandle(sid)
     }
@@ -272,120 +341,6 @@ impl Endpoint {
                 }
             }
         }
-    }
-
-    fn handle_hello(
-        &mut self,
-        now: Instant,
-        remote: SocketAddr,
-        version: u32,
-        client_sid: u64,
-        datagram: &[u8],
-    ) {
-        let Some(server) = self.server.clone() else {
-            self.stats.datagrams_dropped += 1;
-            return;
-        };
-        // Short hellos would make our answers an amplifier.
-        if datagram.len() < MIN_HELLO_LEN {
-            self.stats.datagrams_dropped += 1;
-            return;
-        }
-        if version != VERSION {
-            let mut out = Vec::new();
-            encode_version_mismatch(client_sid, datagram, &mut out);
-            self.queue_stateless(remote, out);
-            return;
-        }
-        // A hello for a client session id we already accepted is a retransmission (same
-        // address: answer it again) or a replay (another address: ignore it), never a
-        // second session.
-        if let Some(&(addr, sid)) = self.hellos.get(&client_sid) {
-            if addr == remote {
-                if let Some(e) = self.sessions.get_mut(&sid) {
-                    e.session.on_repeated_hello(datagram.len());
-                    self.touched.push(sid);
-                }
-            } else {
-                self.stats.datagrams_dropped += 1;
-            }
-            return;
-        }
-        let hello = match ServerHello::read(&server.key, client_sid, &datagram[BODY_OFFSET..]) {
-            Ok(h) => h,
-            Err(HandshakeError::Crypto) => {
-                self.stats.hellos_rejected += 1;
-                let mut out = Vec::new();
-                encode_undecryptable(client_sid, datagram, &mut out);
-                self.queue_stateless(remote, out);
-                return;
-            }
-            Err(_) => {
-                self.stats.datagrams_dropped += 1;
-                return;
-            }
-        };
-        let mut out = Vec::new();
-        if !(server.auth)(&hello.token) {
-            self.stats.hellos_rejected += 1;
-            if hello
-                .reject(reject::TOKEN_REJECTED, "token rejected", &mut out)
-                .is_ok()
-            {
-                self.queue_stateless(remote, out);
-            }
-            return;
-        }
-        if self.sessions.len() >= server.max_sessions {
-            self.stats.hellos_rejected += 1;
-            if hello
-                .reject(reject::SERVER_BUSY, "server busy", &mut out)
-                .is_ok()
-            {
-                self.queue_stateless(remote, out);
-            }
-            return;
-        }
-        let ip = remote.ip();
-        if self.per_address.get(&ip).copied().unwrap_or(0) >= server.max_sessions_per_address {
-            self.stats.hellos_rejected += 1;
-            self.stats.hellos_over_address_limit += 1;
-            if hello
-                .reject(
-                    reject::SERVER_BUSY,
-                    "too many sessions from this address",
-                    &mut out,
-                )
-                .is_ok()
-            {
-                self.queue_stateless(remote, out);
-            }
-            return;
-        }
-        let sid = self.new_sid();
-        let params = Session::local_params(&server.transport);
-        let peer = hello.params;
-        let Ok(keys) = hello.accept(sid, &params, &mut out) else {
-            self.stats.datagrams_dropped += 1;
-            return;
-        };
-        let rng = self.session_rng();
-        let session = Session::server(
-            now,
-            sid,
-            remote,
-            server.transport.clone(),
-            client_sid,
-            peer,
-            keys,
-            out,
-            datagram.len(),
-            rng,
-        );
-        self.stats.sessions_accepted += 1;
-        self.hellos.insert(client_sid, (remote, sid));
-        self.insert(sid, session, Some(client_sid), Some(ip));
-        self.incoming.push_back(SessionHandle(sid));
     }
 
     /// Queues a stateless answer, unless the queue is full.
