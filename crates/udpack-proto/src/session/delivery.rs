@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::error::TransportError;
 use super::pending::SentFrames;
+use super::tail_copy::LostMember;
 use super::{Event, Session};
 use crate::congestion::{AckSample, LossSample};
 use crate::recovery::{AckOutcome, SentPacket};
@@ -46,6 +47,7 @@ impl Session {
         let mut acked_bytes = 0u64;
         let mut largest_sent = None;
         for (_, p) in &out.acked {
+            self.tail.on_acked(p.in_flight, p.frames.copy_group);
             if p.in_flight {
                 acked_bytes += u64::from(p.size);
             }
@@ -82,10 +84,11 @@ impl Session {
     /// Packets declared lost were acknowledged after all: their data is delivered (a
     /// retransmission not yet sent is dropped) and the controller undoes its response.
     fn on_spurious_loss(&mut self, now: Instant, out: &mut AckOutcome) {
-        for (_, p) in out.spurious.drain(..) {
+        for (pn, p) in out.spurious.drain(..) {
             self.stats.spurious_losses += 1;
-            // One packet at a time: each undoes what its own loss did.
-            if p.in_flight {
+            // One packet at a time: each undoes what its own loss did (a tail copy
+            // whose loss was covered by another did nothing).
+            if self.tail.on_spurious(pn) && p.in_flight {
                 self.cc.on_spurious_loss(
                     now,
                     &LossSample {
@@ -156,8 +159,14 @@ impl Session {
     pub(super) fn on_lost(&mut self, now: Instant, lost: &[(u64, SentPacket)]) {
         let mut lost_bytes = 0;
         let mut largest_lost_sent = None;
-        for (_, p) in lost {
+        for (pn, p) in lost {
             self.stats.packets_lost += 1;
+            let member = self.tail.on_lost(*pn, p.in_flight, p.frames.copy_group);
+            if member == LostMember::Covered {
+                // Another copy of the same data delivers it or may still: no data is
+                // lost, and the controller hears of the group's loss only once.
+                continue;
+            }
             if p.in_flight {
                 lost_bytes += u64::from(p.size);
             }

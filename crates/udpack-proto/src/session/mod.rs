@@ -24,6 +24,7 @@
 //! | `key_update.rs` | key phases, key updates, the AEAD usage limits |
 //! | `delivery.rs` | what the peer's ACKs mean for data, streams and the controller |
 //! | `transmit.rs` | the send decision (window, pacer, app-limited) and packet assembly |
+//! | `tail_copy.rs` | forward error correction: copies of app-limited tail packets |
 //! | `packet_builder.rs` | the one path from header to sealed, recorded datagram |
 //! | `path.rs` | the amplification limit, probing, migration |
 //! | `close.rs` | GOAWAY, CLOSE, linger and repeats |
@@ -42,6 +43,7 @@ pub(crate) mod pending;
 mod recv;
 mod stream_io;
 mod streams;
+mod tail_copy;
 mod timers;
 mod transmit;
 
@@ -69,6 +71,7 @@ use key_update::SessionKeys;
 use path::PathState;
 use pending::PendingControl;
 use streams::Streams;
+use tail_copy::TailCopies;
 use transmit::TransmitState;
 
 /// Which end of the session this is.
@@ -114,6 +117,8 @@ pub struct SessionStats {
     pub bytes_retransmitted: u64,
     /// Packets declared lost that were acknowledged after all (reordering).
     pub spurious_losses: u64,
+    /// Extra copies sent of app-limited tail packets (forward error correction).
+    pub tail_copies: u64,
     /// Largest reordering seen: by how many packet numbers an acknowledgement came late.
     pub reordering: u64,
     /// Datagrams dropped: failed authentication, replays, undecodable.
@@ -175,6 +180,7 @@ pub struct Session {
     rate: DeliveryRate,
     pacer: Pacer,
     transmit: TransmitState,
+    tail: TailCopies,
     streams: Streams,
     flow: SessionFlow,
     pending: PendingControl,
@@ -226,6 +232,7 @@ impl Session {
             rate: DeliveryRate::new(now),
             pacer: Pacer::new(mtu, now).with_max_rate(config.max_send_rate),
             transmit: TransmitState::new(now),
+            tail: TailCopies::default(),
             streams: Streams::new(config.max_concurrent_streams),
             flow: SessionFlow::new(config.initial_session_window, config.max_session_window),
             pending: PendingControl::default(),

@@ -23,6 +23,8 @@ pub(crate) enum Timer {
     Keepalive,
     /// The pacer lets the next packet go.
     Pacing,
+    /// A copy of an app-limited tail packet is due (`tail_copy.rs`).
+    TailCopy,
     /// A PATH_CHALLENGE is due again.
     PathProbe,
     /// The old key phase's opening key goes (3 PTO into the new phase).
@@ -39,7 +41,9 @@ impl Timer {
         use Timer::*;
         match state {
             State::Handshake => &[Hello, Connect],
-            State::Established => &[Ack, Loss, Idle, Keepalive, Pacing, PathProbe, KeyDiscard],
+            State::Established => &[
+                Ack, Loss, Idle, Keepalive, Pacing, TailCopy, PathProbe, KeyDiscard,
+            ],
             State::Closing { .. } => &[Linger, CloseRepeat],
             State::Draining { .. } => &[Linger],
             State::Drained => &[],
@@ -58,6 +62,7 @@ impl Session {
             Timer::Idle => self.idle_deadline,
             Timer::Keepalive => self.keepalive_deadline(),
             Timer::Pacing => self.transmit.pacing_until,
+            Timer::TailCopy => self.tail.deadline(),
             Timer::PathProbe => self.path.probe.as_ref().map(|p| p.next_send),
             Timer::KeyDiscard => self.key_discard_deadline(),
             Timer::Linger => match self.state {
@@ -107,6 +112,10 @@ impl Session {
         }
         if due(self.transmit.pacing_until) {
             self.transmit.pacing_until = None;
+        }
+        if due(self.tail.deadline()) {
+            // The copy goes out from poll_transmit, when the window allows.
+            self.tail.on_timer(now);
         }
         if due(self.deadline(Timer::Loss)) {
             self.on_loss_timer(now);

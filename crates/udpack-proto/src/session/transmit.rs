@@ -1,7 +1,7 @@
 //! The send decision and the assembly of a data packet: may an ack-eliciting packet go
 //! now (congestion window, pacer, probes), or only an ACK, or nothing; when the sender
-//! is app-limited; and which frames fill the packet (ACK, control, stream data
-//! round-robin).
+//! is app-limited; and which frames fill the packet (ACK, a tail copy, control, stream
+//! data round-robin).
 
 use std::time::Instant;
 
@@ -96,7 +96,16 @@ impl Session {
         if !may_elicit && response_due {
             eliciting |= self.write_path_response(buf, max_payload);
         }
-        if may_elicit {
+        // A copy of a tail goes before anything else: it is insurance against a loss
+        // that is being decided now.
+        let copy_of = if may_elicit {
+            self.write_due_copy(now, buf, max_payload, &mut frames)
+        } else {
+            None
+        };
+        if copy_of.is_some() {
+            eliciting = true;
+        } else if may_elicit {
             eliciting |= self.write_control_frames(buf, max_payload, &mut frames);
             eliciting |= self.write_stream_frames(buf, max_payload, &mut frames);
             if !eliciting && self.transmit.probes > 0 {
@@ -130,8 +139,30 @@ impl Session {
             self.ack.on_sent();
         }
         let sent_goaway = frames.goaway;
+        let copies = match copy_of {
+            None if eliciting => self.tail_copies_for(&frames, buf.len() + TAG_LEN),
+            _ => 0,
+        };
+        let tail_ranges = (copies > 0).then(|| {
+            frames.copy_group = Some(pn);
+            frames.stream_ranges().cloned().collect::<Vec<_>>()
+        });
         let destination = self.path.remote;
-        let t = self.finish_packet(now, buf, pn, destination, Sent::data(eliciting, frames))?;
+        let sent = Sent::data(eliciting, frames);
+        let Some(t) = self.finish_packet(now, buf, pn, destination, sent) else {
+            if let Some(group) = copy_of {
+                self.tail.dropped(group);
+            }
+            return None;
+        };
+        if let Some(group) = copy_of {
+            self.tail.on_copy_sent(group);
+            self.stats.tail_copies += 1;
+        }
+        if let Some(ranges) = tail_ranges {
+            let srtt = self.recovery.rtt.smoothed();
+            self.tail.on_original_sent(now, srtt, pn, &ranges, copies);
+        }
         if eliciting {
             self.cc
                 .on_sent(now, t.size as u64, self.recovery.bytes_in_flight());
@@ -150,7 +181,8 @@ impl Session {
     /// and the pacer must allow it (a probe is allowed past both). With nothing to send
     /// below the window, the sender is app-limited.
     fn may_elicit(&mut self, now: Instant, mtu: u64) -> bool {
-        let want_eliciting = self.pending.any() || !self.streams.send_queue.is_empty();
+        let want_eliciting =
+            self.pending.any() || !self.streams.send_queue.is_empty() || self.tail.any_due(now);
         if !want_eliciting {
             if self.recovery.bytes_in_flight() < self.cc.window() {
                 self.on_app_limited();
