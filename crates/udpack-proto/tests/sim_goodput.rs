@@ -205,13 +205,20 @@ fn reordering_link(jitter: Duration, reorder: f64, loss: f64) -> LinkParams {
     link
 }
 
+/// Jitter after the bottleneck inflates delivery-rate samples by a few percent, and the
+/// queue that this builds must be drained, not cut: a cut of the rate to 0.7 x every
+/// second or so cost 7-14% of the link (0.889 at 3 ms, about 0.86 at 5 ms), hence the
+/// floor of 0.91 here.
 #[test]
 fn goodput_under_reordering() {
     let mut failures = Vec::new();
-    for (i, (jitter_ms, reorder, loss)) in [(1, 0.0, 0.01), (3, 0.0, 0.01), (0, 0.05, 0.01)]
-        .into_iter()
-        .enumerate()
-    {
+    let cases = [
+        (1, 0.0, 0.01),
+        (3, 0.0, 0.01),
+        (0, 0.05, 0.01),
+        (5, 0.0, 0.01),
+    ];
+    for (i, (jitter_ms, reorder, loss)) in cases.into_iter().enumerate() {
         let link = reordering_link(Duration::from_millis(jitter_ms), reorder, loss);
         let (g, st) = goodput_on(
             200 + i as u64,
@@ -228,13 +235,13 @@ fn goodput_under_reordering() {
             st.spurious_losses,
             st.reordering
         );
-        if share < 0.8 {
+        if share < 0.91 {
             failures.push((jitter_ms, reorder, share));
         }
     }
     assert!(
         failures.is_empty(),
-        "below 0.8 x (1-p) x rate: {failures:?}"
+        "below 0.91 x (1-p) x rate: {failures:?}"
     );
 }
 

@@ -458,6 +458,19 @@ fn standing_queue(
     until: Instant,
     loss_every: Option<Duration>,
 ) -> u64 {
+    queued_acks(cc, dr, t, until, 60 * MS, loss_every, |_| {})
+}
+
+/// As [`standing_queue`], with every RTT `rtt`, calling `each` after every ACK.
+fn queued_acks(
+    cc: &mut Bbr,
+    dr: &mut DeliveryRate,
+    t: &mut Instant,
+    until: Instant,
+    rtt: Duration,
+    loss_every: Option<Duration>,
+    mut each: impl FnMut(&Bbr),
+) -> u64 {
     let mut lowest = u64::MAX;
     let mut last_loss = *t;
     while *t < until {
@@ -465,15 +478,15 @@ fn standing_queue(
         let now = *t;
         let in_flight = cc.window();
         let snap = dr.on_sent(now, MTU_BYTES, in_flight);
-        dr.on_acked(now + 60 * MS, &snap);
+        dr.on_acked(now + rtt, &snap);
         cc.on_ack(
             now,
             &AckSample {
                 acked_bytes: MTU_BYTES,
                 bytes_in_flight: in_flight,
-                largest_acked_sent: now - 60 * MS,
-                latest_rtt: Some(60 * MS),
-                smoothed_rtt: 60 * MS,
+                largest_acked_sent: now - rtt,
+                latest_rtt: Some(rtt),
+                smoothed_rtt: rtt,
                 min_rtt: 50 * MS,
                 rate: dr.take_sample(None),
             },
@@ -484,15 +497,84 @@ fn standing_queue(
                 now,
                 &LossSample {
                     lost_bytes: 4 * MTU_BYTES,
-                    largest_lost_sent: now - 60 * MS,
+                    largest_lost_sent: now - rtt,
                     bytes_in_flight: in_flight,
                     persistent: false,
                 },
             );
         }
         lowest = lowest.min(cc.model_bw());
+        each(cc);
     }
     lowest
+}
+
+#[test]
+fn a_queue_below_the_threshold_is_drained_at_cruise_without_a_cut() {
+    // A queue of 5 ms: above half the standing-queue threshold (51 ms / 16), below the
+    // threshold itself, as an estimate a few percent high (jitter) builds it.
+    let (_, mut flows, now) = ack_clock(2);
+    let cc = &mut flows[0].cc;
+    let min_rtt = cc.min_rtt().unwrap();
+    let rtt = min_rtt + 5 * MS;
+    let drain = min_rtt.as_secs_f64() / rtt.as_secs_f64();
+    let mut t = now;
+    // A fresh delivery-rate estimator counts from zero: rounds end again once it has
+    // delivered what the flow had delivered before.
+    let mut dr = DeliveryRate::new(now);
+    queued_acks(cc, &mut dr, &mut t, now + 3 * SEC, min_rtt, None, |_| {});
+    let bw = cc.model_bw();
+    // Two rounds for the queue to show in the round minima.
+    queued_acks(
+        cc,
+        &mut dr,
+        &mut t,
+        now + 3 * SEC + 120 * MS,
+        rtt,
+        None,
+        |_| {},
+    );
+    let mut cruising = 0;
+    let lowest = queued_acks(cc, &mut dr, &mut t, now + 5 * SEC, rtt, None, |cc| {
+        if cc.mode == Mode::ProbeBw && cc.pacing_gain == 1.0 {
+            cruising += 1;
+            let pace = cc.pacing_rate as f64;
+            let expected = cc.send_bw() * drain * PACING_MARGIN;
+            assert!(
+                within(pace, expected, 0.01),
+                "cruising at {pace:.0} B/s with a queue; draining would be {expected:.0}"
+            );
+        }
+    });
+    assert!(cruising > 500, "cruised for {cruising} ACKs");
+    assert!(lowest >= bw * 95 / 100, "cut to {lowest} of {bw}");
+    // Without the queue the flow cruises at the estimate again.
+    let mut cruise = Vec::new();
+    queued_acks(cc, &mut dr, &mut t, now + 6 * SEC, min_rtt, None, |cc| {
+        if cc.mode == Mode::ProbeBw && cc.pacing_gain == 1.0 {
+            cruise.push(cc.pacing_rate as f64 / (cc.send_bw() * PACING_MARGIN));
+        }
+    });
+    assert!(cruise.len() > 100 && cruise[cruise.len() - 1] > 0.999);
+}
+
+#[test]
+fn a_queue_kept_by_a_competitor_does_not_slow_the_cruise() {
+    let (_, mut flows, now) = ack_clock(2);
+    let cc = &mut flows[0].cc;
+    let mut dr = DeliveryRate::new(now);
+    let mut t = now;
+    standing_queue(cc, &mut dr, &mut t, now + 4 * SEC, None);
+    assert!(cc.queue.competing());
+    let mut cruising = 0;
+    queued_acks(cc, &mut dr, &mut t, now + 5 * SEC, 60 * MS, None, |cc| {
+        if cc.mode == Mode::ProbeBw && cc.pacing_gain == 1.0 {
+            cruising += 1;
+            let ratio = cc.pacing_rate as f64 / (cc.send_bw() * PACING_MARGIN);
+            assert!(ratio > 0.999, "cruising at {ratio:.3} x the estimate");
+        }
+    });
+    assert!(cruising > 300, "cruised for {cruising} ACKs");
 }
 
 #[test]
