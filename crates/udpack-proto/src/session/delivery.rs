@@ -164,7 +164,15 @@ impl Session {
             let member = self.tail.on_lost(*pn, p.in_flight, p.frames.copy_group);
             if member == LostMember::Covered {
                 // Another copy of the same data delivers it or may still: no data is
-                // lost, and the controller hears of the group's loss only once.
+                // lost, and the controller hears of the group's loss only once. The
+                // copies carry only the stream data: what else the packet carried
+                // (GOAWAY, credit, resets) goes again.
+                let others = SentFrames {
+                    stream: None,
+                    more_stream: Vec::new(),
+                    ..p.frames.clone()
+                };
+                self.requeue_frames(&others);
                 continue;
             }
             if p.in_flight {
