@@ -20,6 +20,8 @@ struct Run {
     #[serde(flatten)]
     m: Measured,
     mbit_s: f64,
+    /// Packets the wire dropped in this upload (queue overflow).
+    wire_drops: u64,
 }
 
 pub fn run(args: &UploadArgs, udpack: &Udpack, keys: &Keys, work: &Path) -> Result<()> {
@@ -59,13 +61,15 @@ pub fn run(args: &UploadArgs, udpack: &Udpack, keys: &Keys, work: &Path) -> Resu
             bin.display()
         );
         println!();
-        println!("| round | case | files | s | Mbit/s | sender CPU s | receiver CPU s |");
-        println!("|---:|---|---:|---:|---:|---:|---:|");
+        println!(
+            "| round | case | files | s | Mbit/s | sender CPU s | receiver CPU s | wire drops |"
+        );
+        println!("|---:|---|---:|---:|---:|---:|---:|---:|");
     }
     let mut runs = Vec::new();
     for round in 1..=args.runs {
         for (case, paths, sent, names) in cases {
-            let m = lab.upload(bin, keys, &Case { paths, out: &out })?;
+            let (m, wire_drops) = lab.upload(bin, keys, &Case { paths, out: &out })?;
             files::verify(sent, &out, names)?;
             let r = Run {
                 round,
@@ -73,16 +77,18 @@ pub fn run(args: &UploadArgs, udpack: &Udpack, keys: &Keys, work: &Path) -> Resu
                 files: paths.len(),
                 mbit_s: m.mbit_s(),
                 m,
+                wire_drops,
             };
             if !args.json {
                 let cpu = |c: Option<std::time::Duration>| c.map_or(0.0, |c| c.as_secs_f64());
                 println!(
-                    "| {round} | {case} | {} | {:.3} | {:.1} | {:.2} | {:.2} |",
+                    "| {round} | {case} | {} | {:.3} | {:.1} | {:.2} | {:.2} | {} |",
                     r.files,
                     r.m.secs,
                     r.mbit_s,
                     cpu(r.m.send_cpu),
-                    cpu(r.m.recv_cpu)
+                    cpu(r.m.recv_cpu),
+                    r.wire_drops
                 );
             }
             runs.push(r);

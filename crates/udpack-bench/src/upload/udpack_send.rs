@@ -79,8 +79,12 @@ pub fn with_binary(
             return Err(BenchError::ChildFailed(what.into()));
         }
     }
-    let bytes = summary["bytes"].as_u64().unwrap_or(0);
-    let secs = summary["elapsed"].as_f64().unwrap_or(0.0);
+    let (Some(bytes), Some(secs)) = (summary["bytes"].as_u64(), summary["elapsed"].as_f64()) else {
+        return Err(BenchError::ChildLine(
+            "udpack send".into(),
+            summary.to_string(),
+        ));
+    };
     Ok(Measured {
         bytes,
         secs,
