@@ -83,7 +83,8 @@ pub struct Measured {
     pub send_cpu: Option<Duration>,
     #[serde(serialize_with = "opt_secs")]
     pub recv_cpu: Option<Duration>,
-    /// From the first child's start to the last one's exit.
+    /// The longer of the two children's lifetimes, spawn to exit (none for the raw
+    /// stream, which has no children).
     #[serde(serialize_with = "opt_secs")]
     pub wall: Option<Duration>,
     /// Everything the upload cost: both ends and this process's share.
