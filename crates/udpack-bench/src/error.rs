@@ -94,6 +94,34 @@ pub enum BenchError {
     Plot(String),
     #[error("no TrueType font found for the plots (Debian: fonts-dejavu-core)")]
     NoFont,
+    /// A received file is missing or differs from the one sent.
+    #[error("{} is missing or differs from the file sent", .0.display())]
+    Differs(std::path::PathBuf),
+    #[error("cannot start {0}: {1}")]
+    Spawn(String, #[source] io::Error),
+    /// A child process of the upload benchmark exited with a failure.
+    #[error("{0} failed")]
+    ChildFailed(String),
+    #[error("the quinn upload peer needs --cert")]
+    NoCertPath,
+    #[error("{0}")]
+    QuinnWrite(#[from] quinn::WriteError),
+    #[error("{0}")]
+    Keygen(#[from] udpack_cli::keygen::KeygenError),
+    #[error("{0}")]
+    KeyFile(#[from] udpack::KeyFileError),
+    #[error("udpack send: {0}")]
+    Send(#[from] udpack_cli::send::SendError),
+    #[error("udpack serve: {0}")]
+    Serve(#[from] udpack_cli::serve::ServeError),
+    #[error("unexpected line from {0}: {1:?}")]
+    ChildLine(String, String),
+    #[error("no udpack binary at {} (build it: cargo build --release -p udpack-cli; or --udpack-bin, --in-process)", .0.display())]
+    NoUdpackBinary(std::path::PathBuf),
+    #[error("the link lab needs root (network namespaces and TUN devices)")]
+    NeedsRoot,
+    #[error("the lab runs the udpack binary in its namespaces: --in-process does not apply")]
+    LabNeedsBinary,
 }
 
 pub type Result<T> = std::result::Result<T, BenchError>;

@@ -87,7 +87,7 @@ fn print_row(kind: Kind, streams: usize, o: &Outcome) {
 }
 
 /// The median of `v` (the mean of the middle two for an even count); `None` if empty.
-fn median(mut v: Vec<f64>) -> Option<f64> {
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     match n {

@@ -7,6 +7,8 @@
 //! cargo run --release -p udpack-bench -- idle --idle-sessions 2000
 //! sudo target/release/udpack-bench lab --rtt 40 --loss 0,1,5
 //! sudo target/release/udpack-bench lab --grid
+//! target/release/udpack-bench upload --size 256M --runs 5
+//! sudo target/release/udpack-bench upload --lab --files 500 --file-size 16K
 //! ```
 //!
 //! Throughput (`loopback`): for each transport and stream count, a server and a client
@@ -27,6 +29,10 @@
 //!
 //! The link lab (`lab`, as root): the transports through an emulated real link between
 //! two network namespaces; see [`lab`].
+//!
+//! Uploads (`upload`): `udpack send` of a file against TCP and quinn uploads of it and
+//! udpack's raw stream, on loopback; small files through the lab with `--lab`; see
+//! [`upload`].
 
 mod error;
 mod idle;
@@ -39,6 +45,7 @@ mod quic;
 mod tcp;
 mod throughput;
 mod udpack_run;
+mod upload;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -84,6 +91,12 @@ enum Command {
     /// One end of one flow of the link lab, run inside a namespace.
     #[command(name = lab::peer::SUBCOMMAND, hide = true)]
     LabPeer(lab::peer::PeerArgs),
+    /// `udpack send` of a file against TCP and quinn uploads and udpack's raw stream on
+    /// loopback; with --lab, small files against one file through the link lab.
+    Upload(upload::UploadArgs),
+    /// One end of a TCP or quinn upload (the upload benchmark's child process).
+    #[command(name = upload::peer::SUBCOMMAND, hide = true)]
+    UploadPeer(upload::peer::PeerArgs),
 }
 
 #[derive(Args)]
@@ -173,6 +186,8 @@ fn main() -> ExitCode {
         Command::IdleServer => idle_server::run(),
         Command::Lab(args) => lab::run(&args),
         Command::LabPeer(args) => lab::peer::run(&args),
+        Command::Upload(args) => upload::run(&args),
+        Command::UploadPeer(args) => upload::peer::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

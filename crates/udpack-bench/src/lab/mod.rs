@@ -16,6 +16,7 @@ mod plan;
 mod plot;
 mod report;
 mod runner;
+pub mod small_files;
 mod tun;
 mod wire;
 
