@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::AsyncReadExt;
 use tokio::sync::{oneshot, watch, Notify};
 use udpack::{RecvStream, SendStream, Stream, StreamError};
 
@@ -172,6 +171,17 @@ impl std::fmt::Debug for Channel {
 
 impl Channel {
     pub(crate) fn new(stream: Stream, socket: Socket, limits: ChannelLimits) -> Self {
+        Channel::with_first(stream, None, socket, limits)
+    }
+
+    /// A channel whose stream's first bytes were already read (`first`): the peer's
+    /// channels get a reader task only once they carry data.
+    pub(crate) fn with_first(
+        stream: Stream,
+        first: Option<Bytes>,
+        socket: Socket,
+        limits: ChannelLimits,
+    ) -> Self {
         let id = stream.id();
         let (send, recv) = stream.into_split();
         let (closed, _) = watch::channel(None);
@@ -190,7 +200,7 @@ impl Channel {
         let task = tokio::spawn(read_loop(
             Arc::downgrade(&core),
             core.inbox_changed.clone(),
-            recv,
+            Reader { first, rs: recv },
         ));
         if let Ok(mut r) = core.reader.lock() {
             *r = Some(task.abort_handle());
@@ -390,7 +400,32 @@ impl Drop for ReaderGuard {
 
 /// Reads frames until the stream ends, dispatching each message. Holds the channel only
 /// weakly: when the application drops it, the reader ends too.
-async fn read_loop(core: Weak<Core>, changed: Arc<Notify>, mut rs: RecvStream) {
+/// The receiving half, with bytes read before the reader started served first.
+struct Reader {
+    first: Option<Bytes>,
+    rs: RecvStream,
+}
+
+impl Reader {
+    /// The next chunk of at most `max` bytes, without copying; `None` at the end.
+    async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
+        if let Some(first) = self.first.as_mut() {
+            if first.len() > max {
+                return Ok(Some(first.split_to(max)));
+            }
+            if let Some(all) = self.first.take().filter(|b| !b.is_empty()) {
+                return Ok(Some(all));
+            }
+        }
+        self.rs.read_chunk(max).await
+    }
+
+    fn stop(&mut self, code: u64) -> Result<(), StreamError> {
+        self.rs.stop(code)
+    }
+}
+
+async fn read_loop(core: Weak<Core>, changed: Arc<Notify>, mut rs: Reader) {
     let mut guard = ReaderGuard {
         core: core.clone(),
         why: None,
@@ -407,7 +442,7 @@ async fn read_loop(core: Weak<Core>, changed: Arc<Notify>, mut rs: RecvStream) {
                 break ChannelClosed::Finished;
             }
             Ok(_) => {}
-            Err(e) => break closed_by(e),
+            Err(e) => break closed_by_stream(e),
         }
         let len = u32::from_be_bytes(head) as usize;
         if len > max {
@@ -494,7 +529,7 @@ async fn dispatch(core: &Weak<Core>, changed: &Notify, mut m: Message) -> bool {
 /// Reads one message body of `len` bytes from the stream's chunks: no zero-filled
 /// buffer, and no copy at all when one chunk holds the whole message. `None` if the
 /// stream ends first.
-async fn read_message(rs: &mut RecvStream, len: usize) -> Result<Option<Bytes>, StreamError> {
+async fn read_message(rs: &mut Reader, len: usize) -> Result<Option<Bytes>, StreamError> {
     let mut body: Option<BytesMut> = None;
     let mut have = 0;
     while have < len {
@@ -512,23 +547,16 @@ async fn read_message(rs: &mut RecvStream, len: usize) -> Result<Option<Bytes>, 
 }
 
 /// Reads until `buf` is full or the stream ends; returns how much was read.
-async fn read_full(rs: &mut RecvStream, buf: &mut [u8]) -> Result<usize, std::io::Error> {
+async fn read_full(rs: &mut Reader, buf: &mut [u8]) -> Result<usize, StreamError> {
     let mut n = 0;
     while n < buf.len() {
-        let got = rs.read(&mut buf[n..]).await?;
-        if got == 0 {
+        let Some(chunk) = rs.read_chunk(buf.len() - n).await? else {
             break;
-        }
-        n += got;
+        };
+        buf[n..n + chunk.len()].copy_from_slice(&chunk);
+        n += chunk.len();
     }
     Ok(n)
-}
-
-fn closed_by(e: std::io::Error) -> ChannelClosed {
-    match e.get_ref().and_then(|r| r.downcast_ref::<StreamError>()) {
-        Some(se) => closed_by_stream(se.clone()),
-        None => ChannelClosed::SessionClosed(e.to_string()),
-    }
 }
 
 fn closed_by_stream(e: StreamError) -> ChannelClosed {

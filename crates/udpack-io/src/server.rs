@@ -1,11 +1,15 @@
 //! The server: accepts sockets and their channels, and reports them as events.
 
+use bytes::Bytes;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Mutex};
-use udpack::{CloseReason, Endpoint, PrivateKey, ServerConfig, Speed, TransportConfig};
+use udpack::{CloseReason, Endpoint, PrivateKey, ServerConfig, Speed, Stream, TransportConfig};
 
 use crate::channel::{Channel, ChannelLimits};
 use crate::error::Error;
@@ -198,16 +202,37 @@ async fn accept_loop(endpoint: Endpoint, tx: mpsc::Sender<ServerEvent>, limits: 
     }
 }
 
-/// Reports the channels a socket's peer opens, then the socket's end.
+/// A stream the peer opened, waiting for its first bytes.
+type Opening = Pin<Box<dyn Future<Output = Option<(Stream, Bytes)>> + Send>>;
+
+/// Reports the channels a socket's peer opens, then the socket's end. A stream becomes
+/// a channel (with its reader task) only once its first bytes arrive: until then it is
+/// a small future in this loop, so streams opened without data cost no task; one that
+/// ends or fails without data is dropped.
 pub(crate) async fn socket_loop_events<E>(
     socket: Socket,
     tx: mpsc::Sender<E>,
     channel: fn(Channel) -> E,
 ) -> CloseReason {
-    while let Some(stream) = socket.session().accept_stream().await {
-        let ch = Channel::new(stream, socket.clone(), socket.limits().clone());
-        if tx.send(channel(ch)).await.is_err() {
-            break;
+    let mut opening: Vec<Opening> = Vec::new();
+    loop {
+        tokio::select! {
+            accepted = socket.session().accept_stream() => {
+                let Some(mut stream) = accepted else { break };
+                opening.push(Box::pin(async move {
+                    match stream.read_chunk(usize::MAX).await {
+                        Ok(Some(first)) => Some((stream, first)),
+                        _ => None,
+                    }
+                }));
+            }
+            ready = first_ready(&mut opening), if !opening.is_empty() => {
+                let Some((stream, first)) = ready else { continue };
+                let ch = Channel::with_first(stream, Some(first), socket.clone(), socket.limits().clone());
+                if tx.send(channel(ch)).await.is_err() {
+                    break;
+                }
+            }
         }
     }
     let reason = socket.closed().await;
@@ -233,4 +258,19 @@ async fn speed_loop(endpoint: Endpoint, tx: mpsc::Sender<ServerEvent>) {
             let _ = tx.try_send(ServerEvent::Speed(s));
         }
     }
+}
+
+/// The first of `futures` to be ready (removed from the set); pending while none is.
+fn first_ready<T>(
+    futures: &mut Vec<Pin<Box<dyn Future<Output = T> + Send>>>,
+) -> impl Future<Output = T> + '_ {
+    std::future::poll_fn(move |cx| {
+        for i in 0..futures.len() {
+            if let Poll::Ready(t) = futures[i].as_mut().poll(cx) {
+                drop(futures.swap_remove(i));
+                return Poll::Ready(t);
+            }
+        }
+        Poll::Pending
+    })
 }

@@ -435,3 +435,44 @@ async fn a_panicking_handler_closes_its_channel_instead_of_hanging_it() {
     .expect("recv ends");
     assert!(rest <= 1);
 }
+
+/// Streams that a peer opens and ends without a byte never become channels (so they
+/// cost no reader task and no application task); the first one with data does, and its
+/// first bytes are not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_without_data_become_no_channel() {
+    let key = PrivateKey::generate();
+    let server = server_on(&key, 0).await;
+    let client = Client::bind(client_opts(&key)).await.expect("bind");
+    let socket = client
+        .connect(server.local_addr().to_string())
+        .await
+        .expect("connect");
+    for _ in 0..100 {
+        let mut empty = socket.session().open_stream().await.expect("open");
+        empty.finish().expect("finish");
+        empty.finished().await.expect("the empty stream ends");
+    }
+    let ch = client.open_channel().await.expect("channel");
+    ch.send("hello", &7u32).await.expect("send");
+    let mut channels = Vec::new();
+    let got = tokio::time::timeout(T, async {
+        loop {
+            match server.next_event().await.expect("server event") {
+                ServerEvent::Channel(c) => {
+                    let first = c.recv().await;
+                    channels.push(c);
+                    if let Some(m) = first {
+                        return m;
+                    }
+                }
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .expect("the channel with data in time");
+    assert_eq!(got.event(), "hello");
+    assert_eq!(got.data::<u32>().expect("data"), 7);
+    assert_eq!(channels.len(), 1, "the empty streams became channels");
+}
