@@ -165,7 +165,7 @@ pub enum ClientEvent {
     Reconnecting { attempt: u32, delay: Duration },
     /// Reconnection stopped after too many failed attempts.
     GaveUp,
-    /// The server opened a channel.
+    /// The server opened a channel (reported with its first message).
     Channel(Channel),
     /// Throughput over the last second.
     Speed(Speed),

@@ -101,7 +101,8 @@ pub enum ServerEvent {
     Listening(SocketAddr),
     /// A client connected.
     Connection(Socket),
-    /// A client opened a channel.
+    /// A client opened a channel (reported with its first message; a stream the
+    /// client ends without sending anything is no channel).
     Channel(Channel),
     /// A socket ended, and why (with the goaway code, if any).
     Disconnect(Socket, CloseReason),
