@@ -82,22 +82,28 @@ impl Env {
         );
     }
 
+    /// A raw udpack.io client connected to the server, with the right key and token.
+    async fn connect(&self) -> (udpack_io::Client, udpack_io::Socket) {
+        let pubkey = udpack::PublicKey::load(self.path("keys/pubkey.pem")).expect("pubkey");
+        let addr = self.addr.expect("serving");
+        let client = udpack_io::Client::bind(
+            udpack_io::ClientOptions::new(pubkey)
+                .token(TOKEN)
+                .handshake_timeout(Duration::from_secs(10))
+                .reconnect(udpack_io::Reconnect::off()),
+        )
+        .await
+        .expect("bind");
+        let socket = client.connect(addr.to_string()).await.expect("connect");
+        (client, socket)
+    }
+
     /// A raw client: offers each of `offers` (name, content) on its own channel and,
     /// when accepted, uploads and finishes it; returns the answers.
     fn upload(&self, offers: &[(&str, &[u8])]) -> Vec<(OfferAnswer, Option<FinishAnswer>)> {
-        let pubkey = udpack::PublicKey::load(self.path("keys/pubkey.pem")).expect("pubkey");
-        let addr = self.addr.expect("serving");
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
-            let client = udpack_io::Client::bind(
-                udpack_io::ClientOptions::new(pubkey)
-                    .token(TOKEN)
-                    .handshake_timeout(Duration::from_secs(10))
-                    .reconnect(udpack_io::Reconnect::off()),
-            )
-            .await
-            .expect("bind");
-            let socket = client.connect(addr.to_string()).await.expect("connect");
+            let (client, socket) = self.connect().await;
             let mut out = Vec::new();
             for (name, content) in offers {
                 let channel = client.open_channel().await.expect("channel");
@@ -229,18 +235,9 @@ fn colons_and_names_a_file_system_folds_together() {
     }
     // Two uploads whose names differ in case and normalisation only cannot run at the
     // same time: the second is busy while the first holds its claim.
-    let pubkey = udpack::PublicKey::load(env.path("keys/pubkey.pem")).expect("pubkey");
-    let addr = env.addr.expect("serving");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let second = rt.block_on(async {
-        let client = udpack_io::Client::bind(
-            udpack_io::ClientOptions::new(pubkey)
-                .token(TOKEN)
-                .reconnect(udpack_io::Reconnect::off()),
-        )
-        .await
-        .expect("bind");
-        let _socket = client.connect(addr.to_string()).await.expect("connect");
+        let (client, _socket) = env.connect().await;
         let first = client.open_channel().await.expect("channel");
         let a: OfferAnswer = first
             .send_with_ack_timeout(
@@ -275,18 +272,9 @@ fn offers_beyond_free_space_or_quota_are_refused() {
         size: 1 << 60,
         ..offer("huge.bin", b"")
     };
-    let pubkey = udpack::PublicKey::load(env.path("keys/pubkey.pem")).expect("pubkey");
-    let addr = env.addr.expect("serving");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let a = rt.block_on(async {
-        let client = udpack_io::Client::bind(
-            udpack_io::ClientOptions::new(pubkey)
-                .token(TOKEN)
-                .reconnect(udpack_io::Reconnect::off()),
-        )
-        .await
-        .expect("bind");
-        let _socket = client.connect(addr.to_string()).await.expect("connect");
+        let (client, _socket) = env.connect().await;
         let ch = client.open_channel().await.expect("channel");
         let a: OfferAnswer = ch
             .send_with_ack_timeout("offer", &huge, Duration::from_secs(10))
