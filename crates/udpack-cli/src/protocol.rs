@@ -37,9 +37,9 @@ pub const FINISH: &str = "finish";
 pub const ERROR: &str = "error";
 
 /// Bytes per `data` message.
-pub const CHUNK_SIZE: usize = 1024 * 1024;
+pub const CHUNK_SIZE: usize = 256 * 1024;
 /// Largest file sent inside its offer.
-pub const INLINE_MAX: u64 = CHUNK_SIZE as u64;
+pub const INLINE_MAX: u64 = 1024 * 1024;
 /// Bytes of an upload id.
 pub const ID_LEN: usize = 16;
 /// Bytes of a BLAKE3 hash.

@@ -20,9 +20,6 @@ const MAX_QUEUED: usize = 64;
 /// Bytes of messages a channel's inbox holds at most (one message of any size is always
 /// let in, so a message up to the size limit never waits forever).
 const MAX_QUEUED_BYTES: usize = 16 << 20;
-/// A message body is first given this much room, then grows as its bytes arrive: an
-/// announced length costs nothing until the data is there.
-const INITIAL_BODY_CAPACITY: usize = 64 << 10;
 
 type Handler = Arc<dyn Fn(Message) + Send + Sync>;
 
@@ -409,15 +406,32 @@ struct Reader {
 impl Reader {
     /// The next chunk of at most `max` bytes, without copying; `None` at the end.
     async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
-        if let Some(first) = self.first.as_mut() {
-            if first.len() > max {
-                return Ok(Some(first.split_to(max)));
-            }
-            if let Some(all) = self.first.take().filter(|b| !b.is_empty()) {
-                return Ok(Some(all));
-            }
+        if let Some(first) = self.read_chunk_buffered(max) {
+            return Ok(Some(first));
         }
         self.rs.read_chunk(max).await
+    }
+
+    /// Appends up to `max` bytes to `buf` (see [`RecvStream::read_into`]).
+    async fn read_into(
+        &mut self,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Result<Option<usize>, StreamError> {
+        if let Some(first) = self.read_chunk_buffered(max) {
+            buf.extend_from_slice(&first);
+            return Ok(Some(first.len()));
+        }
+        self.rs.read_into(buf, max).await
+    }
+
+    /// What is left of the bytes read before the reader started, at most `max`.
+    fn read_chunk_buffered(&mut self, max: usize) -> Option<Bytes> {
+        let first = self.first.as_mut()?;
+        if first.len() > max {
+            return Some(first.split_to(max));
+        }
+        self.first.take().filter(|b| !b.is_empty())
     }
 
     fn stop(&mut self, code: u64) -> Result<(), StreamError> {
@@ -526,24 +540,29 @@ async fn dispatch(core: &Weak<Core>, changed: &Notify, mut m: Message) -> bool {
     true
 }
 
-/// Reads one message body of `len` bytes from the stream's chunks: no zero-filled
-/// buffer, and no copy at all when one chunk holds the whole message. `None` if the
-/// stream ends first.
+/// Reads one message body of `len` bytes: no copy at all when one chunk holds the
+/// whole message; otherwise the chunks are gathered into one buffer that grows with
+/// what has arrived (an announced length reserves nothing by itself), several packets'
+/// worth per read. `None` if the stream ends first.
 async fn read_message(rs: &mut Reader, len: usize) -> Result<Option<Bytes>, StreamError> {
-    let mut body: Option<BytesMut> = None;
-    let mut have = 0;
-    while have < len {
-        let Some(chunk) = rs.read_chunk(len - have).await? else {
-            return Ok(None);
-        };
-        if have == 0 && chunk.len() == len {
-            return Ok(Some(chunk));
-        }
-        have += chunk.len();
-        body.get_or_insert_with(|| BytesMut::with_capacity(len.min(INITIAL_BODY_CAPACITY)))
-            .extend_from_slice(&chunk);
+    if len == 0 {
+        return Ok(Some(Bytes::new()));
     }
-    Ok(Some(body.map(BytesMut::freeze).unwrap_or_default()))
+    let Some(first) = rs.read_chunk(len).await? else {
+        return Ok(None);
+    };
+    if first.len() == len {
+        return Ok(Some(first));
+    }
+    let mut body = BytesMut::new();
+    body.extend_from_slice(&first);
+    while body.len() < len {
+        let want = len - body.len();
+        if rs.read_into(&mut body, want).await?.is_none() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(body.freeze()))
 }
 
 /// Reads until `buf` is full or the stream ends; returns how much was read.

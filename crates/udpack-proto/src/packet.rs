@@ -245,7 +245,10 @@ impl PacketKeys {
 pub struct ReplayWindow {
     /// Largest accepted packet number, plus one (0 = nothing yet).
     top: u64,
-    /// Bit i set = packet `top - 1 - i` accepted.
+    /// A ring of bits: packet `n` is bit `n % 64` of word `(n / 64) % WORDS`. Moving
+    /// the top clears only the words it enters (RFC 6479), not a shift of the whole
+    /// window per packet; one word more than the window holds keeps the oldest
+    /// accepted packets' bits while the top's word is being filled.
     bits: Box<[u64; Self::WORDS]>,
 }
 
@@ -259,9 +262,9 @@ impl Default for ReplayWindow {
 }
 
 impl ReplayWindow {
-    const WORDS: usize = 64;
+    const WORDS: usize = 65;
     /// How far behind the largest packet number a packet may still be accepted.
-    pub const SIZE: u64 = 64 * Self::WORDS as u64;
+    pub const SIZE: u64 = 64 * (Self::WORDS as u64 - 1);
 
     /// True if `n` is new and not too old. Does not record it.
     pub fn check(&self, n: u64) -> bool {
@@ -269,21 +272,17 @@ impl ReplayWindow {
             return true;
         }
         let back = self.top - 1 - n;
-        back < Self::SIZE && !self.get(back)
+        back < Self::SIZE && !self.get(n)
     }
 
     /// Records `n` as accepted (call after the packet authenticated).
     pub fn accept(&mut self, n: u64) {
         if n >= self.top {
-            let shift = n + 1 - self.top;
-            self.shift(shift);
+            self.advance_to(n);
             self.top = n + 1;
-            self.set(0);
-        } else {
-            let back = self.top - 1 - n;
-            if back < Self::SIZE {
-                self.set(back);
-            }
+            self.set(n);
+        } else if self.top - 1 - n < Self::SIZE {
+            self.set(n);
         }
     }
 
@@ -292,32 +291,34 @@ impl ReplayWindow {
         self.top.checked_sub(1)
     }
 
-    fn get(&self, back: u64) -> bool {
-        self.bits[(back / 64) as usize] & (1 << (back % 64)) != 0
+    fn slot(n: u64) -> (usize, u64) {
+        (((n / 64) % Self::WORDS as u64) as usize, 1 << (n % 64))
     }
 
-    fn set(&mut self, back: u64) {
-        self.bits[(back / 64) as usize] |= 1 << (back % 64);
+    fn get(&self, n: u64) -> bool {
+        let (w, bit) = Self::slot(n);
+        self.bits[w] & bit != 0
     }
 
-    fn shift(&mut self, by: u64) {
-        if by >= Self::SIZE {
+    fn set(&mut self, n: u64) {
+        let (w, bit) = Self::slot(n);
+        self.bits[w] |= bit;
+    }
+
+    /// Clears the words the top enters on its way to `n` (they hold bits of packets a
+    /// whole ring older).
+    fn advance_to(&mut self, n: u64) {
+        // Nothing accepted yet: every word is clear.
+        let Some(last) = self.top.checked_sub(1) else {
+            return;
+        };
+        let (from, to) = (last / 64, n / 64);
+        if to - from >= Self::WORDS as u64 {
             self.bits.fill(0);
             return;
         }
-        let words = (by / 64) as usize;
-        let bits = (by % 64) as u32;
-        for i in (0..Self::WORDS).rev() {
-            let src = i.checked_sub(words);
-            let hi = src.map_or(0, |s| self.bits[s]);
-            let lo = src
-                .and_then(|s| s.checked_sub(1))
-                .map_or(0, |s| self.bits[s]);
-            self.bits[i] = if bits == 0 {
-                hi
-            } else {
-                (hi << bits) | (lo >> (64 - bits))
-            };
+        for word in from + 1..=to {
+            self.bits[(word % Self::WORDS as u64) as usize] = 0;
         }
     }
 }

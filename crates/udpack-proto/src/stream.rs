@@ -283,6 +283,11 @@ impl RecvBuffer {
         Some(out)
     }
 
+    /// In-order bytes ready to read.
+    pub fn ready_len(&self) -> u64 {
+        self.ready_end - self.read
+    }
+
     /// Offset of the next byte the application will read.
     pub fn read_offset(&self) -> u64 {
         self.read

@@ -7,7 +7,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use udpack_proto::{SessionHandle, StreamError, StreamId};
 
@@ -183,8 +183,18 @@ impl RecvStream {
         cx: &mut Context<'_>,
         max: usize,
     ) -> Poll<Result<ReadOutcome, StreamError>> {
+        self.poll_read_with(cx, |s, id| s.read(id, max))
+            .map_ok(|r| r.map_or(ReadOutcome::End, ReadOutcome::Data))
+    }
+
+    /// Polls one read of the state machine (`read` gives `Ok(None)` at the end).
+    fn poll_read_with<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        read: impl FnOnce(&mut udpack_proto::Session, StreamId) -> Result<Option<T>, StreamError>,
+    ) -> Poll<Result<Option<T>, StreamError>> {
         if self.read_done {
-            return Poll::Ready(Ok(ReadOutcome::End));
+            return Poll::Ready(Ok(None));
         }
         let h = self.session.handle();
         let mut st = self.session.shared().lock();
@@ -192,15 +202,22 @@ impl RecvStream {
         let Some(s) = st.proto.session(h) else {
             return Poll::Ready(Err(StreamError::SessionClosed));
         };
-        match s.read(self.id, max) {
+        match read(s, self.id) {
             Ok(Some(data)) => {
-                // Reading frees credit: the driver may owe the peer a window update.
-                st.wake_driver();
-                Poll::Ready(Ok(ReadOutcome::Data(data)))
+                // Reading frees credit: the driver sends the window update, if one is
+                // owed (woken only then: a read per packet must not cost a wake-up).
+                if s.owes_control() {
+                    st.wake_driver();
+                }
+                Poll::Ready(Ok(Some(data)))
             }
             Ok(None) => {
                 self.read_done = true;
-                Poll::Ready(Ok(ReadOutcome::End))
+                // The stream's end may free a stream slot the peer is told about.
+                if s.owes_control() {
+                    st.wake_driver();
+                }
+                Poll::Ready(Ok(None))
             }
             Err(StreamError::Blocked) => park(st, h, self.id, cx, |s| &mut s.read_wakers),
             Err(e) => {
@@ -217,6 +234,21 @@ impl RecvStream {
             ReadOutcome::Data(d) => Ok(Some(d)),
             ReadOutcome::End => Ok(None),
         }
+    }
+
+    /// Appends up to `max` bytes to `buf`: every packet's worth that is ready, in one
+    /// call, copied (so nothing holds the blocks they arrived in) into room reserved
+    /// for bytes that are here. Returns how many; `None` at the end of the stream.
+    /// The way to gather a long message.
+    pub async fn read_into(
+        &mut self,
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> Result<Option<usize>, StreamError> {
+        if max == 0 {
+            return Ok(Some(0));
+        }
+        poll_fn(|cx| self.poll_read_with(cx, |s, id| s.read_into(id, max, buf))).await
     }
 
     /// Tells the peer to stop sending on this stream with `code`; unread data is

@@ -17,6 +17,9 @@ const FONTS: [&str; 3] = [
     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
 ];
 const FAMILY: &str = "sans-serif";
+/// The plot's size in pixels.
+const WIDTH: u32 = 960;
+const HEIGHT: u32 = 600;
 /// One colour per bulk protocol, in the order of [`Test::BULK`].
 const COLORS: [RGBColor; 5] = [
     RGBColor(214, 39, 40),
@@ -92,11 +95,41 @@ fn draw(
     rate: f64,
     series: &[(Test, Vec<(f64, f64)>)],
 ) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let mut pixels = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (WIDTH, HEIGHT)).into_drawing_area();
+        chart(&root, rtt, rate, series)?;
+        root.present()?;
+    }
+    write_png(path, &pixels)
+}
+
+/// Writes an RGB image of the plot's size as a PNG (the `png` crate: plotters' own
+/// encoder would pull in a whole image library for one format).
+fn write_png(path: &Path, pixels: &[u8]) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut encoder = png::Encoder::new(file, WIDTH, HEIGHT);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(pixels)?;
+    writer.finish()?;
+    Ok(())
+}
+
+fn chart<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    rtt: f64,
+    rate: f64,
+    series: &[(Test, Vec<(f64, f64)>)],
+) -> std::result::Result<(), Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
     let points = series.iter().flat_map(|(_, p)| p.iter());
     let (x_max, y_max) = points.fold((1.0f64, 1.0f64), |(x, y), &(l, g)| (x.max(l), y.max(g)));
-    let root = BitMapBackend::new(path, (960, 600)).into_drawing_area();
     root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
+    let mut chart = ChartBuilder::on(root)
         .caption(
             format!("Goodput against loss: RTT {rtt} ms, {rate} Mbit/s"),
             (FAMILY, 24),
@@ -127,6 +160,5 @@ fn draw(
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()?;
-    root.present()?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::SendError;
@@ -96,20 +96,28 @@ fn read_into(
     }
     while pos < size {
         let want = (size - pos).min(CHUNK_SIZE as u64) as usize;
-        let mut buf = BytesMut::zeroed(want);
-        let n = read_up_to(&mut f, &mut buf).map_err(access)?;
+        // `read_to_end` reads into the spare capacity: no zero-fill of a buffer the
+        // read overwrites anyway.
+        let mut buf = Vec::with_capacity(want);
+        let n = read_all(&mut f, want as u64, &mut buf).map_err(access)?;
         if n < want {
             return Err(SendError::Shrank(path.clone()));
         }
         hasher.update(&buf);
         pos += n as u64;
-        if tx.blocking_send(Ok(Piece::Data(buf.freeze()))).is_err() {
+        if tx.blocking_send(Ok(Piece::Data(Bytes::from(buf)))).is_err() {
             // The upload stopped: nobody reads on.
             return Ok(());
         }
     }
     let _ = tx.blocking_send(Ok(Piece::End(*hasher.finalize().as_bytes())));
     Ok(())
+}
+
+/// Appends the next `want` bytes of `f` to `buf` unless the file ends first; returns
+/// the bytes read.
+fn read_all(f: &mut File, want: u64, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    f.take(want).read_to_end(buf)
 }
 
 /// Fills `buf` unless the file ends first; returns the bytes read.

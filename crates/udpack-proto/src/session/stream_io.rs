@@ -1,7 +1,7 @@
 //! The application's calls on streams: open, accept, write, finish, reset, read, stop,
 //! and the credit refresh that reading triggers.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::error::StreamError;
 use super::streams::enqueue;
@@ -180,6 +180,50 @@ impl Session {
             return Err(StreamError::SessionClosed);
         }
         Err(StreamError::Blocked)
+    }
+
+    /// Copies up to `max` in-order bytes into `buf`, as many arrived packets' worth as
+    /// are ready (one call where [`Session::read`] takes one per packet), reserving
+    /// room only for bytes that are here. `Ok(None)` is the end of the stream; an empty
+    /// stream that is not at its end is `Blocked`, as for `read`.
+    pub fn read_into(
+        &mut self,
+        id: StreamId,
+        max: usize,
+        buf: &mut BytesMut,
+    ) -> Result<Option<usize>, StreamError> {
+        let Some(first) = self.read(id, max)? else {
+            return Ok(None);
+        };
+        let mut n = first.len();
+        let Some(st) = self.streams.map.get_mut(&id) else {
+            buf.extend_from_slice(&first);
+            return Ok(Some(n));
+        };
+        let more = st.recv.ready_len().min((max - n) as u64) as usize;
+        buf.reserve(n + more);
+        buf.extend_from_slice(&first);
+        let mut rest = 0;
+        while n < max {
+            let Some(d) = st.recv.read(max - n) else {
+                break;
+            };
+            buf.extend_from_slice(&d);
+            n += d.len();
+            rest += d.len() as u64;
+        }
+        if rest > 0 {
+            self.flow.data_read += rest;
+            self.stats.stream_bytes_received += rest;
+            self.after_read(id);
+        }
+        Ok(Some(n))
+    }
+
+    /// True while a control frame is owed to the peer (credit, a stream limit, a
+    /// reset...): what a read may leave for the sender to send.
+    pub fn owes_control(&self) -> bool {
+        self.pending.any()
     }
 
     /// Tells the peer to stop sending on `id`; unread data is discarded, and so is
