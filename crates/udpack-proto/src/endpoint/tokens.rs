@@ -25,6 +25,12 @@ impl TokenId {
     pub fn as_bytes(&self) -> &[u8; TOKEN_ID_LEN] {
         &self.0
     }
+
+    /// An id from the bytes [`Self::as_bytes`] gave (kept or sent elsewhere by the
+    /// application, or made up by its tests).
+    pub fn from_bytes(bytes: [u8; TOKEN_ID_LEN]) -> Self {
+        TokenId(bytes)
+    }
 }
 
 impl fmt::Display for TokenId {
