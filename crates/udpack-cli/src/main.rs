@@ -66,6 +66,14 @@ enum Command {
         /// periodically.
         #[arg(long, value_parser = serve::parse_age, default_value = "7d")]
         part_max_age: Duration,
+        /// Sessions one token may hold at once; more clients with it are refused as
+        /// busy ("too many sessions with this token"). 0: no limit.
+        #[arg(long, default_value_t = udpack_io::DEFAULT_MAX_SESSIONS_PER_TOKEN)]
+        max_sessions_per_token: usize,
+        /// Uploads in progress one token may have at once; more files are refused
+        /// with `busy`. 0: no limit.
+        #[arg(long, default_value_t = serve::DEFAULT_MAX_UPLOADS_PER_TOKEN)]
+        max_uploads_per_token: usize,
         /// Write udpack.log, udpack.io.log and server.log here.
         #[arg(long)]
         log_dir: Option<PathBuf>,
@@ -214,6 +222,8 @@ async fn run(command: Command, log_guard: &mut Option<LogGuard>) -> Result<(), C
             quota,
             min_free,
             part_max_age,
+            max_sessions_per_token,
+            max_uploads_per_token,
             log_dir,
             verbose,
         } => {
@@ -229,6 +239,8 @@ async fn run(command: Command, log_guard: &mut Option<LogGuard>) -> Result<(), C
                     quota,
                     min_free,
                     part_max_age,
+                    max_sessions_per_token,
+                    max_uploads_per_token,
                 },
             };
             commands::serve(args, shutdown::signal).await

@@ -1,6 +1,7 @@
 //! The upload server against a hostile output directory and hostile offers, through the
 //! `udpack` binary: links planted in the directory, names one file system stores as one,
-//! offers beyond the free space or the quota, abandoned parts.
+//! offers beyond the free space or the quota, abandoned parts, a token that takes more
+//! than its share of sessions or uploads.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -84,17 +85,29 @@ impl Env {
 
     /// A raw udpack.io client connected to the server, with the right key and token.
     async fn connect(&self) -> (udpack_io::Client, udpack_io::Socket) {
+        let (client, socket) = self.connect_as(TOKEN).await;
+        (client, socket.expect("connect"))
+    }
+
+    /// A raw udpack.io client with the right key and `token`, and how connecting went.
+    async fn connect_as(
+        &self,
+        token: &str,
+    ) -> (
+        udpack_io::Client,
+        Result<udpack_io::Socket, udpack_io::Error>,
+    ) {
         let pubkey = udpack::PublicKey::load(self.path("keys/pubkey.pem")).expect("pubkey");
         let addr = self.addr.expect("serving");
         let client = udpack_io::Client::bind(
             udpack_io::ClientOptions::new(pubkey)
-                .token(TOKEN)
+                .token(token)
                 .handshake_timeout(Duration::from_secs(10))
                 .reconnect(udpack_io::Reconnect::off()),
         )
         .await
         .expect("bind");
-        let socket = client.connect(addr.to_string()).await.expect("connect");
+        let socket = client.connect(addr.to_string()).await;
         (client, socket)
     }
 
@@ -340,5 +353,91 @@ fn abandoned_parts_are_removed_at_start_and_periodically() {
             "left.bin.part was not removed"
         );
         thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Offers `name` (100 bytes, streamed) on a new channel of `client`; the channel and
+/// the answer.
+async fn offer_on(client: &udpack_io::Client, name: &str) -> (udpack_io::Channel, OfferAnswer) {
+    let channel = client.open_channel().await.expect("channel");
+    let a: OfferAnswer = channel
+        .send_with_ack_timeout("offer", &offer(name, &[3; 100]), Duration::from_secs(10))
+        .await
+        .expect("answer");
+    (channel, a)
+}
+
+#[test]
+fn a_token_gets_its_share_of_sessions_and_uploads_only() {
+    let mut env = Env::new();
+    env.serve(&[
+        "--token",
+        "other-token",
+        "--max-sessions-per-token",
+        "1",
+        "--max-uploads-per-token",
+        "1",
+    ]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        // The token's one session is taken: a second client with it is told why.
+        let (client, _socket) = env.connect().await;
+        let (second, refused) = env.connect_as(TOKEN).await;
+        let e = refused.expect_err("a second session with the token is refused");
+        assert!(
+            e.to_string().contains("too many sessions with this token"),
+            "{e}"
+        );
+        second.close();
+
+        // Its one upload is in progress: another file is refused as busy, with a
+        // message that says why; another token's upload is not affected.
+        let (held, a) = offer_on(&client, "first.bin").await;
+        assert!(a.ok, "{a:?}");
+        let (_, b) = offer_on(&client, "second.bin").await;
+        assert_refused(&b, "busy", "uploads in progress", "a second upload");
+        let (other, socket) = env.connect_as("other-token").await;
+        socket.expect("another token connects");
+        let (_, c) = offer_on(&other, "second.bin").await;
+        assert!(c.ok, "another token's upload: {c:?}");
+        other.close();
+
+        // Once the first upload is done, the token's next one is accepted.
+        held.send_bytes("data", vec![3u8; 100].into())
+            .await
+            .expect("data");
+        let finish = Finish {
+            hash: blake3::hash(&[3; 100]).as_bytes().to_vec(),
+        };
+        let f: FinishAnswer = held
+            .send_with_ack_timeout("finish", &finish, Duration::from_secs(10))
+            .await
+            .expect("finish answer");
+        assert!(f.ok, "{f:?}");
+        let (_, d) = offer_on(&client, "third.bin").await;
+        assert!(d.ok, "after the first upload: {d:?}");
+        client.close();
+    });
+    assert!(env.path("out/first.bin").exists());
+}
+
+#[test]
+fn serve_help_shows_the_per_token_limits_and_their_defaults() {
+    let out = Command::new(assert_cmd::cargo::cargo_bin("udpack"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("run udpack serve --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout).replace('\n', " ");
+    for (flag, default) in [
+        ("--max-sessions-per-token", "[default: 1024]"),
+        ("--max-uploads-per-token", "[default: 256]"),
+    ] {
+        let at = help
+            .find(flag)
+            .unwrap_or_else(|| panic!("{flag} missing: {help}"));
+        let rest = &help[at..];
+        let next = rest[2..].find(" --").map_or(rest.len(), |i| i + 2);
+        assert!(rest[..next].contains(default), "{flag}: {}", &rest[..next]);
     }
 }

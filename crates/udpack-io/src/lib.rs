@@ -62,7 +62,8 @@ pub use serde_bytes;
 pub use server::{Server, ServerEvent, ServerOptions};
 pub use socket::Socket;
 pub use udpack::{
-    CloseReason, KeyFile, KeyFileError, PrivateKey, PublicKey, Speed, TransportConfig,
+    CloseReason, KeyFile, KeyFileError, PrivateKey, PublicKey, Speed, TokenId, TransportConfig,
+    DEFAULT_MAX_SESSIONS_PER_TOKEN,
 };
 
 /// The README's examples, compiled as doctests so that they stay true.

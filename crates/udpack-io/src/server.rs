@@ -34,6 +34,8 @@ pub struct ServerOptions {
     pub max_message_size: usize,
     /// How long `send_with_ack` waits for a reply.
     pub ack_timeout: Duration,
+    /// Live sessions one token may hold (`ServerConfig::max_sessions_per_token`).
+    pub max_sessions_per_token: usize,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -58,6 +60,7 @@ impl ServerOptions {
             transport: TransportConfig::default(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             ack_timeout: Duration::from_secs(10),
+            max_sessions_per_token: udpack::DEFAULT_MAX_SESSIONS_PER_TOKEN,
         }
     }
 
@@ -90,6 +93,14 @@ impl ServerOptions {
 
     pub fn ack_timeout(mut self, d: Duration) -> Self {
         self.ack_timeout = d;
+        self
+    }
+
+    /// Sets how many live sessions one token may hold (default
+    /// [`udpack::DEFAULT_MAX_SESSIONS_PER_TOKEN`]); more clients with it are refused as
+    /// busy. `usize::MAX`: no limit.
+    pub fn max_sessions_per_token(mut self, n: usize) -> Self {
+        self.max_sessions_per_token = n;
         self
     }
 }
@@ -131,7 +142,8 @@ impl Server {
         let auth = opts.auth.clone();
         let config = ServerConfig::new(opts.private_key.clone())
             .auth(move |t| auth(t))
-            .transport(opts.transport.clone());
+            .transport(opts.transport.clone())
+            .max_sessions_per_token(opts.max_sessions_per_token);
         let endpoint = Endpoint::server(config)
             .bind((opts.host.as_str(), opts.port))
             .await?;

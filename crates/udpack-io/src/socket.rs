@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use udpack::{CloseReason, Session, SessionStats, Speed};
+use udpack::{CloseReason, Session, SessionStats, Speed, TokenId};
 
 use crate::channel::{Channel, ChannelLimits};
 use crate::error::Error;
@@ -39,6 +39,12 @@ impl Socket {
     /// The peer's address.
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.session.remote_addr()
+    }
+
+    /// Server side: which token the client presented, as an opaque id (never the
+    /// token), to count or limit per token; `None` on a client.
+    pub fn token_id(&self) -> Option<TokenId> {
+        self.session.token_id()
     }
 
     /// The underlying session.

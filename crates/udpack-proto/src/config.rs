@@ -134,12 +134,18 @@ pub mod reject {
     /// The auth callback refused the token.
     pub const TOKEN_REJECTED: u64 = 1;
     /// The server holds as many sessions as its limit allows
-    /// ([`super::ServerConfig::max_sessions`]).
+    /// ([`super::ServerConfig::max_sessions`]), or the client's address or token
+    /// does (`max_sessions_per_address`, `max_sessions_per_token`); the reason says
+    /// which.
     pub const SERVER_BUSY: u64 = 2;
     /// The hello's timestamp is further from the server's clock than
     /// [`super::ServerConfig::max_hello_age`]: an old hello replayed, or a clock far off.
     pub const STALE_HELLO: u64 = 3;
 }
+
+/// Live sessions one token may hold by default: room for many clients sharing a
+/// token, a hundredth of the default `max_sessions`.
+pub const DEFAULT_MAX_SESSIONS_PER_TOKEN: usize = 1024;
 
 /// A server's identity, its auth policy and limits.
 #[derive(Clone)]
@@ -149,6 +155,7 @@ pub struct ServerConfig {
     pub(crate) transport: TransportConfig,
     pub(crate) max_sessions: usize,
     pub(crate) max_sessions_per_address: usize,
+    pub(crate) max_sessions_per_token: usize,
     pub(crate) cookie_threshold: u32,
     pub(crate) max_hellos_per_address: u32,
     pub(crate) max_failed_tokens_per_address: u32,
@@ -162,6 +169,7 @@ impl fmt::Debug for ServerConfig {
             .field("transport", &self.transport)
             .field("max_sessions", &self.max_sessions)
             .field("max_sessions_per_address", &self.max_sessions_per_address)
+            .field("max_sessions_per_token", &self.max_sessions_per_token)
             .field("cookie_threshold", &self.cookie_threshold)
             .field("max_hellos_per_address", &self.max_hellos_per_address)
             .field(
@@ -182,6 +190,7 @@ impl ServerConfig {
             transport: TransportConfig::default(),
             max_sessions: 100_000,
             max_sessions_per_address: 256,
+            max_sessions_per_token: DEFAULT_MAX_SESSIONS_PER_TOKEN,
             cookie_threshold: 256,
             max_hellos_per_address: 64,
             max_failed_tokens_per_address: 30,
@@ -211,6 +220,16 @@ impl ServerConfig {
     /// NAT with many clients behind it); more hellos from it are rejected as busy.
     pub fn max_sessions_per_address(mut self, n: usize) -> Self {
         self.max_sessions_per_address = n;
+        self
+    }
+
+    /// Sets how many live sessions one token may hold at once (default
+    /// [`DEFAULT_MAX_SESSIONS_PER_TOKEN`]), so that one leaked or greedy token cannot
+    /// take the whole `max_sessions`; more hellos with it are rejected as busy
+    /// (`SERVER_BUSY`, "too many sessions with this token"). A session stops counting
+    /// once it is closed. `usize::MAX` means no limit; 0 refuses every token.
+    pub fn max_sessions_per_token(mut self, n: usize) -> Self {
+        self.max_sessions_per_token = n;
         self
     }
 

@@ -23,9 +23,11 @@ mod stream;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use config::{reject, ClientConfig, ServerConfig, TransportConfig};
+pub use config::{
+    reject, ClientConfig, ServerConfig, TransportConfig, DEFAULT_MAX_SESSIONS_PER_TOKEN,
+};
 pub use congestion::ControllerKind;
-pub use endpoint::{Endpoint, EndpointConfig, EndpointStats, SessionHandle};
+pub use endpoint::{Endpoint, EndpointConfig, EndpointStats, SessionHandle, TokenId};
 pub use keys::{KeyError, PrivateKey, PublicKey};
 pub use session::{
     transport_error, CloseReason, Event, HandshakeError, Session, SessionStats, Side, StreamError,

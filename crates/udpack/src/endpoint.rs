@@ -151,9 +151,10 @@ impl Endpoint {
         poll_fn(|cx| {
             let mut st = shared.lock();
             if let Some(h) = st.incoming.pop_front() {
+                let token_id = st.proto.session_ref(h).and_then(|s| s.token_id());
                 if let Some(slot) = st.sessions.get_mut(&h) {
                     slot.refs += 1;
-                    return Poll::Ready(Some(Session::new(shared.clone(), h)));
+                    return Poll::Ready(Some(Session::new(shared.clone(), h, token_id)));
                 }
             }
             if st.closing || st.driver_done {
@@ -204,7 +205,7 @@ impl Endpoint {
         };
         // From here the session handle owns the slot's reference: dropping this future
         // releases the half-open session.
-        let session = Session::new(shared.clone(), h);
+        let session = Session::new(shared.clone(), h, None);
         poll_fn(|cx| {
             let mut st = shared.lock();
             let Some(slot) = st.sessions.get_mut(&h) else {

@@ -45,5 +45,6 @@ pub use speed::Speed;
 pub use stream::{RecvStream, SendStream, Stream};
 pub use udpack_proto::{
     reject, transport_error, ClientConfig, CloseReason, ControllerKind, EndpointStats, KeyError,
-    PrivateKey, PublicKey, ServerConfig, SessionStats, TransportConfig,
+    PrivateKey, PublicKey, ServerConfig, SessionStats, TokenId, TransportConfig,
+    DEFAULT_MAX_SESSIONS_PER_TOKEN,
 };

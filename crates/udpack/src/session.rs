@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
-use udpack_proto::{CloseReason, SessionHandle, SessionStats, StreamError};
+use udpack_proto::{CloseReason, SessionHandle, SessionStats, StreamError, TokenId};
 
 use crate::speed::Speed;
 use crate::state::{add_waker, Shared};
@@ -15,6 +15,9 @@ use crate::stream::Stream;
 pub(crate) struct SessionRef {
     pub shared: Arc<Shared>,
     pub handle: SessionHandle,
+    /// Server sessions: the id of the client's token, kept here so that it outlives
+    /// the protocol session.
+    pub token_id: Option<TokenId>,
 }
 
 impl Drop for SessionRef {
@@ -64,9 +67,17 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     /// Wraps a handle whose slot already counts this reference.
-    pub(crate) fn new(shared: Arc<Shared>, handle: SessionHandle) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        handle: SessionHandle,
+        token_id: Option<TokenId>,
+    ) -> Self {
         Session {
-            inner: Arc::new(SessionRef { shared, handle }),
+            inner: Arc::new(SessionRef {
+                shared,
+                handle,
+                token_id,
+            }),
         }
     }
 
@@ -111,6 +122,13 @@ impl Session {
     /// The session id as 16 hex digits, as the logs show it.
     pub fn id_str(&self) -> String {
         format!("{:016x}", self.inner.handle.0)
+    }
+
+    /// Server side: which token the client presented, as an opaque id (a keyed hash,
+    /// the same for all sessions with that token at this endpoint, never the token
+    /// itself), to count or limit per token. `None` on a client.
+    pub fn token_id(&self) -> Option<TokenId> {
+        self.inner.token_id
     }
 
     /// The peer's current address (it changes when the peer's NAT rebinds).

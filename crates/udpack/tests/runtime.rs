@@ -598,3 +598,58 @@ async fn finished_reports_a_reset_or_a_stop_instead_of_waiting() {
         .expect("answers");
     assert_eq!(r, Err(udpack::StreamError::Stopped(77)));
 }
+
+#[tokio::test]
+async fn sessions_name_their_token_and_a_token_holds_its_limit() {
+    let key = PrivateKey::generate();
+    let server = Endpoint::server(
+        ServerConfig::new(key.clone())
+            .auth(|t| t == TOKEN.as_bytes() || t == b"other")
+            .max_sessions_per_token(1),
+    )
+    .bind("127.0.0.1:0")
+    .await
+    .expect("bind server");
+    let addr = server.local_addr();
+    let ep = Endpoint::builder().bind("127.0.0.1:0").await.expect("bind");
+    let cfg = client_config(&key, TransportConfig::default());
+
+    let first = ep.connect_with(addr, &cfg).await.expect("connect");
+    assert_eq!(first.token_id(), None, "a client's session has none");
+    let accepted = server.accept().await.expect("accepted");
+    let id = accepted.token_id().expect("a server session's token id");
+    // The id is not the token.
+    assert!(!id
+        .as_bytes()
+        .windows(TOKEN.len())
+        .any(|w| w == TOKEN.as_bytes()));
+
+    // The token's one session is taken: the second is refused, and says why.
+    match ep.connect_with(addr, &cfg).await {
+        Err(ConnectError::Handshake(HandshakeError::Rejected { code, reason })) => {
+            assert_eq!(code, reject::SERVER_BUSY);
+            assert_eq!(reason, "too many sessions with this token");
+        }
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+    assert_eq!(server.stats().hellos_over_token_limit, 1);
+
+    // Another token gets in, under another id.
+    let _other = ep
+        .connect_with(addr, &cfg.clone().token("other"))
+        .await
+        .expect("connect with another token");
+    let other_id = server.accept().await.expect("accepted").token_id();
+    assert!(other_id.is_some_and(|o| o != id));
+
+    // Once the first session closed, its token connects again, under the same id.
+    first.close(0, "done");
+    let reason = tokio::time::timeout(Duration::from_secs(5), accepted.closed())
+        .await
+        .expect("the server saw the close");
+    assert!(reason.code().is_some(), "{reason:?}");
+    let again = ep.connect_with(addr, &cfg).await.expect("connect again");
+    let again_id = server.accept().await.expect("accepted").token_id();
+    assert_eq!(again_id, Some(id));
+    drop(again);
+}

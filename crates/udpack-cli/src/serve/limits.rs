@@ -1,6 +1,8 @@
 //! What the output directory may hold: a quota on its total size, the free space kept
 //! on its file system, and how long abandoned `.part` files are kept. A hostile or
-//! broken client could otherwise fill the disk or litter it with parts.
+//! broken client could otherwise fill the disk or litter it with parts. And what one
+//! token may hold: sessions and uploads in progress, so that one leaked or greedy
+//! token cannot take the server from the others.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -26,6 +28,25 @@ pub struct Limits {
     pub min_free: u64,
     /// Parts (and sidecars) untouched for longer are removed.
     pub part_max_age: Duration,
+    /// Sessions one token may hold at once (the endpoint refuses more as busy);
+    /// 0: no limit.
+    pub max_sessions_per_token: usize,
+    /// Uploads in progress one token may have (more are refused as `busy`); 0: no
+    /// limit.
+    pub max_uploads_per_token: usize,
+}
+
+/// Uploads in progress per token by default: eight senders at their default
+/// `--parallel` (32).
+pub const DEFAULT_MAX_UPLOADS_PER_TOKEN: usize = 256;
+
+/// A limit where 0 means none.
+pub(super) fn or_unlimited(n: usize) -> usize {
+    if n == 0 {
+        usize::MAX
+    } else {
+        n
+    }
 }
 
 /// A week: long enough to resume over a holiday.
@@ -37,6 +58,8 @@ impl Default for Limits {
             quota: None,
             min_free: 0,
             part_max_age: DEFAULT_PART_MAX_AGE,
+            max_sessions_per_token: udpack_io::DEFAULT_MAX_SESSIONS_PER_TOKEN,
+            max_uploads_per_token: DEFAULT_MAX_UPLOADS_PER_TOKEN,
         }
     }
 }

@@ -24,7 +24,9 @@ use udpack_io::PrivateKey;
 use crate::error::exit;
 use crate::progress::{Display, Progress};
 
-pub use limits::{parse_age, parse_size, LimitError, Limits, DEFAULT_PART_MAX_AGE};
+pub use limits::{
+    parse_age, parse_size, LimitError, Limits, DEFAULT_MAX_UPLOADS_PER_TOKEN, DEFAULT_PART_MAX_AGE,
+};
 pub use receiver::Receiver;
 
 /// What `serve` needs.
@@ -86,8 +88,9 @@ impl State {
     fn new(out: dir::Dir, limits: Limits, show_progress: bool) -> Self {
         State {
             out: Arc::new(out),
+            claims: claim::Claims::new(limits::or_unlimited(limits.max_uploads_per_token)),
             limits,
-            claims: claim::Claims::default(),
+
             completed: Mutex::new(HashMap::new()),
             // Hidden, not only left unprinted: a hidden receiver (the demo's) must draw no
             // bars of its own over the sender's.

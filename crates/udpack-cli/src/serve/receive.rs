@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use udpack_io::{Channel, Message};
 
+use super::claim::{Claimant, Refused};
 use super::part::{self, Destination, Part, PartError};
 use super::writer::Writer;
 use super::State;
@@ -101,20 +102,27 @@ pub(super) async fn receive(channel: Channel, state: Arc<State>) {
     // A small file's content, moved out of the offer (no copy).
     let whole = offer.data.take();
     let dest = Destination::new(rel);
+    let claimant = Claimant {
+        socket: &socket,
+        token: channel.socket().token_id(),
+    };
     let claimed = state
         .claims
-        .claim(&dest.key, &socket, &offer.id, offer.size)
+        .claim(&dest.key, &claimant, &offer.id, offer.size)
         .await;
-    let Some(claim) = claimed else {
-        let _ = reply(
-            &first,
-            &refuse(
-                code::BUSY,
-                format!("{} is being uploaded by another client", offer.name),
-            ),
-        )
-        .await;
-        return;
+    let claim = match claimed {
+        Ok(c) => c,
+        Err(why) => {
+            let message = match why {
+                Refused::Busy => format!("{} is being uploaded by another client", offer.name),
+                Refused::TokenLimit(n) => {
+                    tracing::info!(name = %offer.name, uploads = n, "refused: the token's uploads limit");
+                    format!("{}: this token already has {n} uploads in progress, the server's limit; retry when some are done", offer.name)
+                }
+            };
+            let _ = reply(&first, &refuse(code::BUSY, message)).await;
+            return;
+        }
     };
     let upload = Upload {
         channel: &channel,

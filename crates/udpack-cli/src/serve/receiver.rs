@@ -56,7 +56,10 @@ impl Receiver {
             ServerOptions::new(opts.key)
                 .host(opts.listen.ip().to_string())
                 .port(opts.listen.port())
-                .auth(move |t| tokens.contains(t)),
+                .auth(move |t| tokens.contains(t))
+                .max_sessions_per_token(super::limits::or_unlimited(
+                    state.limits.max_sessions_per_token,
+                )),
         )
         .await
         .map_err(|source| ServeError::Listen {

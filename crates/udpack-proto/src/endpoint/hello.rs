@@ -1,10 +1,13 @@
 //! The server's answer to a HELLO (PROTOCOL.md §3.5), cheapest checks first: the
 //! version, a repeat of an accepted hello, a replayed one, the load gate (no valid
 //! cookie under load: a COOKIE, no X25519), the per-address limits; only then the
-//! Noise decryption, the timestamp, the auth callback and the session limits.
+//! Noise decryption, the timestamp, the auth callback and the session limits (of the
+//! endpoint, the address, the token).
 
 use std::net::SocketAddr;
 use std::time::Instant;
+
+use zeroize::Zeroize;
 
 use super::hello_guard::Limited;
 use super::{Endpoint, SessionHandle};
@@ -103,7 +106,7 @@ impl Endpoint {
         }
         self.guard.count_expensive();
         self.stats.x25519_ops += 1;
-        let hello = match ServerHello::read(&server.key, client_sid, &datagram[BODY_OFFSET..]) {
+        let mut hello = match ServerHello::read(&server.key, client_sid, &datagram[BODY_OFFSET..]) {
             Ok(h) => h,
             Err(HandshakeError::Crypto) => {
                 self.stats.hellos_rejected += 1;
@@ -120,26 +123,33 @@ impl Endpoint {
         // Every answer from here on costs the Noise `ee`: one X25519 more.
         self.stats.x25519_ops += 1;
         let mut out = Vec::new();
-        let refusal =
-            if !super::replay::fresh(hello.timestamp, self.unix_time(now), server.max_hello_age) {
-                self.stats.hellos_stale += 1;
-                Some((
-                    reject::STALE_HELLO,
-                    "hello timestamp too far from the server's clock",
-                ))
-            } else if !(server.auth)(&hello.token) {
-                self.guard.count_failure(now, ip, verified);
-                Some((reject::TOKEN_REJECTED, "token rejected"))
-            } else if self.sessions.len() >= server.max_sessions {
-                Some((reject::SERVER_BUSY, "server busy"))
-            } else if self.per_address.get(&ip).copied().unwrap_or(0)
-                >= server.max_sessions_per_address
-            {
-                self.stats.hellos_over_address_limit += 1;
-                Some((reject::SERVER_BUSY, "too many sessions from this address"))
-            } else {
-                None
-            };
+        let fresh =
+            super::replay::fresh(hello.timestamp, self.unix_time(now), server.max_hello_age);
+        let accepted = fresh && (server.auth)(&hello.token);
+        // The token is needed no longer than this: only its keyed hash is kept.
+        let token_id = self.tokens.id(&hello.token);
+        hello.token.zeroize();
+        let refusal = if !fresh {
+            self.stats.hellos_stale += 1;
+            Some((
+                reject::STALE_HELLO,
+                "hello timestamp too far from the server's clock",
+            ))
+        } else if !accepted {
+            self.guard.count_failure(now, ip, verified);
+            Some((reject::TOKEN_REJECTED, "token rejected"))
+        } else if self.sessions.len() >= server.max_sessions {
+            Some((reject::SERVER_BUSY, "server busy"))
+        } else if self.per_address.get(&ip).copied().unwrap_or(0) >= server.max_sessions_per_address
+        {
+            self.stats.hellos_over_address_limit += 1;
+            Some((reject::SERVER_BUSY, "too many sessions from this address"))
+        } else if self.tokens.live(&token_id) >= server.max_sessions_per_token {
+            self.stats.hellos_over_token_limit += 1;
+            Some((reject::SERVER_BUSY, "too many sessions with this token"))
+        } else {
+            None
+        };
         if let Some((code, reason)) = refusal {
             self.stats.hellos_rejected += 1;
             if hello.reject(code, reason, &mut out).is_ok() {
@@ -165,6 +175,7 @@ impl Endpoint {
             keys,
             out,
             datagram.len(),
+            token_id,
             rng,
         );
         self.stats.sessions_accepted += 1;

@@ -10,11 +10,15 @@
 //! | `hello_guard.rs` | the load gate and the per-address hello and failed-token limits |
 //! | `cookie.rs` | the stateless cookies of a loaded server and their rotating secret |
 //! | `replay.rs` | the memory of accepted hellos and the timestamp check |
+//! | `tokens.rs` | the keyed hash that names tokens, the live sessions of each |
 
 mod cookie;
 mod hello;
 mod hello_guard;
 mod replay;
+mod tokens;
+
+pub use tokens::TokenId;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -54,6 +58,9 @@ pub struct EndpointStats {
     /// Hellos rejected as busy because their address held its limit of sessions
     /// (`ServerConfig::max_sessions_per_address`); also counted in `hellos_rejected`.
     pub hellos_over_address_limit: u64,
+    /// Hellos rejected as busy because their token held its limit of live sessions
+    /// (`ServerConfig::max_sessions_per_token`); also counted in `hellos_rejected`.
+    pub hellos_over_token_limit: u64,
     /// X25519 operations done for hellos: one to decrypt each hello that got that
     /// far, one more for each REPLY (accept or reject). What a flood costs.
     pub x25519_ops: u64,
@@ -101,6 +108,9 @@ struct Entry {
     released: bool,
     /// Server sessions: the IP address the hello came from, counted against its limit.
     peer_ip: Option<IpAddr>,
+    /// Server sessions: the token's id while it counts against its limit (until the
+    /// session is closed).
+    token: Option<TokenId>,
 }
 
 /// A set of sessions sharing one socket.
@@ -113,6 +123,8 @@ pub struct Endpoint {
     hellos: HashMap<u64, (SocketAddr, u64)>,
     /// Server: sessions held per client IP address.
     per_address: HashMap<IpAddr, usize>,
+    /// Server: the hashing secret of token ids and the live sessions per token.
+    tokens: tokens::TokenTable,
     incoming: VecDeque<SessionHandle>,
     ready: VecDeque<u64>,
     touched: Vec<u64>,
@@ -152,11 +164,13 @@ impl Endpoint {
             None => StdRng::from_entropy(),
         };
         let cookies = cookie::CookieKeys::new(&mut rng);
+        let tokens = tokens::TokenTable::new(&mut rng);
         Endpoint {
             server,
             sessions: HashMap::new(),
             hellos: HashMap::new(),
             per_address: HashMap::new(),
+            tokens,
             incoming: VecDeque::new(),
             ready: VecDeque::new(),
             touched: Vec::new(),
@@ -247,6 +261,10 @@ impl Endpoint {
         if let Some(ip) = peer_ip {
             *self.per_address.entry(ip).or_insert(0) += 1;
         }
+        let token = session.token_id();
+        if let Some(t) = token {
+            self.tokens.add(t);
+        }
         self.sessions.insert(
             sid,
             Box::new(Entry {
@@ -256,6 +274,7 @@ impl Endpoint {
                 hello_key,
                 released: false,
                 peer_ip,
+                token,
             }),
         );
         self.touched.push(sid);
@@ -299,6 +318,9 @@ impl Endpoint {
         if let Some(e) = self.sessions.remove(&sid) {
             if let Some(k) = e.hello_key {
                 self.hellos.remove(&k);
+            }
+            if let Some(t) = e.token {
+                self.tokens.remove(&t);
             }
             if let Some(ip) = e.peer_ip {
                 if let Some(n) = self.per_address.get_mut(&ip) {
@@ -369,6 +391,13 @@ impl Endpoint {
         };
         while let Some(ev) = e.session.poll_event() {
             self.events.push_back((SessionHandle(sid), ev));
+        }
+        // A closed session no longer counts against its token, even while the
+        // application holds it.
+        if e.session.is_closed() {
+            if let Some(t) = e.token.take() {
+                self.tokens.remove(&t);
+            }
         }
         if e.session.is_drained() && e.released {
             self.remove(sid);
@@ -456,6 +485,11 @@ impl Endpoint {
                 }
                 None => {
                     e.ready = false;
+                    if e.session.is_closed() {
+                        if let Some(t) = e.token.take() {
+                            self.tokens.remove(&t);
+                        }
+                    }
                     let t = e.session.poll_timeout();
                     if t != e.scheduled {
                         e.scheduled = t;

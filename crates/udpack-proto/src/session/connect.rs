@@ -117,10 +117,12 @@ impl Session {
         keys: PacketKeys,
         reply: Vec<u8>,
         hello_len: usize,
+        token_id: crate::endpoint::TokenId,
         rng: rand::rngs::StdRng,
     ) -> Self {
         let mut s = Session::new(Side::Server, now, local_sid, remote, config, rng);
         s.remote_sid = client_sid;
+        s.token_id = Some(token_id);
         s.keys = Some(SessionKeys::new(keys, &s.config));
         s.path.on_received(hello_len as u64);
         s.connect.reply = Some(reply);

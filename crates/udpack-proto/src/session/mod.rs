@@ -58,6 +58,7 @@ pub use error::{transport_error, CloseReason, HandshakeError, StreamError};
 
 use crate::config::TransportConfig;
 use crate::congestion::{Controller, DeliveryRate, Pacer};
+use crate::endpoint::TokenId;
 use crate::handshake::TransportParams;
 use crate::packet::ReplayWindow;
 use crate::recovery::Recovery;
@@ -169,6 +170,8 @@ pub struct Session {
     remote_sid: u64,
     config: TransportConfig,
     peer_params: Option<TransportParams>,
+    /// Server side: which token the client presented (a keyed hash, never the token).
+    token_id: Option<TokenId>,
     keys: Option<SessionKeys>,
     replay: ReplayWindow,
 
@@ -222,6 +225,7 @@ impl Session {
             local_sid,
             remote_sid: 0,
             peer_params: None,
+            token_id: None,
             keys: None,
             replay: ReplayWindow::default(),
             connect: Connect::default(),
@@ -266,6 +270,13 @@ impl Session {
     /// The peer's current (validated) address.
     pub fn remote_addr(&self) -> SocketAddr {
         self.path.remote
+    }
+
+    /// Server side: the id of the token the client presented, a keyed hash that is
+    /// the same for every session with that token at this endpoint (to count or
+    /// limit per token); `None` on a client.
+    pub fn token_id(&self) -> Option<TokenId> {
+        self.token_id
     }
 
     /// True once the handshake completed and until the session closes.
