@@ -3,6 +3,11 @@
 //! queue; each write and hash runs on the blocking pool, which it holds only while it
 //! writes (so uploads that stall cannot take the pool). The channel's task only routes
 //! messages, so receiving the next chunks and writing the last ones overlap.
+//!
+//! Every [`SYNC_EVERY`] bytes the writer also starts a flush of what it wrote so far
+//! (`fdatasync` on a second handle, on the pool, one at a time, not waited for): the
+//! disk writes while the network delivers, and the `fsync` that makes the finished
+//! file durable has only the last stretch left to write.
 
 use bytes::Bytes;
 use std::io::Write;
@@ -13,6 +18,8 @@ use super::part::Part;
 /// Chunks queued for the writer: enough to ride over a slow write, few enough to keep
 /// the back-pressure on the sender.
 const QUEUE: usize = 8;
+/// Bytes written between early flushes.
+const SYNC_EVERY: u64 = 32 << 20;
 
 enum Command {
     Data(Bytes),
@@ -61,9 +68,11 @@ impl Writer {
 
 async fn run(mut part: Part, mut rx: mpsc::Receiver<Command>) -> Result<Part, std::io::Error> {
     let pool_failed = |e: tokio::task::JoinError| std::io::Error::other(e.to_string());
+    let mut flush = EarlyFlush::default();
     while let Some(cmd) = rx.recv().await {
         match cmd {
             Command::Data(data) => {
+                let n = data.len() as u64;
                 part = tokio::task::spawn_blocking(move || {
                     part.file.write_all(&data)?;
                     part.hasher.update(&data);
@@ -72,6 +81,7 @@ async fn run(mut part: Part, mut rx: mpsc::Receiver<Command>) -> Result<Part, st
                 })
                 .await
                 .map_err(pool_failed)??;
+                flush.wrote(n, &part.file).await?;
             }
             Command::Restart(done) => {
                 let (back, r) = tokio::task::spawn_blocking(move || {
@@ -92,7 +102,47 @@ async fn run(mut part: Part, mut rx: mpsc::Receiver<Command>) -> Result<Part, st
             }
         }
     }
+    flush.wait().await?;
     Ok(part)
+}
+
+/// The early flushes of one part: at most one in flight.
+#[derive(Default)]
+struct EarlyFlush {
+    unflushed: u64,
+    running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl EarlyFlush {
+    /// Counts `n` bytes written to `file`; starts a flush when enough are waiting and
+    /// none runs. A failed earlier flush is the write error it is.
+    async fn wrote(&mut self, n: u64, file: &std::fs::File) -> std::io::Result<()> {
+        self.unflushed += n;
+        if self.unflushed < SYNC_EVERY {
+            return Ok(());
+        }
+        if let Some(running) = &self.running {
+            if !running.is_finished() {
+                return Ok(());
+            }
+        }
+        // Finished: its result is there at once.
+        self.wait().await?;
+        let handle = file.try_clone()?;
+        self.unflushed = 0;
+        self.running = Some(tokio::task::spawn_blocking(move || handle.sync_data()));
+        Ok(())
+    }
+
+    /// Waits for the flush in flight, if any.
+    async fn wait(&mut self) -> std::io::Result<()> {
+        match self.running.take() {
+            Some(h) => h
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()))),
+            None => Ok(()),
+        }
+    }
 }
 
 fn restart(part: &mut Part) -> std::io::Result<()> {
