@@ -36,7 +36,9 @@ pub const RESTART: &str = "restart";
 pub const FINISH: &str = "finish";
 pub const ERROR: &str = "error";
 
-/// Bytes per `data` message.
+/// Bytes per `data` message: small enough that the server writes each body while it
+/// is still in the CPU's cache (with 1 MiB the page-cache copy cost several times
+/// more: BENCHMARKS.md, "Uploads").
 pub const CHUNK_SIZE: usize = 256 * 1024;
 /// Largest file sent inside its offer.
 pub const INLINE_MAX: u64 = 1024 * 1024;
