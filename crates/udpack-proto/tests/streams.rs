@@ -342,3 +342,83 @@ fn a_fin_without_data_that_overtakes_the_data_is_counted_once() {
         assert_open(&sim, &format!("stream {i}"));
     }
 }
+
+#[test]
+fn read_into_gathers_every_ready_packet_up_to_max_then_reports_the_end() {
+    // 200 KB arrive while the server reads nothing: many packets' worth is ready.
+    let mut sim = Pair::new(57, LinkParams::new(Duration::from_millis(10), 100_000_000))
+        .passive()
+        .connected();
+    let a = session(&mut sim, 1).open_stream().expect("open");
+    let total = 200_000;
+    assert_eq!(write(&mut sim, 1, a, 7, total), total);
+    session(&mut sim, 1).finish(a).expect("finish");
+    sim.run_until(Duration::from_millis(500), |_| false);
+
+    // One call takes up to `max` bytes across packets, in order, into the buffer.
+    let mut buf = bytes::BytesMut::new();
+    let first = session(&mut sim, 0)
+        .read_into(a, 100_000, &mut buf)
+        .expect("read_into");
+    assert_eq!(
+        first,
+        Some(100_000),
+        "one call, many packets, stopped at max"
+    );
+    assert!(
+        buf.capacity() < 2 * 100_000 + 4096,
+        "room only for what was there: {}",
+        buf.capacity()
+    );
+    let rest = session(&mut sim, 0)
+        .read_into(a, usize::MAX, &mut buf)
+        .expect("read_into");
+    assert_eq!(rest, Some(total - 100_000), "the rest in one more call");
+    let mut expect = vec![0u8; total];
+    fill_pattern(7, 0, &mut expect);
+    assert!(buf[..] == expect[..], "the bytes, in order");
+    assert_eq!(
+        session(&mut sim, 0).read_into(a, 1024, &mut buf),
+        Ok(None),
+        "then the end"
+    );
+    assert_eq!(buf.len(), total, "the end adds nothing");
+    // The server's window updates go out once the session runs, and clear the flag.
+    sim.run_until(Duration::from_millis(50), |_| false);
+    assert!(!session(&mut sim, 0).owes_control(), "sent what was owed");
+    assert_open(&sim, "at the end");
+}
+
+#[test]
+fn reading_past_half_the_window_owes_the_peer_credit() {
+    // A stream window of 64 KiB: reading most of it must leave a window update owed
+    // (the runtime wakes its driver only then), and sending it clears the flag.
+    let config = TransportConfig {
+        initial_stream_window: 64 * 1024,
+        max_stream_window: 64 * 1024,
+        ..TransportConfig::default()
+    };
+    let mut sim = Pair::new(58, LinkParams::new(Duration::from_millis(10), 100_000_000))
+        .server_transport(config)
+        .passive()
+        .connected();
+    let a = session(&mut sim, 1).open_stream().expect("open");
+    assert_eq!(write(&mut sim, 1, a, 3, 60_000), 60_000);
+    sim.run_until(Duration::from_millis(200), |_| false);
+    assert!(
+        !session(&mut sim, 0).owes_control(),
+        "nothing read, nothing owed"
+    );
+    let mut buf = bytes::BytesMut::new();
+    let n = session(&mut sim, 0)
+        .read_into(a, usize::MAX, &mut buf)
+        .expect("read_into");
+    assert_eq!(n, Some(60_000));
+    assert!(
+        session(&mut sim, 0).owes_control(),
+        "60 KB of a 64 KiB window read: an update is owed"
+    );
+    sim.run_until(Duration::from_millis(50), |_| false);
+    assert!(!session(&mut sim, 0).owes_control(), "the update went out");
+    assert_open(&sim, "at the end");
+}
