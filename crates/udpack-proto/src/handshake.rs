@@ -188,10 +188,11 @@ impl ClientHandshake {
             .prologue(&pro)
             .build_initiator()
             .map_err(|_| HandshakeError::Crypto)?;
-        let mut payload = Vec::with_capacity(token.len() + 32);
-        put_varint(&mut payload, token.len() as u64);
+        // The plaintext holds the token: wiped when it goes.
+        let mut payload = zeroize::Zeroizing::new(Vec::with_capacity(token.len() + 32));
+        put_varint(&mut *payload, token.len() as u64);
         payload.extend_from_slice(token);
-        params.encode(&mut payload);
+        params.encode(&mut *payload);
         payload.extend_from_slice(&timestamp.to_be_bytes());
         let mut msg = vec![0u8; payload.len() + 64 + 16];
         let n = state
@@ -243,8 +244,8 @@ pub struct ServerHello {
     state: snow::HandshakeState,
     /// The client's session id (destination of packets to the client).
     pub client_sid: u64,
-    /// The token the client presented.
-    pub token: Vec<u8>,
+    /// The token the client presented; wiped when the hello is dropped.
+    pub token: zeroize::Zeroizing<Vec<u8>>,
     /// The client's transport parameters.
     pub params: TransportParams,
     /// The client's wall clock when it wrote the hello, in nanoseconds since the Unix
@@ -272,7 +273,8 @@ impl ServerHello {
             .prologue(&pro)
             .build_responder()
             .map_err(|_| HandshakeError::Crypto)?;
-        let mut payload = vec![0u8; msg.len()];
+        // The plaintext holds the token: wiped when it goes.
+        let mut payload = zeroize::Zeroizing::new(vec![0u8; msg.len()]);
         let n = state
             .read_message(msg, &mut payload)
             .map_err(|_| HandshakeError::Crypto)?;
@@ -281,7 +283,7 @@ impl ServerHello {
         if len > MAX_TOKEN_LEN {
             return Err(HandshakeError::TokenTooLong);
         }
-        let token = r.bytes(len)?.to_vec();
+        let token = zeroize::Zeroizing::new(r.bytes(len)?.to_vec());
         let params = TransportParams::decode(&mut r)?;
         let timestamp = r.u64()?;
         Ok(ServerHello {
@@ -569,7 +571,7 @@ mod tests {
             let (h, _) = Header::decode(&hello).expect("header");
             prop_assert_eq!(h, Header::Long { ty: crate::packet::long::HELLO, version: VERSION, sid: client_sid });
             let s = ServerHello::read(&key, client_sid, &hello[BODY_OFFSET..]).expect("server reads");
-            prop_assert_eq!(&s.token, &token);
+            prop_assert_eq!(&s.token[..], &token[..]);
             prop_assert_eq!(s.params, cp);
             // Accept: the client learns the server's session id and parameters.
             let mut reply = Vec::new();
@@ -639,7 +641,7 @@ mod tests {
             }
         ));
         let s = ServerHello::read(&sk, 77, &h[hl..]).unwrap();
-        assert_eq!(s.token, b"secret");
+        assert_eq!(&s.token[..], b"secret");
         assert_eq!(s.params, params());
         let mut reply = Vec::new();
         let skeys = s.accept(9, &params(), &mut reply).unwrap();
@@ -713,7 +715,7 @@ mod tests {
         assert_eq!(hello_cookie(&h), Some([4; COOKIE_LEN]), "the newest cookie");
         assert_eq!(hello_ephemeral(&h), Some(&e));
         let s = ServerHello::read(&sk, 77, &h[BODY_OFFSET..]).expect("still decrypts");
-        assert_eq!(s.token, b"secret");
+        assert_eq!(&s.token[..], b"secret");
         assert_eq!(s.timestamp, 1_700_000_000_000_000_000);
         // Truncated hellos have neither.
         assert_eq!(hello_cookie(&h[..40]), None);

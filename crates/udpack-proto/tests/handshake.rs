@@ -866,3 +866,46 @@ fn one_address_holds_at_most_its_limit_of_sessions() {
     );
     assert_eq!(sim.server_mut().ep.stats().hellos_over_address_limit, 1);
 }
+
+#[test]
+fn a_closed_session_frees_its_address_place_while_the_application_still_holds_it() {
+    let seed = 43;
+    let mut sim = new_sim(seed);
+    sim.add_server(server_config(seed, TransportConfig::default()).max_sessions_per_address(1));
+    let cfg = client_config(seed, TransportConfig::default());
+    let first = sim.add_client_at(
+        "10.0.1.1:5000".parse().expect("address"),
+        &cfg,
+        App::default(),
+    );
+    let done = sim.run_until(Duration::from_secs(5), |s| {
+        !s.nodes[first].app.connected.is_empty()
+    });
+    assert!(done, "{:?}", sim.nodes[first].app.connect_errors);
+
+    // The client closes; the server's application never releases its session.
+    let now = sim.now;
+    sim.nodes[first].session().close(now, 0, "done");
+    let server_saw = sim.run_until(Duration::from_secs(2), |s| {
+        !s.server().app.closed.is_empty()
+    });
+    assert!(server_saw, "the server did not see the close");
+    let held = sim.server().app.connected[0];
+    assert!(sim.server().ep.session_ref(held).is_some(), "still held");
+
+    // Another client behind the same address gets the place.
+    let second = sim.add_client_at(
+        "10.0.1.1:5001".parse().expect("address"),
+        &cfg,
+        App::default(),
+    );
+    sim.run_until(Duration::from_secs(5), |s| {
+        !s.nodes[second].app.connected.is_empty() || !s.nodes[second].app.connect_errors.is_empty()
+    });
+    assert!(
+        !sim.nodes[second].app.connected.is_empty(),
+        "{:?}",
+        sim.nodes[second].app.connect_errors
+    );
+    assert_eq!(sim.server_mut().ep.stats().hellos_over_address_limit, 0);
+}

@@ -315,21 +315,11 @@ impl Endpoint {
     }
 
     fn remove(&mut self, sid: u64) {
-        if let Some(e) = self.sessions.remove(&sid) {
+        if let Some(mut e) = self.sessions.remove(&sid) {
             if let Some(k) = e.hello_key {
                 self.hellos.remove(&k);
             }
-            if let Some(t) = e.token {
-                self.tokens.remove(&t);
-            }
-            if let Some(ip) = e.peer_ip {
-                if let Some(n) = self.per_address.get_mut(&ip) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.per_address.remove(&ip);
-                    }
-                }
-            }
+            uncount(&mut e, &mut self.tokens, &mut self.per_address);
         }
     }
 
@@ -392,12 +382,10 @@ impl Endpoint {
         while let Some(ev) = e.session.poll_event() {
             self.events.push_back((SessionHandle(sid), ev));
         }
-        // A closed session no longer counts against its token, even while the
-        // application holds it.
+        // A closed session no longer counts against its token or its address, even
+        // while the application holds it.
         if e.session.is_closed() {
-            if let Some(t) = e.token.take() {
-                self.tokens.remove(&t);
-            }
+            uncount(e, &mut self.tokens, &mut self.per_address);
         }
         if e.session.is_drained() && e.released {
             self.remove(sid);
@@ -486,9 +474,7 @@ impl Endpoint {
                 None => {
                     e.ready = false;
                     if e.session.is_closed() {
-                        if let Some(t) = e.token.take() {
-                            self.tokens.remove(&t);
-                        }
+                        uncount(e, &mut self.tokens, &mut self.per_address);
                     }
                     let t = e.session.poll_timeout();
                     if t != e.scheduled {
@@ -504,6 +490,26 @@ impl Endpoint {
             }
         }
         None
+    }
+}
+
+/// Stops counting a session against its token and its address (once: the entry
+/// forgets both).
+fn uncount(
+    e: &mut Entry,
+    tokens: &mut tokens::TokenTable,
+    per_address: &mut HashMap<IpAddr, usize>,
+) {
+    if let Some(t) = e.token.take() {
+        tokens.remove(&t);
+    }
+    if let Some(ip) = e.peer_ip.take() {
+        if let Some(n) = per_address.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per_address.remove(&ip);
+            }
+        }
     }
 }
 
