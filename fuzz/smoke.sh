@@ -20,10 +20,14 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
 fi
 
 # No sanitizer (the crates are safe Rust; this doubles the executions), but debug
-# assertions and overflow checks on: an overflow in a decoder is a crash. 16 codegen
-# units (cargo-fuzz's default is 1) let the big crates build on every core: a faster
-# build for slightly slower runs, the right trade for a short smoke.
-flags=(--sanitizer none --debug-assertions --codegen-units 16)
+# assertions and overflow checks on: an overflow in a decoder is a crash.
+flags=(--sanitizer none --debug-assertions)
+# UDPACK_FUZZ_TARGET_DIR, if set, is where the targets are built (CI keeps one across
+# runs, so that a tree whose fuzzed crates did not change builds almost nothing);
+# fuzz/target otherwise.
+if [ -n "${UDPACK_FUZZ_TARGET_DIR:-}" ]; then
+    flags+=(--target-dir "$UDPACK_FUZZ_TARGET_DIR")
+fi
 nice cargo +nightly fuzz build "${flags[@]}"
 # The targets run side by side, one per core: each gets its full time on a core of
 # its own, and the smoke takes a fraction of their sum.
