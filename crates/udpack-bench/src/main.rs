@@ -34,6 +34,7 @@
 //! udpack's raw stream, on loopback; small files through the lab with `--lab`; see
 //! [`upload`].
 
+mod child_lines;
 mod error;
 mod idle;
 mod idle_server;

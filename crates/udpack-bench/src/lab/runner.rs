@@ -2,11 +2,10 @@
 //! servers in namespace B and the clients in namespace A, reads their figures, and
 //! kills whatever is still running when the test ends.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -15,6 +14,7 @@ use super::conn::Proto;
 use super::netns::{Netns, ADDR};
 use super::peer::SUBCOMMAND;
 use super::plan::Test;
+use crate::child_lines;
 use crate::error::{BenchError, Result};
 
 /// How long a peer may take to bind, and past its window to report.
@@ -68,18 +68,7 @@ impl Peer {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()?;
-        let out = child.stdout.take().ok_or(BenchError::ChildPipe("stdout"))?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("lab-peer-out".into())
-            .spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            })?;
+        let lines = child_lines::lines(&mut child, "lab-peer-out")?;
         Ok(Peer { what, child, lines })
     }
 

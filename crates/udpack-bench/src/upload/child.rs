@@ -1,11 +1,11 @@
 //! One child process of an upload run: its stdout read line by line on a thread, and
 //! its end waited for with `wait4`, which also gives the CPU time it used.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use crate::child_lines;
 use crate::error::{BenchError, Result};
 
 /// How often a child's exit is polled while waiting for it.
@@ -40,18 +40,7 @@ impl Proc {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| BenchError::Spawn(what.clone(), e))?;
-        let out = child.stdout.take().ok_or(BenchError::ChildPipe("stdout"))?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("upload-child-out".into())
-            .spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { break };
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            })?;
+        let lines = child_lines::lines(&mut child, "upload-child-out")?;
         Ok(Proc {
             what,
             child: Some(child),
