@@ -4,7 +4,6 @@
 
 #![no_main]
 
-use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use udpack_proto::testing::wire::{Frame, Frames};
 
@@ -13,17 +12,17 @@ use udpack_proto::testing::wire::{Frame, Frames};
 const MAX_ACK_RANGES: usize = 64;
 
 fuzz_target!(|data: &[u8]| {
-    let mut frames = Frames::new(Bytes::copy_from_slice(data));
+    let mut frames = Frames::new(data);
     let mut count = 0usize;
     for res in &mut frames {
         count += 1;
         let Ok(frame) = res else {
             continue;
         };
-        let mut buf = BytesMut::new();
+        let mut buf = Vec::new();
         frame.encode(&mut buf);
         assert_eq!(buf.len(), frame.encoded_len(), "encoded_len of {frame:?}");
-        let mut again = Frames::new(buf.freeze());
+        let mut again = Frames::new(&buf);
         let back = again
             .next()
             .expect("one frame")

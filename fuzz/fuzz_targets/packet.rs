@@ -12,7 +12,6 @@
 
 use std::time::Instant;
 
-use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use udpack_fuzz::{
     client_mid_handshake, drain, feed, records, server_endpoint, step, PEER, SERVER,
@@ -23,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     // A server with a real session, accepted from a real client hello.
     let (mut client, client_sid, hello) = client_mid_handshake(now);
     let mut server = server_endpoint();
-    server.handle(now, PEER, BytesMut::from(&hello[..]));
+    server.handle(now, PEER, &mut hello.to_vec());
     let live_server_sid = server.accept().map(|h| h.0);
     drain(&mut server, now);
     for (flags, body) in records(data) {

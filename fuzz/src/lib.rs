@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use udpack_proto::testing::wire::{long, BODY_OFFSET, MIN_HELLO_LEN, VERSION};
 use udpack_proto::testing::{client_config, server_config, Sim};
 use udpack_proto::{Endpoint, EndpointConfig, TransportConfig};
@@ -84,7 +83,7 @@ pub fn drain(ep: &mut Endpoint, mut now: Instant) {
 
 /// Hands one datagram from `from` to the endpoint and drains it.
 pub fn feed(ep: &mut Endpoint, now: Instant, from: SocketAddr, datagram: &[u8]) {
-    ep.handle(now, from, BytesMut::from(datagram));
+    ep.handle(now, from, &mut datagram.to_vec());
     drain(ep, now);
 }
 

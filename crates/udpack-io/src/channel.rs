@@ -540,24 +540,12 @@ async fn dispatch(core: &Weak<Core>, changed: &Notify, mut m: Message) -> bool {
     true
 }
 
-/// Reads one message body of `len` bytes, copied out of the packets it arrived in
-/// into a buffer of its own that grows with what has arrived (an announced length
-/// reserves nothing by itself), several packets' worth per read. `None` if the stream
-/// ends first.
+/// Reads one message body of `len` bytes, copied out of the stream's receive
+/// segments into a buffer of its own that grows with what has arrived (an announced
+/// length reserves nothing by itself), every ready byte per read. `None` if the
+/// stream ends first.
 async fn read_message(rs: &mut Reader, len: usize) -> Result<Option<Bytes>, StreamError> {
-    if len == 0 {
-        return Ok(Some(Bytes::new()));
-    }
-    let Some(first) = rs.read_chunk(len).await? else {
-        return Ok(None);
-    };
-    if first.len() == len {
-        // Copied (it is at most a datagram's payload): a queued message must not keep
-        // the shared receive block its packet arrived in alive.
-        return Ok(Some(Bytes::copy_from_slice(&first)));
-    }
     let mut body = BytesMut::new();
-    body.extend_from_slice(&first);
     while body.len() < len {
         let want = len - body.len();
         if rs.read_into(&mut body, want).await?.is_none() {

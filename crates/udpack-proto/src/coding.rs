@@ -1,7 +1,7 @@
 //! Byte-level encoding shared by frames and packets: QUIC-style variable-length
 //! integers (RFC 9000 §16) and a bounds-checked reader that never panics.
 
-use bytes::{BufMut, Bytes};
+use bytes::BufMut;
 use thiserror::Error;
 
 /// Largest value a variable-length integer can hold (2^62 - 1).
@@ -121,14 +121,6 @@ impl<'a> Reader<'a> {
     pub fn varint_len(&mut self) -> Result<usize, DecodeError> {
         let v = self.varint()?;
         usize::try_from(v).map_err(|_| DecodeError::Invalid("length"))
-    }
-
-    /// Reads `n` bytes as a zero-copy slice of `whole`, which must be the buffer this
-    /// reader was created over.
-    pub fn bytes_from(&mut self, whole: &Bytes, n: usize) -> Result<Bytes, DecodeError> {
-        let start = self.pos;
-        self.bytes(n)?;
-        Ok(whole.slice(start..start + n))
     }
 }
 

@@ -1,9 +1,10 @@
 //! Frames: the units of meaning inside an encrypted packet. Types and layouts are
 //! specified in `docs/PROTOCOL.md`; every integer is a variable-length integer.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
-use bytes::{BufMut, Bytes};
+use bytes::BufMut;
 
 use crate::coding::{put_varint, varint_len, DecodeError, Reader};
 use crate::range_set::RangeSet;
@@ -33,9 +34,10 @@ pub const MAX_REASON_LEN: usize = 256;
 /// Most ACK ranges one ACK frame carries; older ranges are left out.
 pub const MAX_ACK_RANGES: usize = 64;
 
-/// One decoded frame.
+/// One frame. Decoded frames borrow their bytes (stream data, reasons) from the
+/// packet: the receiver copies stream data once, into the stream's own buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
+pub enum Frame<'a> {
     /// One or more zero bytes; carries nothing.
     Padding,
     /// Asks for an acknowledgement; keeps the session alive.
@@ -43,7 +45,7 @@ pub enum Frame {
     /// Acknowledges packet numbers.
     Ack(Ack),
     /// Bytes of a stream at an offset, possibly its end.
-    Stream(StreamFrame),
+    Stream(StreamFrame<'a>),
     /// The sender abandons a stream; `final_size` is how much it had sent.
     ResetStream { id: u64, code: u64, final_size: u64 },
     /// The receiver no longer wants a stream's data.
@@ -63,11 +65,15 @@ pub enum Frame {
     GoAway {
         code: u64,
         streams: u64,
-        reason: Bytes,
+        reason: Cow<'a, [u8]>,
     },
     /// The session ends now. `app` tells an application's code (APP_CLOSE) from a
     /// transport error code (CLOSE).
-    Close { app: bool, code: u64, reason: Bytes },
+    Close {
+        app: bool,
+        code: u64,
+        reason: Cow<'a, [u8]>,
+    },
 }
 
 /// An ACK frame: packet number ranges, largest first.
@@ -127,14 +133,14 @@ fn ack_len(mut ranges: impl Iterator<Item = Range<u64>>, delay_micros: u64) -> u
 
 /// A STREAM frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamFrame {
+pub struct StreamFrame<'a> {
     pub id: u64,
     pub offset: u64,
     pub fin: bool,
-    pub data: Bytes,
+    pub data: Cow<'a, [u8]>,
 }
 
-impl StreamFrame {
+impl StreamFrame<'_> {
     /// Bytes the frame header takes for these fields.
     pub fn header_len(id: u64, offset: u64, len: usize) -> usize {
         1 + varint_len(id) + varint_len(offset) + varint_len(len as u64)
@@ -194,7 +200,7 @@ pub fn encode_ack<B: BufMut>(
     true
 }
 
-impl Frame {
+impl Frame<'_> {
     /// Writes the frame. STREAM frames are written whole (header and data).
     pub fn encode<B: BufMut>(&self, buf: &mut B) {
         match self {
@@ -306,22 +312,23 @@ impl Frame {
     }
 }
 
-/// Decodes the frames of a decrypted packet payload, zero-copy for stream data.
+/// Decodes the frames of a decrypted packet payload; stream data and reasons are
+/// borrowed from it.
 #[derive(Debug)]
-pub struct Frames {
-    payload: Bytes,
+pub struct Frames<'a> {
+    payload: &'a [u8],
     pos: usize,
 }
 
-impl Frames {
+impl<'a> Frames<'a> {
     /// Iterates over the frames in `payload`.
-    pub fn new(payload: Bytes) -> Self {
+    pub fn new(payload: &'a [u8]) -> Self {
         Frames { payload, pos: 0 }
     }
 
-    fn decode_one(&mut self) -> Result<Frame, DecodeError> {
-        let whole = self.payload.clone();
-        let mut r = Reader::new(&whole);
+    fn decode_one(&mut self) -> Result<Frame<'a>, DecodeError> {
+        let whole = self.payload;
+        let mut r = Reader::new(whole);
         r.bytes(self.pos)?;
         let ty = r.varint()?;
         let frame = match ty {
@@ -374,7 +381,7 @@ impl Frames {
                 {
                     return Err(DecodeError::Invalid("stream offset"));
                 }
-                let data = r.bytes_from(&whole, len)?;
+                let data = Cow::Borrowed(r.bytes(len)?);
                 Frame::Stream(StreamFrame {
                     id,
                     offset,
@@ -406,7 +413,7 @@ impl Frames {
                 if len > MAX_REASON_LEN {
                     return Err(DecodeError::Invalid("reason length"));
                 }
-                let reason = r.bytes_from(&whole, len)?;
+                let reason = Cow::Borrowed(r.bytes(len)?);
                 if ty == kind::GOAWAY {
                     Frame::GoAway {
                         code,
@@ -428,8 +435,8 @@ impl Frames {
     }
 }
 
-impl Iterator for Frames {
-    type Item = Result<Frame, DecodeError>;
+impl<'a> Iterator for Frames<'a> {
+    type Item = Result<Frame<'a>, DecodeError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.pos >= self.payload.len() {
@@ -449,8 +456,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn arb_bytes(max: usize) -> impl Strategy<Value = Bytes> {
-        proptest::collection::vec(any::<u8>(), 0..max).prop_map(Bytes::from)
+    fn arb_bytes(max: usize) -> impl Strategy<Value = Cow<'static, [u8]>> {
+        proptest::collection::vec(any::<u8>(), 0..max).prop_map(Cow::Owned)
     }
 
     const V: u64 = crate::coding::VARINT_MAX;
@@ -482,7 +489,7 @@ mod tests {
             })
     }
 
-    fn arb_frame() -> impl Strategy<Value = Frame> {
+    fn arb_frame() -> impl Strategy<Value = Frame<'static>> {
         prop_oneof![
             Just(Frame::Ping),
             arb_ack().prop_map(Frame::Ack),
@@ -526,7 +533,7 @@ mod tests {
                 f.encode(&mut buf);
                 prop_assert_eq!(buf.len() - before, f.encoded_len());
             }
-            let decoded: Result<Vec<_>, _> = Frames::new(Bytes::from(buf)).collect();
+            let decoded: Result<Vec<_>, _> = Frames::new(&buf).collect();
             prop_assert_eq!(decoded.unwrap(), frames);
         }
 
@@ -560,7 +567,7 @@ mod tests {
 
         #[test]
         fn decoding_garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..400)) {
-            for f in Frames::new(Bytes::from(data)) {
+            for f in Frames::new(&data) {
                 if f.is_err() { break; }
             }
         }
@@ -575,7 +582,7 @@ mod tests {
         let mut buf = Vec::new();
         assert!(encode_ack(&mut buf, &set, 7, 40));
         assert!(buf.len() <= 40);
-        let Some(Ok(Frame::Ack(ack))) = Frames::new(Bytes::from(buf)).next() else {
+        let Some(Ok(Frame::Ack(ack))) = Frames::new(&buf).next() else {
             panic!("no ack decoded");
         };
         assert_eq!(ack.largest(), Some(597));
@@ -595,7 +602,7 @@ mod tests {
             put_varint(&mut buf, v);
         }
         assert!(matches!(
-            Frames::new(Bytes::from(buf)).next(),
+            Frames::new(&buf).next(),
             Some(Err(DecodeError::Invalid(_)))
         ));
     }

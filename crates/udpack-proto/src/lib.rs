@@ -33,4 +33,4 @@ pub use session::{
     transport_error, CloseReason, Event, HandshakeError, Session, SessionStats, Side, StreamError,
     Transmit,
 };
-pub use stream::StreamId;
+pub use stream::{StreamId, RECV_SEGMENT_MAX, RECV_SEGMENT_MIN};

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::range_set::RangeSet;
 
@@ -184,15 +184,20 @@ impl SendBuffer {
 }
 
 /// Received bytes, delivered in order.
+///
+/// Every byte is copied once, on arrival, out of the datagram it came in and into
+/// memory this buffer owns: what a stream holds is what it was sent, never a larger
+/// block shared with other packets (see `docs/SECURITY.md`, receive memory).
 #[derive(Debug, Default)]
 pub struct RecvBuffer {
-    /// In-order bytes from `read` on, ready for the application. Data that arrives in
-    /// order (the common case) only ever goes here: a queue, no map nodes per packet.
-    ready: VecDeque<Bytes>,
+    /// In-order bytes from `read` on, ready for the application, in segments. Data that
+    /// arrives in order (the common case) is appended to the last one: no map nodes and
+    /// no allocation per packet.
+    ready: VecDeque<BytesMut>,
     /// Offset just past `ready`.
     ready_end: u64,
     /// Non-overlapping out-of-order chunks, all above `ready_end`, keyed by offset.
-    chunks: BTreeMap<u64, Bytes>,
+    chunks: BTreeMap<u64, BytesMut>,
     /// Offsets received so far (including those already read).
     received: RangeSet,
     /// Next offset to hand to the application.
@@ -201,20 +206,30 @@ pub struct RecvBuffer {
     max_received: u64,
     /// Memory the out-of-order chunks hold: their bytes plus a fixed cost per chunk.
     held: u64,
+    /// Capacity of the segment allocated last: segments double from
+    /// [`RECV_SEGMENT_MIN`] to [`RECV_SEGMENT_MAX`] as a stream's data keeps coming, so that a
+    /// stream of a few bytes costs little and a long one few allocations.
+    segment: usize,
 }
 
 /// What one out-of-order chunk costs beyond its bytes (map node, handle), counted so
 /// that many tiny fragments cannot hold much more memory than their bytes suggest.
 pub const CHUNK_OVERHEAD: u64 = 64;
 
+/// Capacity of a stream's first ready segment.
+pub const RECV_SEGMENT_MIN: usize = 4 * 1024;
+/// Largest ready segment: bounds the room a stream holds beyond its unread bytes.
+pub const RECV_SEGMENT_MAX: usize = 64 * 1024;
+
 impl RecvBuffer {
-    /// Stores `data` at `offset`, ignoring bytes already received. Returns the number of
-    /// bytes that were new.
-    pub fn insert(&mut self, offset: u64, mut data: Bytes) -> u64 {
+    /// Stores a copy of `data` at `offset`, ignoring bytes already received. Returns
+    /// the number of bytes that were new.
+    pub fn insert(&mut self, offset: u64, data: &[u8]) -> u64 {
         let mut offset = offset;
+        let mut data = data;
         if offset < self.read {
             let skip = (self.read - offset).min(data.len() as u64);
-            data.advance(skip as usize);
+            data = &data[skip as usize..];
             offset += skip;
         }
         if data.is_empty() {
@@ -222,13 +237,20 @@ impl RecvBuffer {
         }
         let end = offset + data.len() as u64;
         self.max_received = self.max_received.max(end);
-        // Find the gaps of [offset, end) not yet received; store each as a slice.
+        if offset == self.ready_end && self.chunks.is_empty() {
+            // In order, with nothing received beyond (every byte received above
+            // `ready_end` is in `chunks`): the common case, no gap search.
+            self.append_ready(data);
+            self.received.insert(offset..end);
+            return data.len() as u64;
+        }
+        // Find the gaps of [offset, end) not yet received; store each.
         let have: Vec<Range<u64>> = self.received.intersecting(offset..end).collect();
         let mut new = 0;
         let mut at = offset;
         for h in have.into_iter().chain(std::iter::once(end..end)) {
             if h.start > at {
-                let piece = data.slice((at - offset) as usize..(h.start - offset) as usize);
+                let piece = &data[(at - offset) as usize..(h.start - offset) as usize];
                 new += piece.len() as u64;
                 self.store(at, piece);
             }
@@ -238,20 +260,15 @@ impl RecvBuffer {
         new
     }
 
-    /// Puts a new piece in the ready queue if it continues it, else among the
-    /// out-of-order chunks; then moves chunks that became contiguous.
-    fn store(&mut self, at: u64, piece: Bytes) {
+    /// Appends a new piece to the ready segments if it continues them, else keeps it
+    /// among the out-of-order chunks; then moves chunks that became contiguous.
+    fn store(&mut self, at: u64, piece: &[u8]) {
         if at != self.ready_end {
-            // Copied out of the receive block it arrived in, so that no out-of-order
-            // piece keeps a whole shared block alive (this is the uncommon path: only
-            // data behind a loss goes here).
-            let piece = Bytes::copy_from_slice(&piece);
             self.held += piece.len() as u64 + CHUNK_OVERHEAD;
-            self.chunks.insert(at, piece);
+            self.chunks.insert(at, BytesMut::from(piece));
             return;
         }
-        self.ready_end += piece.len() as u64;
-        self.ready.push_back(piece);
+        self.append_ready(piece);
         while let Some(entry) = self.chunks.first_entry() {
             if *entry.key() != self.ready_end {
                 break;
@@ -259,7 +276,31 @@ impl RecvBuffer {
             let next = entry.remove();
             self.held -= next.len() as u64 + CHUNK_OVERHEAD;
             self.ready_end += next.len() as u64;
+            // Already a copy of its own: it becomes a segment as it is.
             self.ready.push_back(next);
+        }
+    }
+
+    /// Copies `piece` to the end of the ready segments, opening a new segment when
+    /// the last one is full.
+    fn append_ready(&mut self, mut piece: &[u8]) {
+        self.ready_end += piece.len() as u64;
+        while !piece.is_empty() {
+            if let Some(back) = self.ready.back_mut() {
+                let room = back.capacity() - back.len();
+                if room > 0 {
+                    let n = room.min(piece.len());
+                    back.extend_from_slice(&piece[..n]);
+                    piece = &piece[n..];
+                    continue;
+                }
+                if back.is_empty() {
+                    // Read to its end: it gives way to the new segment.
+                    self.ready.pop_back();
+                }
+            }
+            self.segment = (self.segment * 2).clamp(RECV_SEGMENT_MIN, RECV_SEGMENT_MAX);
+            self.ready.push_back(BytesMut::with_capacity(self.segment));
         }
     }
 
@@ -268,19 +309,56 @@ impl RecvBuffer {
         self.held
     }
 
-    /// The next in-order bytes, at most `max` of them.
+    /// All the memory this buffer holds for bytes not yet read: the ready segments'
+    /// capacity (a segment part of which was read without a copy counts whole) and
+    /// the out-of-order chunks with their overhead.
+    pub fn memory(&self) -> u64 {
+        self.ready.iter().map(|s| s.capacity() as u64).sum::<u64>() + self.held
+    }
+
+    /// The next in-order bytes, at most `max` of them, without a copy (they share the
+    /// segment they are in).
     pub fn read(&mut self, max: usize) -> Option<Bytes> {
         if max == 0 {
             return None;
         }
+        let last = self.ready.len() == 1;
         let front = self.ready.front_mut()?;
+        if front.is_empty() {
+            // Only the last segment is ever empty (read to its end, with room left).
+            return None;
+        }
         let out = if front.len() > max {
             front.split_to(max)
-        } else {
+        } else if !last {
             self.ready.pop_front()?
+        } else {
+            // The last segment: its room stays for the bytes still to come.
+            front.split()
         };
         self.read += out.len() as u64;
-        Some(out)
+        Some(out.freeze())
+    }
+
+    /// Copies up to `max` in-order bytes to the end of `buf`; returns how many.
+    pub fn read_into(&mut self, max: usize, buf: &mut BytesMut) -> usize {
+        let want = self.ready_len().min(max as u64) as usize;
+        buf.reserve(want);
+        let mut n = 0;
+        while n < want {
+            let Some(front) = self.ready.front_mut() else {
+                break;
+            };
+            let take = front.len().min(want - n);
+            buf.extend_from_slice(&front[..take]);
+            front.advance(take);
+            n += take;
+            if front.is_empty() && self.ready.len() > 1 {
+                self.ready.pop_front();
+            }
+        }
+        self.read += n as u64;
+        n
     }
 
     /// In-order bytes ready to read.
@@ -300,7 +378,7 @@ impl RecvBuffer {
 
     /// True when in-order bytes are waiting.
     pub fn readable(&self) -> bool {
-        !self.ready.is_empty()
+        self.ready_end > self.read
     }
 
     /// Drops everything buffered and counts every byte below `end` as received and
@@ -372,8 +450,8 @@ mod tests {
     #[test]
     fn recv_buffer_discard_counts_bytes_as_received_and_read() {
         let mut r = RecvBuffer::default();
-        r.insert(0, Bytes::from_static(b"abcdef"));
-        r.insert(10, Bytes::from_static(b"xyz"));
+        r.insert(0, b"abcdef");
+        r.insert(10, b"xyz");
         assert_eq!(r.read(2).as_deref(), Some(&b"ab"[..]));
         r.discard_to(r.max_received());
         assert_eq!((r.read_offset(), r.max_received()), (13, 13));
@@ -382,31 +460,78 @@ mod tests {
         assert_eq!((r.read_offset(), r.max_received()), (20, 20));
         r.discard_to(5);
         assert_eq!((r.read_offset(), r.max_received()), (20, 20));
-        assert_eq!(r.insert(15, Bytes::from_static(b"late")), 0);
+        assert_eq!(r.insert(15, b"late"), 0);
         assert_eq!(r.read(100), None);
+    }
+
+    #[test]
+    fn recv_buffer_holds_what_it_was_sent_not_more() {
+        // A few bytes cost one small segment.
+        let mut r = RecvBuffer::default();
+        for i in 0..100u64 {
+            r.insert(i, &[i as u8]);
+        }
+        assert_eq!(r.memory(), RECV_SEGMENT_MIN as u64);
+        // Many megabytes in order, unread: their size and one segment's room at most.
+        let mut r = RecvBuffer::default();
+        let packet = [7u8; 1400];
+        let mut at = 0u64;
+        while at < 8 << 20 {
+            at += r.insert(at, &packet);
+        }
+        assert!(r.memory() >= at);
+        assert!(
+            r.memory() <= at + RECV_SEGMENT_MAX as u64,
+            "{} for {at}",
+            r.memory()
+        );
+        // Read to the end, one segment's room stays for what comes next.
+        let mut sink = BytesMut::new();
+        assert_eq!(r.read_into(usize::MAX, &mut sink) as u64, at);
+        assert!(r.memory() <= RECV_SEGMENT_MAX as u64);
+        assert!(!r.readable());
+        assert_eq!(r.insert(at, b"more"), 4);
+        assert_eq!(r.read(100).as_deref(), Some(&b"more"[..]));
     }
 
     proptest! {
         #[test]
         fn recv_buffer_reassembles_any_order(
-            pieces in proptest::collection::vec((0usize..500, 1usize..80), 1..60),
-            reads in proptest::collection::vec(1usize..100, 1..20),
+            pieces in proptest::collection::vec((0usize..20_000, 1usize..3000), 1..60),
+            reads in proptest::collection::vec((any::<bool>(), 1usize..9000), 1..20),
         ) {
-            let data: Vec<u8> = (0..600u32).map(|i| (i * 7) as u8).collect();
+            let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
             let mut r = RecvBuffer::default();
             let mut covered = RangeSet::new();
-            let mut got = Vec::new();
+            let mut got = BytesMut::new();
             let mut reads = reads.into_iter().cycle();
             for (off, len) in pieces {
                 let end = (off + len).min(data.len());
-                r.insert(off as u64, Bytes::copy_from_slice(&data[off..end]));
+                r.insert(off as u64, &data[off..end]);
                 covered.insert(off as u64..end as u64);
-                while let Some(b) = r.read(reads.next().unwrap_or(10)) {
-                    got.extend_from_slice(&b);
+                loop {
+                    let (copy, max) = reads.next().unwrap_or((false, 10));
+                    let n = if copy {
+                        r.read_into(max, &mut got)
+                    } else {
+                        r.read(max).map_or(0, |b| {
+                            got.extend_from_slice(&b);
+                            b.len()
+                        })
+                    };
+                    prop_assert!(n <= max);
+                    if n == 0 {
+                        break;
+                    }
                 }
                 let contiguous = covered.first().filter(|f| f.start == 0).map_or(0, |f| f.end);
                 prop_assert_eq!(got.len() as u64, contiguous);
+                prop_assert_eq!(r.read_offset(), contiguous);
                 prop_assert_eq!(&got[..], &data[..got.len()]);
+                // Nothing unread is held beyond its bytes, the chunks' overhead and
+                // one segment's room.
+                let unread: u64 = covered.iter().map(|c| c.end - c.start).sum::<u64>() - contiguous;
+                prop_assert!(r.memory() <= unread + r.held() + RECV_SEGMENT_MAX as u64);
             }
         }
     }

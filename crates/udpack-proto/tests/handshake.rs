@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use rand::rngs::StdRng;
@@ -449,12 +448,14 @@ fn replayed_packets_have_no_effect() {
         let before = (stats(&mut sim, 0, sh), stats(&mut sim, 1, ch));
         let now = sim.now;
         for p in up.iter().chain(&hello) {
-            let d = BytesMut::from(&p.data[..]);
-            sim.server_mut().ep.handle(now, client_addr, d);
+            sim.server_mut()
+                .ep
+                .handle(now, client_addr, &mut p.data.to_vec());
         }
         for p in down.iter().chain(&reply) {
-            let d = BytesMut::from(&p.data[..]);
-            sim.client_mut().ep.handle(now, server_addr, d);
+            sim.client_mut()
+                .ep
+                .handle(now, server_addr, &mut p.data.to_vec());
         }
         replays += up.len() + down.len();
         let after = (stats(&mut sim, 0, sh), stats(&mut sim, 1, ch));
@@ -731,7 +732,7 @@ proptest! {
             let (from, to, d) = build_garbage(&sim, g);
             fed[to] += 1;
             let now = sim.now;
-            sim.nodes[to].ep.handle(now, from, BytesMut::from(&d[..]));
+            sim.nodes[to].ep.handle(now, from, &mut d.to_vec());
         }
         prop_assert_eq!(sim.server().ep.stats().datagrams_received, received.0 + fed[0]);
         prop_assert_eq!(sim.client().ep.stats().datagrams_received, received.1 + fed[1]);
@@ -784,7 +785,7 @@ fn decode_anything_every_first_byte_and_length() {
                         fed_bytes += d.len() as u64;
                     }
                     let now = sim.now;
-                    sim.nodes[to].ep.handle(now, from, BytesMut::from(&d[..]));
+                    sim.nodes[to].ep.handle(now, from, &mut d.to_vec());
                 }
             }
         }

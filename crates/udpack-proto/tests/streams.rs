@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use udpack_proto::testing::*;
-use udpack_proto::{Event, Session, StreamError, StreamId, TransportConfig};
+use udpack_proto::{
+    Event, Session, StreamError, StreamId, TransportConfig, RECV_SEGMENT_MAX, RECV_SEGMENT_MIN,
+};
 
 /// A server session window of `window` bytes that never grows.
 fn fixed_session_window(window: u64) -> TransportConfig {
@@ -420,5 +422,58 @@ fn reading_past_half_the_window_owes_the_peer_credit() {
     );
     sim.run_until(Duration::from_millis(50), |_| false);
     assert!(!session(&mut sim, 0).owes_control(), "the update went out");
+    assert_open(&sim, "at the end");
+}
+
+#[test]
+fn unread_data_holds_its_own_bytes_not_the_datagrams_it_came_in() {
+    // The server reads nothing. Forty streams carry a few bytes each, one more 500 KB:
+    // what the session holds is those bytes and a segment's room per stream, whatever
+    // the datagrams they arrived in (each datagram is copied out on arrival).
+    let mut sim = Pair::new(59, LinkParams::new(Duration::from_millis(10), 100_000_000))
+        .passive()
+        .connected();
+    let mut unread = 0u64;
+    for i in 0..40 {
+        let id = session(&mut sim, 1).open_stream().expect("open");
+        for j in 0..5 {
+            // Each write its own packet: the sim runs between them.
+            assert_eq!(write(&mut sim, 1, id, i * 10 + j, 3), 3);
+            unread += 3;
+            sim.run_until(Duration::from_millis(1), |_| false);
+        }
+    }
+    let big = session(&mut sim, 1).open_stream().expect("open");
+    let big_len = 500_000;
+    assert_eq!(write(&mut sim, 1, big, 99, big_len), big_len);
+    unread += big_len as u64;
+    sim.run_until(Duration::from_millis(500), |_| false);
+    let stats = sim.nodes[0].session().stats();
+    assert_eq!(stats.stream_bytes_received, 0, "nothing was read");
+    assert!(
+        stats.receive_memory >= unread,
+        "holds every unread byte: {} < {unread}",
+        stats.receive_memory
+    );
+    let bound = 40 * RECV_SEGMENT_MIN as u64 + big_len as u64 + RECV_SEGMENT_MAX as u64;
+    assert!(
+        stats.receive_memory <= bound,
+        "{} held for {unread} unread bytes (bound {bound})",
+        stats.receive_memory
+    );
+    // Reading it all leaves at most a segment's room per stream.
+    let mut buf = bytes::BytesMut::new();
+    let n = session(&mut sim, 0)
+        .read_into(big, usize::MAX, &mut buf)
+        .expect("read_into");
+    assert_eq!(n, Some(big_len));
+    let mut expect = vec![0u8; big_len];
+    fill_pattern(99, 0, &mut expect);
+    assert!(buf[..] == expect[..], "the bytes, in order");
+    let after = sim.nodes[0].session().stats().receive_memory;
+    assert!(
+        after <= 40 * RECV_SEGMENT_MIN as u64 + RECV_SEGMENT_MAX as u64,
+        "{after} held once the big stream was read"
+    );
     assert_open(&sim, "at the end");
 }

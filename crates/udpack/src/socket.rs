@@ -5,16 +5,12 @@ use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
 
-use bytes::BytesMut;
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 /// Largest datagram (or GRO super-datagram) one receive slot takes.
 const RECV_SLOT: usize = 64 * 1024;
-/// Received datagrams are copied into blocks of this size, which stream buffers then
-/// share: one allocation per block rather than one per datagram.
-const ARENA_BLOCK: usize = 1 << 20;
 /// Socket buffer sizes asked for: a burst at a high rate must not overflow them.
 const SOCKET_BUFFER: usize = 8 << 20;
 
@@ -25,7 +21,6 @@ pub(crate) struct Socket {
     state: UdpSocketState,
     recv_buf: Box<[u8]>,
     meta: Vec<RecvMeta>,
-    arena: BytesMut,
 }
 
 impl Socket {
@@ -39,7 +34,6 @@ impl Socket {
             state,
             recv_buf: vec![0u8; RECV_SLOT * BATCH_SIZE].into_boxed_slice(),
             meta: vec![RecvMeta::default(); BATCH_SIZE],
-            arena: BytesMut::with_capacity(ARENA_BLOCK),
         })
     }
 
@@ -52,12 +46,13 @@ impl Socket {
         self.state.max_gso_segments().max(1)
     }
 
-    /// Receives a batch; calls `on_datagram` for every datagram in it. `Pending` once
-    /// the socket is empty.
+    /// Receives a batch; calls `on_datagram` for every datagram in it, in the receive
+    /// slot it landed in (the protocol opens it there and copies out what it keeps).
+    /// `Pending` once the socket is empty.
     pub(crate) fn poll_recv(
         &mut self,
         cx: &mut Context<'_>,
-        mut on_datagram: impl FnMut(SocketAddr, BytesMut),
+        mut on_datagram: impl FnMut(SocketAddr, &mut [u8]),
     ) -> Poll<io::Result<usize>> {
         loop {
             if self.io.poll_recv_ready(cx).is_pending() {
@@ -68,7 +63,6 @@ impl Socket {
                 state,
                 recv_buf,
                 meta,
-                arena,
             } = self;
             // On the stack: no allocation per receive call.
             let mut chunks = recv_buf.chunks_mut(RECV_SLOT);
@@ -80,14 +74,10 @@ impl Socket {
             match res {
                 Ok(n) => {
                     let mut count = 0;
-                    for (m, buf) in meta.iter().zip(recv_buf.chunks(RECV_SLOT)).take(n) {
+                    for (m, buf) in meta.iter().zip(recv_buf.chunks_mut(RECV_SLOT)).take(n) {
                         let stride = if m.stride == 0 { m.len } else { m.stride };
-                        for seg in buf[..m.len].chunks(stride.max(1)) {
-                            if arena.capacity() - arena.len() < seg.len() {
-                                arena.reserve(ARENA_BLOCK.max(seg.len()));
-                            }
-                            arena.extend_from_slice(seg);
-                            on_datagram(m.addr, arena.split());
+                        for seg in buf[..m.len].chunks_mut(stride.max(1)) {
+                            on_datagram(m.addr, seg);
                             count += 1;
                         }
                     }

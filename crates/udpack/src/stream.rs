@@ -124,8 +124,9 @@ impl Stream {
         (self.send, self.recv)
     }
 
-    /// Reads the next chunk as it arrived, without copying; `None` at the end of the
-    /// stream.
+    /// Reads the next in-order bytes, up to `max`, without copying them out of the
+    /// stream's buffer (the chunk shares a receive segment of at most 64 KiB);
+    /// `None` at the end of the stream.
     pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
         self.recv.read_chunk(max).await
     }
@@ -227,8 +228,9 @@ impl RecvStream {
         }
     }
 
-    /// Reads the next chunk as it arrived, without copying; `None` at the end of the
-    /// stream.
+    /// Reads the next in-order bytes, up to `max`, without copying them out of the
+    /// stream's buffer (the chunk shares a receive segment of at most 64 KiB);
+    /// `None` at the end of the stream.
     pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
         match poll_fn(|cx| self.poll_read_chunk(cx, max)).await? {
             ReadOutcome::Data(d) => Ok(Some(d)),
@@ -236,8 +238,8 @@ impl RecvStream {
         }
     }
 
-    /// Appends up to `max` bytes to `buf`: every packet's worth that is ready, in one
-    /// call, copied (so nothing holds the blocks they arrived in) into room reserved
+    /// Appends up to `max` bytes to `buf`: every byte that is ready, in one call,
+    /// copied (so nothing holds the stream's receive segments) into room reserved
     /// for bytes that are here. Returns how many; `None` at the end of the stream.
     /// The way to gather a long message.
     pub async fn read_into(

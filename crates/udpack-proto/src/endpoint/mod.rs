@@ -26,7 +26,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
@@ -323,11 +322,12 @@ impl Endpoint {
         }
     }
 
-    /// Handles one received datagram.
-    pub fn handle(&mut self, now: Instant, remote: SocketAddr, datagram: BytesMut) {
+    /// Handles one received datagram. It is opened in place and not kept: the
+    /// caller may reuse the buffer as soon as this returns.
+    pub fn handle(&mut self, now: Instant, remote: SocketAddr, datagram: &mut [u8]) {
         self.stats.datagrams_received += 1;
         self.stats.bytes_received += datagram.len() as u64;
-        let Ok((header, _)) = Header::decode(&datagram) else {
+        let Ok((header, _)) = Header::decode(datagram) else {
             self.stats.datagrams_dropped += 1;
             return;
         };
@@ -343,7 +343,7 @@ impl Endpoint {
             }
             Header::Long { ty, version, sid } => {
                 if ty == long::HELLO {
-                    self.handle_hello(now, remote, version, sid, &datagram);
+                    self.handle_hello(now, remote, version, sid, datagram);
                 } else if let Some(e) = self.sessions.get_mut(&sid) {
                     e.session
                         .handle_long(now, remote, ty, &datagram[BODY_OFFSET..]);
@@ -521,7 +521,7 @@ mod tests {
 
     /// A hello from client session `sid`: with another version, or with our version
     /// and a Noise message that does not decrypt.
-    fn bad_hello(sid: u64, version: u32) -> BytesMut {
+    fn bad_hello(sid: u64, version: u32) -> Vec<u8> {
         let mut d = vec![0u8; MIN_HELLO_LEN];
         d[0] = long::HELLO;
         d[1..5].copy_from_slice(&version.to_be_bytes());
@@ -530,7 +530,7 @@ mod tests {
         for (i, b) in d[15..115].iter_mut().enumerate() {
             *b = (i as u8).wrapping_mul(37).wrapping_add(sid as u8);
         }
-        BytesMut::from(&d[..])
+        d
     }
 
     fn addr(i: usize) -> SocketAddr {
@@ -546,10 +546,10 @@ mod tests {
         // A flood of hellos that each earn an answer, with nobody draining the answers.
         let extra = 40;
         for i in 0..MAX_STATELESS_QUEUE + extra {
-            ep.handle(now, addr(i), bad_hello(i as u64 + 1, VERSION + 1));
+            ep.handle(now, addr(i), &mut bad_hello(i as u64 + 1, VERSION + 1));
         }
         for i in 0..extra {
-            ep.handle(now, addr(i), bad_hello(i as u64 + 10_000, VERSION));
+            ep.handle(now, addr(i), &mut bad_hello(i as u64 + 10_000, VERSION));
         }
         let st = ep.stats();
         assert_eq!(
@@ -570,7 +570,7 @@ mod tests {
             assert_eq!((*to, *ty), (addr(i), long::VERSION_MISMATCH));
         }
         // Drained, the queue takes answers again.
-        ep.handle(now, addr(7), bad_hello(20_000, VERSION));
+        ep.handle(now, addr(7), &mut bad_hello(20_000, VERSION));
         let t = ep.poll_transmit(now, &mut buf).expect("an answer");
         assert_eq!((t.destination, buf[0]), (addr(7), long::UNDECRYPTABLE));
         assert_eq!(ep.stats().answers_dropped, 2 * extra as u64);

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use std::borrow::Cow;
 
 use super::error::CloseReason;
 use super::{Event, Session, State, Transmit};
@@ -33,7 +33,7 @@ pub(crate) struct CloseState {
     /// GOAWAY the peer sent: code, reason, and how many streams it opened in all.
     goaway_received: Option<(u64, String, u64)>,
     /// The CLOSE frame we answer with while closing.
-    frame: Option<Frame>,
+    frame: Option<Frame<'static>>,
     /// A CLOSE is owed.
     resend: bool,
     /// Closing: when CLOSE is repeated unprompted, and how many repeats are left.
@@ -91,7 +91,7 @@ impl Session {
         );
     }
 
-    fn enter_closing(&mut self, now: Instant, frame: Frame, reason: CloseReason) {
+    fn enter_closing(&mut self, now: Instant, frame: Frame<'static>, reason: CloseReason) {
         match self.state {
             State::Established => {}
             State::Handshake => {
@@ -226,11 +226,11 @@ impl Session {
     }
 }
 
-fn close_frame(app: bool, code: u64, reason: &str) -> Frame {
+fn close_frame(app: bool, code: u64, reason: &str) -> Frame<'static> {
     Frame::Close {
         app,
         code,
-        reason: Bytes::copy_from_slice(reason.as_bytes()),
+        reason: Cow::Owned(reason.as_bytes().to_vec()),
     }
 }
 

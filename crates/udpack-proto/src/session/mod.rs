@@ -138,6 +138,10 @@ pub struct SessionStats {
     pub pacing_rate: u64,
     /// Latest delivery-rate sample in bytes per second.
     pub delivery_rate: u64,
+    /// Memory the session's receive buffers hold for bytes not yet read: at most the
+    /// unread bytes plus one segment's room per stream, and the out-of-order chunks
+    /// with their overhead (`docs/SECURITY.md`, receive memory).
+    pub receive_memory: u64,
 }
 
 /// A datagram to send.
@@ -309,6 +313,7 @@ impl Session {
         s.delivery_rate = self.rate.latest_rate();
         s.reordering = self.recovery.reordering_distance();
         s.key_updates = self.keys.as_ref().map_or(0, SessionKeys::updates);
+        s.receive_memory = self.streams.map.values().map(|st| st.recv.memory()).sum();
         s
     }
 

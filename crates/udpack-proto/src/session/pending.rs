@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::ops::Range;
 
-use bytes::Bytes;
+use std::borrow::Cow;
 
 use super::streams::enqueue;
 use super::Session;
@@ -187,7 +187,7 @@ impl Session {
                 let f = Frame::GoAway {
                     code: *code,
                     streams: self.streams.opened_local,
-                    reason: Bytes::copy_from_slice(reason.as_bytes()),
+                    reason: Cow::Borrowed(reason.as_bytes()),
                 };
                 if room(buf, &f) {
                     f.encode(buf);

@@ -5,8 +5,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-
 use super::error::{transport_error, TransportError};
 use super::{Session, State};
 use crate::frame::{Frame, Frames};
@@ -16,7 +14,8 @@ use crate::stream::StreamId;
 
 impl Session {
     /// Handles a data packet addressed to this session. `datagram` is the whole
-    /// datagram; the header has been parsed already.
+    /// datagram, opened in place; the header has been parsed already. Nothing keeps
+    /// a reference to it: stream data are copied into their streams' buffers.
     /// `scratch` is the endpoint's, reused for every ACK frame: processing one then
     /// allocates nothing, and idle sessions keep no vectors of their own for it.
     pub(crate) fn handle_data(
@@ -24,7 +23,7 @@ impl Session {
         now: Instant,
         remote: SocketAddr,
         number: u64,
-        mut datagram: BytesMut,
+        datagram: &mut [u8],
         scratch: &mut AckOutcome,
     ) {
         self.now = self.now.max(now);
@@ -40,7 +39,7 @@ impl Session {
             self.stats.packets_dropped += 1;
             return;
         }
-        let Some(plain) = self.open_packet(now, number, &mut datagram) else {
+        let Some(plain) = self.open_packet(now, number, datagram) else {
             return;
         };
         let largest_before = self.replay.largest();
@@ -69,9 +68,7 @@ impl Session {
         let out_of_order = largest_before.is_some_and(|l| number != l + 1);
         self.ack.on_packet(now, number, largest_before);
 
-        let payload = datagram
-            .freeze()
-            .slice(DATA_HEADER_LEN..DATA_HEADER_LEN + plain);
+        let payload = &datagram[DATA_HEADER_LEN..DATA_HEADER_LEN + plain];
         let mut eliciting = false;
         for frame in Frames::new(payload) {
             let frame = match frame {
@@ -105,7 +102,7 @@ impl Session {
         &mut self,
         now: Instant,
         remote: SocketAddr,
-        frame: Frame,
+        frame: Frame<'_>,
         out: &mut AckOutcome,
     ) -> Result<(), TransportError> {
         match frame {

@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 use super::error::StreamError;
 use super::streams::enqueue;
 use super::{Session, Side, State};
-use crate::stream::StreamId;
+use crate::stream::{RecvBuffer, StreamId};
 
 impl Session {
     /// Opens a stream.
@@ -148,8 +148,35 @@ impl Session {
         Ok(())
     }
 
-    /// Reads up to `max` in-order bytes. `Ok(None)` is the end of the stream.
+    /// Reads up to `max` in-order bytes, without a copy. `Ok(None)` is the end of the
+    /// stream.
     pub fn read(&mut self, id: StreamId, max: usize) -> Result<Option<Bytes>, StreamError> {
+        self.read_by(id, |r| r.read(max).map(|d| (d.len(), d)))
+    }
+
+    /// Copies up to `max` in-order bytes into `buf`: every byte that is ready, in one
+    /// call, reserving room only for bytes that are here. `Ok(None)` is the end of the
+    /// stream; an empty stream that is not at its end is `Blocked`, as for `read`.
+    pub fn read_into(
+        &mut self,
+        id: StreamId,
+        max: usize,
+        buf: &mut BytesMut,
+    ) -> Result<Option<usize>, StreamError> {
+        self.read_by(id, |r| {
+            let n = r.read_into(max, buf);
+            (n > 0).then_some((n, n))
+        })
+    }
+
+    /// The reads' common part: `take` takes bytes from the stream's buffer and says
+    /// how many; the end of the stream, a reset and a closed session are reported
+    /// once nothing is left to take.
+    fn read_by<T>(
+        &mut self,
+        id: StreamId,
+        take: impl FnOnce(&mut RecvBuffer) -> Option<(usize, T)>,
+    ) -> Result<Option<T>, StreamError> {
         let closed = self.is_closed();
         let st = self
             .streams
@@ -161,10 +188,9 @@ impl Session {
             self.maybe_remove_stream(id);
             return Err(StreamError::Reset(code));
         }
-        if let Some(data) = st.recv.read(max) {
-            let n = data.len() as u64;
-            self.flow.data_read += n;
-            self.stats.stream_bytes_received += n;
+        if let Some((n, data)) = take(&mut st.recv) {
+            self.flow.data_read += n as u64;
+            self.stats.stream_bytes_received += n as u64;
             self.after_read(id);
             return Ok(Some(data));
         }
@@ -180,44 +206,6 @@ impl Session {
             return Err(StreamError::SessionClosed);
         }
         Err(StreamError::Blocked)
-    }
-
-    /// Copies up to `max` in-order bytes into `buf`, as many arrived packets' worth as
-    /// are ready (one call where [`Session::read`] takes one per packet), reserving
-    /// room only for bytes that are here. `Ok(None)` is the end of the stream; an empty
-    /// stream that is not at its end is `Blocked`, as for `read`.
-    pub fn read_into(
-        &mut self,
-        id: StreamId,
-        max: usize,
-        buf: &mut BytesMut,
-    ) -> Result<Option<usize>, StreamError> {
-        let Some(first) = self.read(id, max)? else {
-            return Ok(None);
-        };
-        let mut n = first.len();
-        let Some(st) = self.streams.map.get_mut(&id) else {
-            buf.extend_from_slice(&first);
-            return Ok(Some(n));
-        };
-        let more = st.recv.ready_len().min((max - n) as u64) as usize;
-        buf.reserve(n + more);
-        buf.extend_from_slice(&first);
-        let mut rest = 0;
-        while n < max {
-            let Some(d) = st.recv.read(max - n) else {
-                break;
-            };
-            buf.extend_from_slice(&d);
-            n += d.len();
-            rest += d.len() as u64;
-        }
-        if rest > 0 {
-            self.flow.data_read += rest;
-            self.stats.stream_bytes_received += rest;
-            self.after_read(id);
-        }
-        Ok(Some(n))
     }
 
     /// True while a control frame is owed to the peer (credit, a stream limit, a

@@ -188,7 +188,7 @@ impl Session {
     }
 
     /// A STREAM frame.
-    pub(super) fn on_stream_frame(&mut self, f: StreamFrame) -> Result<(), TransportError> {
+    pub(super) fn on_stream_frame(&mut self, f: StreamFrame<'_>) -> Result<(), TransportError> {
         let id = StreamId(f.id);
         if !self.ensure_remote_stream(id)? {
             return Ok(());
@@ -232,7 +232,7 @@ impl Session {
             return Ok(());
         }
         let before = st.recv.held();
-        st.recv.insert(f.offset, f.data);
+        st.recv.insert(f.offset, &f.data);
         self.flow.on_fragments(before, st.recv.held())?;
         if st.final_size.is_some() {
             self.pending.max_stream_data.remove(&id);

@@ -389,7 +389,7 @@ fn an_ack_of_a_packet_never_sent_closes_the_session() {
 #[test]
 fn tiny_out_of_order_fragments_are_bounded_in_memory() {
     // A peer sends one byte per packet, every other offset, never the first: nothing is
-    // ever readable, and each fragment would keep its whole receive block alive.
+    // ever readable, and each fragment costs its map node on top of its byte.
     let mut sim = instant_pair(TransportConfig::default());
     let client_addr = sim.client().addr;
     let id = sim.client_mut().session().open_stream().expect("open");

@@ -11,7 +11,6 @@ use super::app::App;
 use crate::{
     ClientConfig, Endpoint, EndpointConfig, PrivateKey, ServerConfig, Session, SessionHandle,
 };
-use bytes::BytesMut;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -398,7 +397,7 @@ impl Sim {
     /// happens.
     pub fn handle_now(&mut self, from: SocketAddr, to: usize, data: &[u8]) {
         let now = self.now;
-        self.nodes[to].ep.handle(now, from, BytesMut::from(data));
+        self.nodes[to].ep.handle(now, from, &mut data.to_vec());
     }
 
     /// Injects a datagram as if `from` had sent it to node `to`, arriving now.
@@ -424,7 +423,7 @@ impl Sim {
         }
     }
 
-    fn deliver(&mut self, p: Packet) {
+    fn deliver(&mut self, mut p: Packet) {
         // Rebound client: packets to its new address reach it.
         let mut to = p.to;
         if let Some((node, at, new)) = self.rebind {
@@ -436,7 +435,7 @@ impl Sim {
             }
         }
         if let Some(n) = self.nodes.iter_mut().find(|n| n.addr == to) {
-            n.ep.handle(self.now, p.from, BytesMut::from(&p.data[..]));
+            n.ep.handle(self.now, p.from, &mut p.data);
         }
     }
 
