@@ -196,10 +196,9 @@ pub struct RecvBuffer {
     ready: VecDeque<BytesMut>,
     /// Offset just past `ready`.
     ready_end: u64,
-    /// Non-overlapping out-of-order chunks, all above `ready_end`, keyed by offset.
+    /// Non-overlapping out-of-order chunks, all above `ready_end`, keyed by offset:
+    /// with `[0, ready_end)`, every offset received so far.
     chunks: BTreeMap<u64, BytesMut>,
-    /// Offsets received so far (including those already read).
-    received: RangeSet,
     /// Next offset to hand to the application.
     read: u64,
     /// Highest offset received, plus one.
@@ -225,10 +224,11 @@ impl RecvBuffer {
     /// Stores a copy of `data` at `offset`, ignoring bytes already received. Returns
     /// the number of bytes that were new.
     pub fn insert(&mut self, offset: u64, data: &[u8]) -> u64 {
+        // Every byte below `ready_end` was received (read, or waiting in `ready`).
         let mut offset = offset;
         let mut data = data;
-        if offset < self.read {
-            let skip = (self.read - offset).min(data.len() as u64);
+        if offset < self.ready_end {
+            let skip = (self.ready_end - offset).min(data.len() as u64);
             data = &data[skip as usize..];
             offset += skip;
         }
@@ -238,14 +238,26 @@ impl RecvBuffer {
         let end = offset + data.len() as u64;
         self.max_received = self.max_received.max(end);
         if offset == self.ready_end && self.chunks.is_empty() {
-            // In order, with nothing received beyond (every byte received above
-            // `ready_end` is in `chunks`): the common case, no gap search.
+            // In order, with nothing received beyond: the common case.
             self.append_ready(data);
-            self.received.insert(offset..end);
             return data.len() as u64;
         }
-        // Find the gaps of [offset, end) not yet received; store each.
-        let have: Vec<Range<u64>> = self.received.intersecting(offset..end).collect();
+        // Above `ready_end`, what was received is the out-of-order chunks: store the
+        // gaps of [offset, end) between them.
+        let before = self
+            .chunks
+            .range(..offset)
+            .next_back()
+            .map(|(&s, c)| s..s + c.len() as u64)
+            .filter(|r| r.end > offset);
+        let have: Vec<Range<u64>> = before
+            .into_iter()
+            .chain(
+                self.chunks
+                    .range(offset..end)
+                    .map(|(&s, c)| s..s + c.len() as u64),
+            )
+            .collect();
         let mut new = 0;
         let mut at = offset;
         for h in have.into_iter().chain(std::iter::once(end..end)) {
@@ -256,7 +268,6 @@ impl RecvBuffer {
             }
             at = at.max(h.end);
         }
-        self.received.insert(offset..end);
         new
     }
 
@@ -390,9 +401,6 @@ impl RecvBuffer {
         self.read = self.read.max(end);
         self.ready_end = self.read;
         self.max_received = self.max_received.max(end);
-        if self.read > 0 {
-            self.received.insert(0..self.read);
-        }
     }
 }
 
