@@ -10,6 +10,7 @@
 mod coding;
 mod config;
 mod congestion;
+mod datagram;
 mod endpoint;
 mod frame;
 mod handshake;

@@ -7,6 +7,9 @@
 //! ```
 //! All integers big-endian. See `docs/PROTOCOL.md` for the long-packet bodies.
 
+use std::ops::DerefMut;
+
+use bytes::BufMut;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::hkdf;
 use zeroize::Zeroizing;
@@ -91,10 +94,10 @@ pub fn key_phase(datagram: &[u8]) -> bool {
 }
 
 /// Writes a data packet header; `phase` is the sender's key phase bit.
-pub fn encode_data_header(buf: &mut Vec<u8>, dst: u64, number: u64, phase: bool) {
-    buf.push(DATA_PACKET | if phase { KEY_PHASE } else { 0 });
-    buf.extend_from_slice(&dst.to_be_bytes());
-    buf.extend_from_slice(&number.to_be_bytes());
+pub fn encode_data_header<B: BufMut>(buf: &mut B, dst: u64, number: u64, phase: bool) {
+    buf.put_u8(DATA_PACKET | if phase { KEY_PHASE } else { 0 });
+    buf.put_u64(dst);
+    buf.put_u64(number);
 }
 
 /// Writes a long packet header.
@@ -152,14 +155,17 @@ impl PacketKey {
 
     /// Encrypts `packet[header_len..]` in place and appends the tag. The header is
     /// authenticated as associated data.
-    pub fn seal(&self, number: u64, packet: &mut Vec<u8>, header_len: usize) {
+    pub fn seal<P>(&self, number: u64, packet: &mut P, header_len: usize)
+    where
+        P: DerefMut<Target = [u8]> + BufMut,
+    {
         let (header, payload) = packet.split_at_mut(header_len);
         let tag = self
             .0
             .seal_in_place_separate_tag(nonce(number), Aad::from(&*header), payload)
             // ring fails only for inputs beyond 2^38 bytes; a datagram never is.
             .expect("datagram-sized payload");
-        packet.extend_from_slice(tag.as_ref());
+        packet.put_slice(tag.as_ref());
     }
 
     /// Decrypts `packet[header_len..]` in place; returns the plaintext length.
@@ -225,7 +231,10 @@ impl PacketKeys {
     }
 
     /// Seals with this phase's sending key (see [`PacketKey::seal`]).
-    pub fn seal(&self, number: u64, packet: &mut Vec<u8>, header_len: usize) {
+    pub fn seal<P>(&self, number: u64, packet: &mut P, header_len: usize)
+    where
+        P: DerefMut<Target = [u8]> + BufMut,
+    {
         self.seal.seal(number, packet, header_len);
     }
 

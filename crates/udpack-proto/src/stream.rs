@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::range_set::RangeSet;
 
@@ -116,7 +116,7 @@ impl SendBuffer {
 
     /// Copies the bytes of `range` (which must have been written and not acknowledged
     /// and dropped) into `out`.
-    pub fn copy_range(&self, range: Range<u64>, out: &mut Vec<u8>) {
+    pub fn copy_range<B: BufMut>(&self, range: Range<u64>, out: &mut B) {
         let start_chunk = self
             .chunks
             .partition_point(|(off, data)| off + data.len() as u64 <= range.start);
@@ -127,7 +127,7 @@ impl SendBuffer {
             }
             let from = (at - off) as usize;
             let to = ((range.end - off) as usize).min(data.len());
-            out.extend_from_slice(&data[from..to]);
+            out.put_slice(&data[from..to]);
             at = off + to as u64;
         }
     }

@@ -477,3 +477,51 @@ fn unread_data_holds_its_own_bytes_not_the_datagrams_it_came_in() {
     );
     assert_open(&sim, "at the end");
 }
+
+#[test]
+fn datagrams_appended_to_one_buffer_are_each_a_whole_packet() {
+    // What the runtime does for a GSO batch: every datagram written in place after the
+    // ones before it. Each must be a complete packet the peer opens and uses.
+    let mut sim = Pair::new(60, LinkParams::new(Duration::from_millis(10), 100_000_000))
+        .passive()
+        .connected();
+    let id = session(&mut sim, 1).open_stream().expect("open");
+    // Within what the first flight may carry, so that all of it goes out at once.
+    let len = 8_000;
+    assert_eq!(write(&mut sim, 1, id, 5, len), len);
+    let now = sim.now;
+    let mut batch = b"earlier bytes".to_vec();
+    let mut datagrams = Vec::new();
+    while let Some(t) = sim.nodes[1].ep.poll_transmit_append(now, &mut batch) {
+        let start = batch.len() - t.size;
+        datagrams.push((start, t.size));
+    }
+    assert!(
+        datagrams.len() >= len / 1452,
+        "{} datagrams",
+        datagrams.len()
+    );
+    assert_eq!(&batch[..13], b"earlier bytes", "what was there stays");
+    let end = datagrams.last().map_or(0, |&(s, n)| s + n);
+    assert_eq!(batch.len(), end, "nothing appended after the last datagram");
+    let from = sim.nodes[1].addr;
+    let before = sim.nodes[0].session().stats();
+    for &(start, size) in &datagrams {
+        sim.handle_now(from, 0, &batch[start..start + size]);
+    }
+    let after = sim.nodes[0].session().stats();
+    assert_eq!(
+        after.packets_received - before.packets_received,
+        datagrams.len() as u64,
+        "every datagram opened"
+    );
+    assert_eq!(after.packets_dropped, before.packets_dropped);
+    let mut buf = bytes::BytesMut::new();
+    let n = session(&mut sim, 0)
+        .read_into(id, usize::MAX, &mut buf)
+        .expect("read_into");
+    assert_eq!(n, Some(len));
+    let mut expect = vec![0u8; len];
+    fill_pattern(5, 0, &mut expect);
+    assert!(buf[..] == expect[..], "the bytes, in order");
+}

@@ -31,8 +31,6 @@ pub(crate) struct Driver {
     socket: Socket,
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
-    /// Scratch for one datagram from the state machine.
-    scratch: Vec<u8>,
     /// Datagrams waiting to be sent: their bytes back to back, and (destination, size).
     out: Vec<u8>,
     out_meta: Vec<(SocketAddr, usize)>,
@@ -51,7 +49,6 @@ impl Driver {
             socket,
             timer: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
             timer_at: None,
-            scratch: Vec::with_capacity(2048),
             out: Vec::with_capacity(SEND_QUEUE * 1500),
             out_meta: Vec::with_capacity(SEND_QUEUE),
             out_sent: 0,
@@ -103,12 +100,10 @@ impl Driver {
             self.out_meta.clear();
             self.out_sent = 0;
             self.out_sent_bytes = 0;
+            // Each datagram is written in place at the end of the batch.
             while self.out_meta.len() < SEND_QUEUE {
-                match st.proto.poll_transmit(now, &mut self.scratch) {
-                    Some(t) => {
-                        self.out.extend_from_slice(&self.scratch[..t.size]);
-                        self.out_meta.push((t.destination, t.size));
-                    }
+                match st.proto.poll_transmit_append(now, &mut self.out) {
+                    Some(t) => self.out_meta.push((t.destination, t.size)),
                     None => break,
                 }
             }

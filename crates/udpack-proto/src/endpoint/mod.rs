@@ -30,6 +30,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
 use crate::config::{ClientConfig, ServerConfig};
+use crate::datagram::DatagramBuf;
 use crate::handshake::BODY_OFFSET;
 use crate::packet::{long, Header};
 use crate::recovery::AckOutcome;
@@ -445,10 +446,20 @@ impl Endpoint {
         self.process_touched();
     }
 
-    /// Writes the next datagram to send into `buf`; sessions take turns.
+    /// Writes the next datagram to send into `buf` (cleared first); sessions take
+    /// turns.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        buf.clear();
+        self.poll_transmit_append(now, buf)
+    }
+
+    /// Appends the next datagram to send to `out`, which keeps what it held: the
+    /// datagram is `out[len before..][..size]`, and nothing is appended when there is
+    /// none. What a runtime uses to gather a batch (GSO) in one buffer, writing each
+    /// datagram in place.
+    pub fn poll_transmit_append(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<Transmit> {
+        let mut buf = DatagramBuf::new(out);
         if let Some((to, data)) = self.stateless.pop_front() {
-            buf.clear();
             buf.extend_from_slice(&data);
             self.stats.datagrams_sent += 1;
             self.stats.bytes_sent += data.len() as u64;
@@ -462,7 +473,7 @@ impl Endpoint {
             let Some(e) = self.sessions.get_mut(&sid) else {
                 continue;
             };
-            match e.session.poll_transmit(now, buf) {
+            match e.session.poll_transmit_into(now, &mut buf) {
                 Some(t) => {
                     self.ready.push_back(sid);
                     self.stats.datagrams_sent += 1;

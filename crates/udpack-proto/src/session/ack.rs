@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::datagram::DatagramBuf;
 use crate::frame::{encode_ack, MAX_ACK_RANGES};
 use crate::packet::ReplayWindow;
 use crate::range_set::RangeSet;
@@ -92,7 +93,13 @@ impl AckState {
     /// Writes an ACK frame into a packet that goes out anyway, if one is owed: only when
     /// something that asks for one arrived, so the peer's own ACK-only packets are never
     /// acknowledged. Returns the largest number acknowledged.
-    pub fn write(&self, buf: &mut Vec<u8>, now: Instant, room: usize, due: bool) -> Option<u64> {
+    pub fn write(
+        &self,
+        buf: &mut DatagramBuf<'_>,
+        now: Instant,
+        room: usize,
+        due: bool,
+    ) -> Option<u64> {
         #[cfg(test)]
         if self.never_ack {
             return None;
@@ -106,7 +113,7 @@ impl AckState {
     }
 
     /// The last ACK, carried by a CLOSE packet: the peer learns its final data arrived.
-    pub fn write_final(&self, buf: &mut Vec<u8>, now: Instant) {
+    pub fn write_final(&self, buf: &mut DatagramBuf<'_>, now: Instant) {
         encode_ack(buf, &self.received, self.delay_micros(now), CLOSE_ACK_ROOM);
     }
 

@@ -13,6 +13,7 @@ use std::borrow::Cow;
 
 use super::error::CloseReason;
 use super::{Event, Session, State, Transmit};
+use crate::datagram::DatagramBuf;
 use crate::frame::{Frame, MAX_REASON_LEN};
 
 /// Shortest time a closing or draining session lingers: long enough for the peer's
@@ -183,7 +184,11 @@ impl Session {
     }
 
     /// A CLOSE (with our last ACK), when one is owed or a repeat is due.
-    pub(super) fn transmit_close(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+    pub(super) fn transmit_close(
+        &mut self,
+        now: Instant,
+        buf: &mut DatagramBuf<'_>,
+    ) -> Option<Transmit> {
         if self.close.repeat_at.is_some_and(|t| now >= t) {
             let linger = self.close_linger();
             let c = &mut self.close;

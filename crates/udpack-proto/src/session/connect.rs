@@ -18,6 +18,7 @@ use super::key_update::SessionKeys;
 use super::{Event, Session, Side, State, Transmit};
 use crate::coding::Reader;
 use crate::config::{ClientConfig, TransportConfig};
+use crate::datagram::DatagramBuf;
 use crate::handshake::{
     hello_cookie, hello_digest, read_cookie_answer, set_hello_cookie, ClientHandshake, Reply,
     TransportParams, HELLO_DIGEST_LEN,
@@ -240,7 +241,11 @@ impl Session {
     }
 
     /// The hello, when it is due again (client, Handshake).
-    pub(super) fn transmit_hello(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+    pub(super) fn transmit_hello(
+        &mut self,
+        now: Instant,
+        buf: &mut DatagramBuf<'_>,
+    ) -> Option<Transmit> {
         let c = &mut self.connect;
         if c.hello_due.is_none_or(|t| now < t) {
             return None;
@@ -253,7 +258,7 @@ impl Session {
 
     /// The cached reply, when a repeated hello asked for it and the amplification limit
     /// allows it (server).
-    pub(super) fn transmit_reply(&mut self, buf: &mut Vec<u8>) -> Option<Transmit> {
+    pub(super) fn transmit_reply(&mut self, buf: &mut DatagramBuf<'_>) -> Option<Transmit> {
         if !self.connect.reply_due {
             return None;
         }

@@ -20,7 +20,10 @@
 //! arrives and kept: an idle session holds no extra key schedule, and the phase bit is
 //! in clear anyway, so the time the derivation takes tells an observer nothing new.
 
+use std::ops::DerefMut;
 use std::time::{Duration, Instant};
+
+use bytes::BufMut;
 
 use super::error::transport_error;
 use super::Session;
@@ -127,7 +130,10 @@ impl SessionKeys {
     }
 
     /// Seals with the current sending key and counts the use.
-    pub fn seal(&mut self, number: u64, packet: &mut Vec<u8>, header_len: usize) {
+    pub fn seal<P>(&mut self, number: u64, packet: &mut P, header_len: usize)
+    where
+        P: DerefMut<Target = [u8]> + BufMut,
+    {
         self.current.seal(number, packet, header_len);
         self.sealed += 1;
         self.send_start.get_or_insert(number);

@@ -58,6 +58,7 @@ pub use error::{transport_error, CloseReason, HandshakeError, StreamError};
 
 use crate::config::TransportConfig;
 use crate::congestion::{Controller, DeliveryRate, Pacer};
+use crate::datagram::DatagramBuf;
 use crate::endpoint::TokenId;
 use crate::handshake::TransportParams;
 use crate::packet::ReplayWindow;
@@ -329,15 +330,26 @@ impl Session {
 
     // ---- output ----------------------------------------------------------------
 
-    /// Writes the next datagram to send into `buf`, if there is one now.
+    /// Writes the next datagram to send into `buf` (cleared first), if there is one
+    /// now.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
-        self.now = self.now.max(now);
         buf.clear();
+        self.poll_transmit_into(now, &mut DatagramBuf::new(buf))
+    }
+
+    /// Writes the next datagram into `buf`, if there is one now; leaves it empty
+    /// otherwise.
+    pub(crate) fn poll_transmit_into(
+        &mut self,
+        now: Instant,
+        buf: &mut DatagramBuf<'_>,
+    ) -> Option<Transmit> {
+        self.now = self.now.max(now);
         if self.state == State::Established {
             self.check_send_limits(now);
             self.check_key_limits(now);
         }
-        match self.state {
+        let t = match self.state {
             State::Handshake => self.transmit_hello(now, buf),
             State::Closing { .. } => self.transmit_close(now, buf),
             State::Draining { .. } | State::Drained => None,
@@ -345,6 +357,10 @@ impl Session {
                 .transmit_reply(buf)
                 .or_else(|| self.transmit_probe(now, buf))
                 .or_else(|| self.transmit_data(now, buf)),
+        };
+        if t.is_none() {
+            buf.clear();
         }
+        t
     }
 }

@@ -10,6 +10,7 @@ use std::time::Instant;
 use super::error::transport_error;
 use super::pending::SentFrames;
 use super::{Session, Transmit};
+use crate::datagram::DatagramBuf;
 use crate::packet::{encode_data_header, DATA_HEADER_LEN};
 use crate::recovery::{SentPacket, PACKET_NUMBER_LIMIT};
 
@@ -78,7 +79,7 @@ impl Session {
 
     /// Writes the header of the next packet into `buf`; returns its number. `None`
     /// before the session has keys.
-    pub(super) fn begin_packet(&self, buf: &mut Vec<u8>) -> Option<u64> {
+    pub(super) fn begin_packet(&self, buf: &mut DatagramBuf<'_>) -> Option<u64> {
         let keys = self.keys.as_ref()?;
         let pn = self.recovery.next_packet_number();
         if pn >= PACKET_NUMBER_LIMIT || !keys.can_seal() {
@@ -94,7 +95,7 @@ impl Session {
     pub(super) fn finish_packet(
         &mut self,
         now: Instant,
-        buf: &mut Vec<u8>,
+        buf: &mut DatagramBuf<'_>,
         pn: u64,
         destination: SocketAddr,
         sent: Sent,

@@ -9,6 +9,7 @@ use rand::RngCore;
 
 use super::packet_builder::Sent;
 use super::{Session, Transmit};
+use crate::datagram::DatagramBuf;
 use crate::frame::Frame;
 use crate::packet::{DATA_HEADER_LEN, TAG_LEN};
 
@@ -143,7 +144,11 @@ impl Session {
 
     /// A PATH_CHALLENGE (with a PATH_RESPONSE if one is owed) to an address being
     /// validated.
-    pub(super) fn transmit_probe(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+    pub(super) fn transmit_probe(
+        &mut self,
+        now: Instant,
+        buf: &mut DatagramBuf<'_>,
+    ) -> Option<Transmit> {
         let pto = self.recovery.rtt.pto(self.config.max_ack_delay);
         let probe = self.path.probe.as_mut()?;
         if now < probe.next_send {

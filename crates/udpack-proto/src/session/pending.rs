@@ -10,6 +10,7 @@ use std::borrow::Cow;
 
 use super::streams::enqueue;
 use super::Session;
+use crate::datagram::DatagramBuf;
 use crate::frame::Frame;
 use crate::stream::StreamId;
 
@@ -89,7 +90,7 @@ impl Session {
     /// goes out even when the congestion window is full (see `transmit_data`): the
     /// peer's move to a new address waits for it, and its challenges do not wait for
     /// ever.
-    pub(super) fn write_path_response(&mut self, buf: &mut Vec<u8>, max: usize) -> bool {
+    pub(super) fn write_path_response(&mut self, buf: &mut DatagramBuf<'_>, max: usize) -> bool {
         let Some((data, addr)) = self.pending.path_response else {
             return false;
         };
@@ -110,12 +111,12 @@ impl Session {
     /// written.
     pub(super) fn write_control_frames(
         &mut self,
-        buf: &mut Vec<u8>,
+        buf: &mut DatagramBuf<'_>,
         max: usize,
         sent: &mut SentFrames,
     ) -> bool {
         let start = buf.len();
-        let room = |buf: &Vec<u8>, f: &Frame| buf.len() + f.encoded_len() <= max;
+        let room = |buf: &DatagramBuf<'_>, f: &Frame| buf.len() + f.encoded_len() <= max;
         self.write_path_response(buf, max);
         if self.pending.max_data {
             let f = Frame::MaxData(self.flow.credit.limit());

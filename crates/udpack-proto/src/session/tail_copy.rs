@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::pending::{SentFrames, StreamRange};
 use super::Session;
+use crate::datagram::DatagramBuf;
 use crate::frame::StreamFrame;
 
 /// Loss a tail aims at after its copies: the fewest copies that reach it are sent.
@@ -307,7 +308,7 @@ impl Session {
     pub(super) fn write_due_copy(
         &mut self,
         now: Instant,
-        buf: &mut Vec<u8>,
+        buf: &mut DatagramBuf<'_>,
         max: usize,
         frames: &mut SentFrames,
     ) -> Option<u64> {

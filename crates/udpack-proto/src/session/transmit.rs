@@ -12,6 +12,7 @@ use super::pending::{SentFrames, StreamRange};
 use super::streams::enqueue;
 use super::{Session, Transmit};
 use crate::config::TransportConfig;
+use crate::datagram::DatagramBuf;
 use crate::frame::{Frame, StreamFrame};
 use crate::handshake::TransportParams;
 use crate::packet::{DATA_HEADER_LEN, TAG_LEN};
@@ -57,7 +58,11 @@ pub(crate) fn max_datagram(config: &TransportConfig, peer: Option<&TransportPara
 
 impl Session {
     /// The next data packet, if anything may and should go now.
-    pub(super) fn transmit_data(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+    pub(super) fn transmit_data(
+        &mut self,
+        now: Instant,
+        buf: &mut DatagramBuf<'_>,
+    ) -> Option<Transmit> {
         let mtu = max_datagram(&self.config, self.peer_params.as_ref());
         let mut limit = mtu;
         if !self.path.validated {
@@ -217,7 +222,7 @@ impl Session {
     /// Fills the rest of the packet with stream data, streams taken round-robin.
     fn write_stream_frames(
         &mut self,
-        buf: &mut Vec<u8>,
+        buf: &mut DatagramBuf<'_>,
         max: usize,
         sent: &mut SentFrames,
     ) -> bool {
