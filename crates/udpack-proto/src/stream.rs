@@ -187,18 +187,19 @@ impl SendBuffer {
 ///
 /// Every byte is copied once, on arrival, out of the datagram it came in and into
 /// memory this buffer owns: what a stream holds is what it was sent, never a larger
-/// block shared with other packets (see `docs/SECURITY.md`, receive memory).
+/// block shared with other packets (PROTOCOL.md §5.7).
 #[derive(Debug, Default)]
 pub struct RecvBuffer {
-    /// In-order bytes from `read` on, ready for the application, in segments. Data that
-    /// arrives in order (the common case) is appended to the last one: no map nodes and
-    /// no allocation per packet.
-    ready: VecDeque<BytesMut>,
+    /// In-order bytes from `read` on, ready for the application, in segments. Every
+    /// in-order byte, whether it arrived in order (the common case: no map nodes, no
+    /// allocation per packet) or filled a gap, is appended to the last one, so every
+    /// segment but the last is full.
+    ready: VecDeque<Segment>,
     /// Offset just past `ready`.
     ready_end: u64,
     /// Non-overlapping out-of-order chunks, all above `ready_end`, keyed by offset:
     /// with `[0, ready_end)`, every offset received so far.
-    chunks: BTreeMap<u64, BytesMut>,
+    chunks: BTreeMap<u64, Vec<u8>>,
     /// Next offset to hand to the application.
     read: u64,
     /// Highest offset received, plus one.
@@ -211,13 +212,21 @@ pub struct RecvBuffer {
     segment: usize,
 }
 
+/// One ready segment: its bytes, and the size of the allocation they are in (which
+/// reads shrink the view of, not the allocation).
+#[derive(Debug)]
+struct Segment {
+    bytes: BytesMut,
+    allocated: usize,
+}
+
 /// What one out-of-order chunk costs beyond its bytes (map node, handle), counted so
 /// that many tiny fragments cannot hold much more memory than their bytes suggest.
 pub const CHUNK_OVERHEAD: u64 = 64;
 
 /// Capacity of a stream's first ready segment.
 pub const RECV_SEGMENT_MIN: usize = 4 * 1024;
-/// Largest ready segment: bounds the room a stream holds beyond its unread bytes.
+/// Largest ready segment: a stream holds at most two segments beyond its unread bytes.
 pub const RECV_SEGMENT_MAX: usize = 64 * 1024;
 
 impl RecvBuffer {
@@ -276,7 +285,7 @@ impl RecvBuffer {
     fn store(&mut self, at: u64, piece: &[u8]) {
         if at != self.ready_end {
             self.held += piece.len() as u64 + CHUNK_OVERHEAD;
-            self.chunks.insert(at, BytesMut::from(piece));
+            self.chunks.insert(at, piece.to_vec());
             return;
         }
         self.append_ready(piece);
@@ -286,9 +295,11 @@ impl RecvBuffer {
             }
             let next = entry.remove();
             self.held -= next.len() as u64 + CHUNK_OVERHEAD;
-            self.ready_end += next.len() as u64;
-            // Already a copy of its own: it becomes a segment as it is.
-            self.ready.push_back(next);
+            // Copied into the segments rather than made a segment of its own: a small
+            // chunk as a segment would leave the room of the one before it unused and
+            // make the next byte open another (a peer alternating out-of-order and
+            // in-order bytes would then cost a segment for every two of them).
+            self.append_ready(&next);
         }
     }
 
@@ -298,20 +309,23 @@ impl RecvBuffer {
         self.ready_end += piece.len() as u64;
         while !piece.is_empty() {
             if let Some(back) = self.ready.back_mut() {
-                let room = back.capacity() - back.len();
+                let room = back.bytes.capacity() - back.bytes.len();
                 if room > 0 {
                     let n = room.min(piece.len());
-                    back.extend_from_slice(&piece[..n]);
+                    back.bytes.extend_from_slice(&piece[..n]);
                     piece = &piece[n..];
                     continue;
                 }
-                if back.is_empty() {
+                if back.bytes.is_empty() {
                     // Read to its end: it gives way to the new segment.
                     self.ready.pop_back();
                 }
             }
             self.segment = (self.segment * 2).clamp(RECV_SEGMENT_MIN, RECV_SEGMENT_MAX);
-            self.ready.push_back(BytesMut::with_capacity(self.segment));
+            self.ready.push_back(Segment {
+                bytes: BytesMut::with_capacity(self.segment),
+                allocated: self.segment,
+            });
         }
     }
 
@@ -320,11 +334,12 @@ impl RecvBuffer {
         self.held
     }
 
-    /// All the memory this buffer holds for bytes not yet read: the ready segments'
-    /// capacity (a segment part of which was read without a copy counts whole) and
-    /// the out-of-order chunks with their overhead.
+    /// All the memory this buffer holds: its ready segments' allocations (a segment
+    /// partly read counts whole) and the out-of-order chunks with their overhead.
+    /// Every segment but the first and the last is full of unread bytes, so this is at
+    /// most the unread bytes, two segments and the chunks' overhead.
     pub fn memory(&self) -> u64 {
-        self.ready.iter().map(|s| s.capacity() as u64).sum::<u64>() + self.held
+        self.ready.iter().map(|s| s.allocated as u64).sum::<u64>() + self.held
     }
 
     /// The next in-order bytes, at most `max` of them, without a copy (they share the
@@ -334,7 +349,7 @@ impl RecvBuffer {
             return None;
         }
         let last = self.ready.len() == 1;
-        let front = self.ready.front_mut()?;
+        let front = &mut self.ready.front_mut()?.bytes;
         if front.is_empty() {
             // Only the last segment is ever empty (read to its end, with room left).
             return None;
@@ -342,7 +357,7 @@ impl RecvBuffer {
         let out = if front.len() > max {
             front.split_to(max)
         } else if !last {
-            self.ready.pop_front()?
+            self.ready.pop_front()?.bytes
         } else {
             // The last segment: its room stays for the bytes still to come.
             front.split()
@@ -360,6 +375,7 @@ impl RecvBuffer {
             let Some(front) = self.ready.front_mut() else {
                 break;
             };
+            let front = &mut front.bytes;
             let take = front.len().min(want - n);
             buf.extend_from_slice(&front[..take]);
             front.advance(take);
@@ -502,11 +518,36 @@ mod tests {
         assert_eq!(r.read(100).as_deref(), Some(&b"more"[..]));
     }
 
+    #[test]
+    fn filling_gaps_one_byte_at_a_time_costs_no_segment_per_gap() {
+        // A peer alternates an out-of-order byte and the byte before it; the
+        // application reads nothing. Every gap filled must go into the segments'
+        // room, not open a segment of its own.
+        let mut r = RecvBuffer::default();
+        let pairs = 100_000u64;
+        for i in 0..pairs {
+            let at = 2 * i;
+            assert_eq!(r.insert(at + 1, &[1]), 1);
+            assert_eq!(r.insert(at, &[0]), 1);
+        }
+        let unread = 2 * pairs;
+        assert_eq!(r.ready_len(), unread);
+        assert_eq!(r.held(), 0);
+        assert!(
+            r.memory() <= unread + 2 * RECV_SEGMENT_MAX as u64,
+            "{} held for {unread} unread bytes",
+            r.memory()
+        );
+        let mut got = BytesMut::new();
+        assert_eq!(r.read_into(usize::MAX, &mut got) as u64, unread);
+        assert!(got.chunks(2).all(|p| p == [0, 1]));
+    }
+
     proptest! {
         #[test]
         fn recv_buffer_reassembles_any_order(
             pieces in proptest::collection::vec((0usize..20_000, 1usize..3000), 1..60),
-            reads in proptest::collection::vec((any::<bool>(), 1usize..9000), 1..20),
+            reads in proptest::collection::vec((0u8..3, 1usize..9000), 1..20),
         ) {
             let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
             let mut r = RecvBuffer::default();
@@ -517,29 +558,37 @@ mod tests {
                 let end = (off + len).min(data.len());
                 r.insert(off as u64, &data[off..end]);
                 covered.insert(off as u64..end as u64);
-                loop {
-                    let (copy, max) = reads.next().unwrap_or((false, 10));
-                    let n = if copy {
-                        r.read_into(max, &mut got)
-                    } else {
-                        r.read(max).map_or(0, |b| {
-                            got.extend_from_slice(&b);
-                            b.len()
-                        })
-                    };
-                    prop_assert!(n <= max);
-                    if n == 0 {
-                        break;
+                // 0: read nothing this time; 1: copy out; 2: read without a copy.
+                let (how, max) = reads.next().unwrap_or((1, 10));
+                if how > 0 {
+                    loop {
+                        let n = if how == 1 {
+                            r.read_into(max, &mut got)
+                        } else {
+                            r.read(max).map_or(0, |b| {
+                                got.extend_from_slice(&b);
+                                b.len()
+                            })
+                        };
+                        prop_assert!(n <= max);
+                        if n == 0 {
+                            break;
+                        }
                     }
                 }
                 let contiguous = covered.first().filter(|f| f.start == 0).map_or(0, |f| f.end);
-                prop_assert_eq!(got.len() as u64, contiguous);
-                prop_assert_eq!(r.read_offset(), contiguous);
+                prop_assert_eq!(r.ready_len(), contiguous - got.len() as u64);
+                prop_assert_eq!(r.read_offset(), got.len() as u64);
                 prop_assert_eq!(&got[..], &data[..got.len()]);
-                // Nothing unread is held beyond its bytes, the chunks' overhead and
-                // one segment's room.
-                let unread: u64 = covered.iter().map(|c| c.end - c.start).sum::<u64>() - contiguous;
-                prop_assert!(r.memory() <= unread + r.held() + RECV_SEGMENT_MAX as u64);
+                // Nothing is held beyond the unread bytes, two segments (the first,
+                // partly read, and the last, partly filled) and the chunks' overhead.
+                let received: u64 = covered.iter().map(|c| c.end - c.start).sum();
+                let unread = received - got.len() as u64;
+                let chunks_overhead = r.held().saturating_sub(received - contiguous);
+                prop_assert!(
+                    r.memory() <= unread + chunks_overhead + 2 * RECV_SEGMENT_MAX as u64,
+                    "{} for {} unread", r.memory(), unread
+                );
             }
         }
     }

@@ -139,9 +139,8 @@ pub struct SessionStats {
     pub pacing_rate: u64,
     /// Latest delivery-rate sample in bytes per second.
     pub delivery_rate: u64,
-    /// Memory the session's receive buffers hold for bytes not yet read: at most the
-    /// unread bytes plus one segment's room per stream, and the out-of-order chunks
-    /// with their overhead (`docs/SECURITY.md`, receive memory).
+    /// Memory the session's receive buffers hold: at most the unread bytes plus two
+    /// segments per stream, and the out-of-order chunks' overhead (PROTOCOL.md §5.7).
     pub receive_memory: u64,
 }
 
