@@ -74,6 +74,13 @@ enum Command {
         /// with `busy`. 0: no limit.
         #[arg(long, default_value_t = serve::DEFAULT_MAX_UPLOADS_PER_TOKEN)]
         max_uploads_per_token: usize,
+        /// Close a channel that sends no offer within this long (s, m, h, d).
+        #[arg(long, value_parser = serve::parse_age, default_value = "30s")]
+        offer_timeout: Duration,
+        /// Abandon an upload (keeping its part) when the client takes no answer for
+        /// this long (s, m, h, d): a client that stops reading.
+        #[arg(long, value_parser = serve::parse_age, default_value = "30s")]
+        reply_timeout: Duration,
         /// Write udpack.log, udpack.io.log and server.log here.
         #[arg(long)]
         log_dir: Option<PathBuf>,
@@ -224,6 +231,8 @@ async fn run(command: Command, log_guard: &mut Option<LogGuard>) -> Result<(), C
             part_max_age,
             max_sessions_per_token,
             max_uploads_per_token,
+            offer_timeout,
+            reply_timeout,
             log_dir,
             verbose,
         } => {
@@ -241,6 +250,8 @@ async fn run(command: Command, log_guard: &mut Option<LogGuard>) -> Result<(), C
                     part_max_age,
                     max_sessions_per_token,
                     max_uploads_per_token,
+                    offer_timeout,
+                    reply_timeout,
                 },
             };
             commands::serve(args, shutdown::signal).await

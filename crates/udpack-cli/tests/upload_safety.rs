@@ -422,7 +422,7 @@ fn a_token_gets_its_share_of_sessions_and_uploads_only() {
 }
 
 #[test]
-fn serve_help_shows_the_per_token_limits_and_their_defaults() {
+fn serve_help_shows_the_per_token_limits_the_timeouts_and_their_defaults() {
     let out = Command::new(assert_cmd::cargo::cargo_bin("udpack"))
         .args(["serve", "--help"])
         .output()
@@ -432,6 +432,8 @@ fn serve_help_shows_the_per_token_limits_and_their_defaults() {
     for (flag, default) in [
         ("--max-sessions-per-token", "[default: 1024]"),
         ("--max-uploads-per-token", "[default: 256]"),
+        ("--offer-timeout", "[default: 30s]"),
+        ("--reply-timeout", "[default: 30s]"),
     ] {
         let at = help
             .find(flag)
@@ -440,4 +442,46 @@ fn serve_help_shows_the_per_token_limits_and_their_defaults() {
         let next = rest[2..].find(" --").map_or(rest.len(), |i| i + 2);
         assert!(rest[..next].contains(default), "{flag}: {}", &rest[..next]);
     }
+}
+
+#[test]
+fn a_channel_that_sends_no_offer_is_closed_after_the_offer_timeout() {
+    let mut env = Env::new();
+    env.serve(&["--offer-timeout", "1s"]);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (client, socket) = env.connect().await;
+        // Two bytes of a frame header and no more: the server has a channel (and a
+        // task) for it, but never a first message.
+        let mut stream = socket.session().open_stream().await.expect("open");
+        stream
+            .write_all_bytes(vec![0u8, 0].into())
+            .await
+            .expect("write");
+        let started = Instant::now();
+        let mut answer = Vec::new();
+        let ended = tokio::time::timeout(Duration::from_secs(15), async {
+            while let Ok(Some(b)) = stream.read_chunk(usize::MAX).await {
+                answer.extend_from_slice(&b);
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the server closed the channel");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900),
+            "not before the timeout: {waited:?}"
+        );
+        assert!(
+            waited < Duration::from_secs(10),
+            "at the timeout, not the default 30 s: {waited:?}"
+        );
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.contains("no offer in time"), "told why: {text:?}");
+        // The session stays usable: a real upload on it goes through.
+        let (ch, a) = offer_on(&client, "after.bin").await;
+        assert!(a.ok, "{a:?}");
+        drop(ch);
+        client.close();
+    });
 }

@@ -407,6 +407,50 @@ fn a_flood_of_100_000_hellos_leaves_an_upload_within_twice_its_time() {
     assert!(unguarded > unloaded * 2, "{unguarded:?}");
 }
 
+#[test]
+fn during_a_flood_of_100_000_spoofed_hellos_a_new_client_connects_and_state_stays_bounded() {
+    // The flood starts first, 1000 junk hellos a millisecond from ever new addresses;
+    // the real client starts 20 ms into it, and must connect well within its
+    // handshake timeout (10 s) while the server holds bounded state throughout.
+    let seed = 12;
+    let mut sim = Sim::new(seed, link(), link());
+    sim.add_server(server(seed));
+    let mut rng = StdRng::seed_from_u64(seed);
+    let flood = 100_000u64;
+    let mut n = 0;
+    let mut most_state = 0;
+    let mut connected_at = None;
+    while n < flood || connected_at.is_none() {
+        if n == 20_000 {
+            sim.add_client(&client(seed), App::sending(vec![64 << 10]));
+        }
+        for _ in 0..1000.min(flood - n) {
+            sim.inject(spoofed(n), 0, junk_hello(&mut rng));
+            n += 1;
+        }
+        sim.run_until(Duration::from_millis(1), |_| false);
+        most_state = most_state.max(sim.server().ep.hello_state_len());
+        if connected_at.is_none() && sim.nodes.len() > 1 && connected(&sim) {
+            connected_at = Some(n);
+        }
+        assert!(sim.elapsed() < Duration::from_secs(10), "no connection");
+    }
+    let st = server_stats(&sim);
+    assert!(
+        connected_at.is_some_and(|at| at < flood),
+        "connected while the flood went on: {connected_at:?}"
+    );
+    assert_eq!(sim.server().ep.session_count(), 1, "junk made no session");
+    // Addresses tracked, hellos remembered, answers queued: their caps, whatever came.
+    assert!(most_state <= 4096 + 1 + 1 + 256, "{most_state} entries");
+    assert!(st.x25519_ops <= 256 + 2, "{st:?}");
+    assert!(
+        sim.run_until(Duration::from_secs(5), streams_done),
+        "the transfer"
+    );
+    check_transfer(&sim);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

@@ -34,7 +34,16 @@ pub struct Limits {
     /// Uploads in progress one token may have (more are refused as `busy`); 0: no
     /// limit.
     pub max_uploads_per_token: usize,
+    /// A channel that sends no offer within this long is closed: an open channel
+    /// costs a task.
+    pub offer_timeout: Duration,
+    /// Longest an answer may wait to be taken by a client that does not read (its
+    /// credit used up); the upload is abandoned then, its part kept.
+    pub reply_timeout: Duration,
 }
+
+/// Default of [`Limits::offer_timeout`] and [`Limits::reply_timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Uploads in progress per token by default: eight senders at their default
 /// `--parallel` (32).
@@ -60,6 +69,8 @@ impl Default for Limits {
             part_max_age: DEFAULT_PART_MAX_AGE,
             max_sessions_per_token: udpack_io::DEFAULT_MAX_SESSIONS_PER_TOKEN,
             max_uploads_per_token: DEFAULT_MAX_UPLOADS_PER_TOKEN,
+            offer_timeout: DEFAULT_TIMEOUT,
+            reply_timeout: DEFAULT_TIMEOUT,
         }
     }
 }

@@ -21,13 +21,6 @@ use crate::protocol::{
     ID_LEN, INLINE_MAX, OFFER, RESTART,
 };
 
-/// A channel that sends no offer within this long is closed: an open channel costs a
-/// task.
-const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest an answer may wait to be taken by a peer that does not read (its credit
-/// exhausted): the upload is abandoned then.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Why an accepted upload failed; its `Display` is the message the client gets.
 #[derive(Debug, thiserror::Error)]
 enum UploadError {
@@ -60,8 +53,8 @@ enum UploadError {
     /// Answering the client failed.
     #[error(transparent)]
     Reply(udpack_io::Error),
-    #[error("the client took no answer for {} s", REPLY_TIMEOUT.as_secs())]
-    ReplyTimeout,
+    #[error("the client took no answer for {} s", .0.as_secs())]
+    ReplyTimeout(Duration),
 }
 
 impl UploadError {
@@ -87,16 +80,17 @@ enum Outcome {
 /// Receives one file on `channel`; failures are answered to the client and logged.
 pub(super) async fn receive(channel: Channel, state: Arc<State>) {
     let socket = channel.socket().id_str();
-    let first = match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, channel.recv()).await {
+    let wait = state.limits.reply_timeout;
+    let first = match tokio::time::timeout(state.limits.offer_timeout, channel.recv()).await {
         Ok(Some(m)) => m,
         Ok(None) => return,
         Err(_) => {
             tracing::info!(%socket, "closed a channel that sent no offer");
-            fail(&channel, code::PROTOCOL, "no offer in time").await;
+            fail(&channel, wait, code::PROTOCOL, "no offer in time").await;
             return;
         }
     };
-    let Some((mut offer, rel)) = read_offer(&channel, &first).await else {
+    let Some((mut offer, rel)) = read_offer(&channel, &first, wait).await else {
         return;
     };
     // A small file's content, moved out of the offer (no copy).
@@ -120,7 +114,7 @@ pub(super) async fn receive(channel: Channel, state: Arc<State>) {
                     format!("{}: this token already has {n} uploads in progress, the server's limit; retry when some are done", offer.name)
                 }
             };
-            let _ = reply(&first, &refuse(code::BUSY, message)).await;
+            let _ = reply(&first, &refuse(code::BUSY, message), wait).await;
             return;
         }
     };
@@ -159,10 +153,15 @@ pub(super) async fn receive(channel: Channel, state: Arc<State>) {
 
 /// The offer in the channel's first message and the relative path it may be stored
 /// at; `None` once a refusal has been sent.
-async fn read_offer(channel: &Channel, first: &Message) -> Option<(Offer, PathBuf)> {
+async fn read_offer(
+    channel: &Channel,
+    first: &Message,
+    wait: Duration,
+) -> Option<(Offer, PathBuf)> {
     if first.event() != OFFER {
         fail(
             channel,
+            wait,
             code::PROTOCOL,
             &format!(
                 "expected `offer` (upload protocol 2), got `{}`",
@@ -175,7 +174,7 @@ async fn read_offer(channel: &Channel, first: &Message) -> Option<(Offer, PathBu
     let offer: Offer = match first.data() {
         Ok(o) => o,
         Err(e) => {
-            let _ = reply(first, &refuse(code::PROTOCOL, e.to_string())).await;
+            let _ = reply(first, &refuse(code::PROTOCOL, e.to_string()), wait).await;
             return None;
         }
     };
@@ -184,12 +183,12 @@ async fn read_offer(channel: &Channel, first: &Message) -> Option<(Offer, PathBu
         Err(e) => {
             tracing::warn!(name = %offer.name.escape_debug(), error = %e, "refused a path");
             let message = format!("{}: {e}", offer.name.escape_debug());
-            let _ = reply(first, &refuse(code::BAD_PATH, message)).await;
+            let _ = reply(first, &refuse(code::BAD_PATH, message), wait).await;
             return None;
         }
     };
     if let Some(problem) = malformed(&offer) {
-        let _ = reply(first, &refuse(code::PROTOCOL, problem.into())).await;
+        let _ = reply(first, &refuse(code::PROTOCOL, problem.into()), wait).await;
         return None;
     }
     Some((offer, rel))
@@ -233,6 +232,11 @@ struct Upload<'a> {
 }
 
 impl Upload<'_> {
+    /// How long an answer may wait for the client to take it.
+    fn wait(&self) -> Duration {
+        self.state.limits.reply_timeout
+    }
+
     /// Lets go of the part file's claim (once; later calls do nothing).
     fn release(&self) {
         if let Ok(mut c) = self.claim.lock() {
@@ -276,7 +280,7 @@ impl Upload<'_> {
         self.state.progress.add_total(self.offer.size);
         self.state.progress.advance_total(self.offer.size);
         self.release();
-        reply(self.first, &answer).await?;
+        reply(self.first, &answer, self.wait()).await?;
         let name = stored?.to_string_lossy().into_owned();
         tracing::info!(%name, bytes = self.offer.size, "received");
         Ok(Outcome::Received(name))
@@ -300,13 +304,13 @@ impl Upload<'_> {
             Ok(name) => name,
             Err(e) => {
                 self.release();
-                let _ = reply(&finish, &finish_answer(Err(&e))).await;
+                let _ = reply(&finish, &finish_answer(Err(&e)), self.wait()).await;
                 return Err(e);
             }
         };
         tracing::info!(%name, bytes = received, secs = started.elapsed().as_secs_f64(), "received");
         self.release();
-        reply(&finish, &finish_answer(Ok(&name))).await?;
+        reply(&finish, &finish_answer(Ok(&name)), self.wait()).await?;
         Ok(Outcome::Received(name))
     }
 
@@ -323,7 +327,7 @@ impl Upload<'_> {
                 let e = UploadError::Part(e);
                 tracing::warn!(name = %self.offer.name, error = %e, "refused an upload");
                 self.release();
-                let _ = reply(self.first, &refuse(e.code(), e.to_string())).await;
+                let _ = reply(self.first, &refuse(e.code(), e.to_string()), self.wait()).await;
                 return Err(e);
             }
         };
@@ -347,6 +351,7 @@ impl Upload<'_> {
                 prefix,
                 ..OfferAnswer::default()
             },
+            self.wait(),
         )
         .await?;
         Ok(part)
@@ -364,7 +369,7 @@ impl Upload<'_> {
                 m = self.channel.recv() => m,
                 _ = self.stop.notified() => {
                     let _ = writer.finish().await;
-                    fail(self.channel, code::BUSY, "taken over by another upload of the same file").await;
+                    fail(self.channel, self.wait(), code::BUSY, "taken over by another upload of the same file").await;
                     return Ok(None);
                 }
             };
@@ -390,7 +395,7 @@ impl Upload<'_> {
                             Err(source) => self.write_error(source),
                             Ok(_) => self.write_error(std::io::Error::other("the writer stopped")),
                         };
-                        fail(self.channel, e.code(), &e.to_string()).await;
+                        fail(self.channel, self.wait(), e.code(), &e.to_string()).await;
                         return Err(e);
                     }
                     len += n;
@@ -399,7 +404,7 @@ impl Upload<'_> {
                 RESTART => {
                     if let Err(source) = writer.restart().await {
                         let e = self.write_error(source);
-                        let _ = reply(&m, &refuse(e.code(), e.to_string())).await;
+                        let _ = reply(&m, &refuse(e.code(), e.to_string()), self.wait()).await;
                         return Err(e);
                     }
                     tracing::info!(name = %self.offer.name, "restarting: the client's file changed");
@@ -411,7 +416,7 @@ impl Upload<'_> {
                         ok: true,
                         ..OfferAnswer::default()
                     };
-                    reply(&m, &answer).await?;
+                    reply(&m, &answer, self.wait()).await?;
                 }
                 FINISH => return Ok(Some((m, writer))),
                 other => {
@@ -423,7 +428,7 @@ impl Upload<'_> {
 
     /// Ends a damaged upload: the client is told, the part discarded.
     async fn abandon(&self, writer: Writer, e: UploadError) -> UploadError {
-        fail(self.channel, e.code(), &e.to_string()).await;
+        fail(self.channel, self.wait(), e.code(), &e.to_string()).await;
         if let Ok(part) = writer.finish().await {
             part::discard(&part.dir, self.dest);
         }
@@ -479,11 +484,11 @@ impl Upload<'_> {
     }
 }
 
-/// Answers `m`, giving up after [`REPLY_TIMEOUT`].
-async fn reply<T: Serialize>(m: &Message, answer: &T) -> Result<(), UploadError> {
-    match tokio::time::timeout(REPLY_TIMEOUT, m.reply(answer)).await {
+/// Answers `m`, giving up after `wait` ([`Limits::reply_timeout`]).
+async fn reply<T: Serialize>(m: &Message, answer: &T, wait: Duration) -> Result<(), UploadError> {
+    match tokio::time::timeout(wait, m.reply(answer)).await {
         Ok(r) => r.map_err(UploadError::Reply),
-        Err(_) => Err(UploadError::ReplyTimeout),
+        Err(_) => Err(UploadError::ReplyTimeout(wait)),
     }
 }
 
@@ -515,12 +520,12 @@ fn finish_answer(result: Result<&str, &UploadError>) -> FinishAnswer {
 }
 
 /// Tells the client why the upload stopped and closes the channel; neither waits for
-/// longer than [`REPLY_TIMEOUT`].
-async fn fail(channel: &Channel, code: &str, message: &str) {
+/// longer than `wait` ([`Limits::reply_timeout`]).
+async fn fail(channel: &Channel, wait: Duration, code: &str, message: &str) {
     let event = ErrorEvent {
         code: code.into(),
         message: message.into(),
     };
-    let _ = tokio::time::timeout(REPLY_TIMEOUT, channel.send(ERROR, &event)).await;
-    let _ = tokio::time::timeout(REPLY_TIMEOUT, channel.close()).await;
+    let _ = tokio::time::timeout(wait, channel.send(ERROR, &event)).await;
+    let _ = tokio::time::timeout(wait, channel.close()).await;
 }

@@ -176,7 +176,6 @@ impl HelloGuard {
     }
 
     /// Addresses tracked now.
-    #[cfg(test)]
     pub fn tracked(&self) -> usize {
         self.sources.len()
     }

@@ -220,6 +220,14 @@ impl Endpoint {
         self.sessions.len()
     }
 
+    /// Entries held for hellos beyond the sessions themselves: addresses tracked for
+    /// the per-address limits (at most 4096), accepted hellos remembered against
+    /// replay (at most 65 536), hellos of live sessions, stateless answers waiting (at
+    /// most 256). Bounded whatever arrives; what a flood can make the endpoint hold.
+    pub fn hello_state_len(&self) -> usize {
+        self.guard.tracked() + self.replays.len() + self.hellos.len() + self.stateless.len()
+    }
+
     fn new_sid(&mut self) -> u64 {
         loop {
             let sid = self.rng.next_u64();

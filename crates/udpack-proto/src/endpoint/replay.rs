@@ -28,6 +28,11 @@ fn key(ephemeral: &[u8]) -> [u8; KEY_LEN] {
 }
 
 impl ReplayMemory {
+    /// Hellos remembered now.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
     /// Whether a hello with this ephemeral key was accepted within `keep`.
     pub fn seen(&mut self, now: Instant, keep: Duration, ephemeral: &[u8]) -> bool {
         self.expire(now, keep);
