@@ -40,6 +40,19 @@ fn write(sim: &mut Sim, node: usize, id: StreamId, seed: u64, data_len: usize) -
     session(sim, node).write(id, &data).expect("write")
 }
 
+/// Reads everything ready on `id` in one `read_into` call and checks it is the `len`
+/// patterned bytes of `seed`.
+fn read_all_ready(sim: &mut Sim, node: usize, id: StreamId, seed: u64, len: usize) {
+    let mut buf = bytes::BytesMut::new();
+    let n = session(sim, node)
+        .read_into(id, usize::MAX, &mut buf)
+        .expect("read_into");
+    assert_eq!(n, Some(len));
+    let mut expect = vec![0u8; len];
+    fill_pattern(seed, 0, &mut expect);
+    assert!(buf[..] == expect[..], "the bytes, in order");
+}
+
 /// True once node `node` logged an event that `f` accepts.
 fn logged(sim: &Sim, node: usize, f: impl Fn(&Event) -> bool) -> bool {
     sim.nodes[node]
@@ -462,14 +475,7 @@ fn unread_data_holds_its_own_bytes_not_the_datagrams_it_came_in() {
         stats.receive_memory
     );
     // Reading it all leaves at most a segment's room per stream.
-    let mut buf = bytes::BytesMut::new();
-    let n = session(&mut sim, 0)
-        .read_into(big, usize::MAX, &mut buf)
-        .expect("read_into");
-    assert_eq!(n, Some(big_len));
-    let mut expect = vec![0u8; big_len];
-    fill_pattern(99, 0, &mut expect);
-    assert!(buf[..] == expect[..], "the bytes, in order");
+    read_all_ready(&mut sim, 0, big, 99, big_len);
     let after = sim.nodes[0].session().stats().receive_memory;
     assert!(
         after <= 40 * RECV_SEGMENT_MIN as u64 + RECV_SEGMENT_MAX as u64,
@@ -516,12 +522,5 @@ fn datagrams_appended_to_one_buffer_are_each_a_whole_packet() {
         "every datagram opened"
     );
     assert_eq!(after.packets_dropped, before.packets_dropped);
-    let mut buf = bytes::BytesMut::new();
-    let n = session(&mut sim, 0)
-        .read_into(id, usize::MAX, &mut buf)
-        .expect("read_into");
-    assert_eq!(n, Some(len));
-    let mut expect = vec![0u8; len];
-    fill_pattern(5, 0, &mut expect);
-    assert!(buf[..] == expect[..], "the bytes, in order");
+    read_all_ready(&mut sim, 0, id, 5, len);
 }
