@@ -1,6 +1,6 @@
 //! Congestion control: the [`Controller`] trait, the default model-based controller
-//! ([`Bbr`]), a loss-based one for comparison ([`NewReno`]), delivery-rate sampling and
-//! the pacer that spaces packets out at the controller's rate.
+//! ([`Bbr`]), loss-based ones for comparison ([`NewReno`], [`Cubic`]), delivery-rate
+//! sampling and the pacer that spaces packets out at the controller's rate.
 //!
 //! The session feeds every controller the same inputs (packets sent, acknowledged, lost),
 //! so controllers are interchangeable through [`ControllerKind`].
@@ -9,11 +9,13 @@ use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 mod bbr;
+mod cubic;
 mod delivery_rate;
 mod new_reno;
 mod pacer;
 
 pub use bbr::Bbr;
+pub use cubic::Cubic;
 pub use delivery_rate::{DeliveryRate, RateSample, RateSnapshot};
 pub use new_reno::NewReno;
 pub use pacer::Pacer;
@@ -68,7 +70,7 @@ pub trait Controller: Send + Debug {
     fn window(&self) -> u64;
     /// Pacing rate in bytes per second; `None` lets the pacer derive one from the window.
     fn pacing_rate(&self) -> Option<u64>;
-    /// Short name for logs and stats ("bbr", "newreno").
+    /// Short name for logs and stats ("bbr", "newreno", "cubic").
     fn name(&self) -> &'static str;
 }
 
@@ -80,6 +82,9 @@ pub enum ControllerKind {
     Bbr,
     /// Loss-based (RFC 9002 NewReno), for comparison.
     NewReno,
+    /// Loss-based (RFC 9438 CUBIC, Linux TCP's default), for comparison: what a
+    /// udpack flow meets beside TCP on real links.
+    Cubic,
 }
 
 impl ControllerKind {
@@ -88,6 +93,7 @@ impl ControllerKind {
         match self {
             ControllerKind::Bbr => Box::new(Bbr::new(mtu)),
             ControllerKind::NewReno => Box::new(NewReno::new(mtu)),
+            ControllerKind::Cubic => Box::new(Cubic::new(mtu)),
         }
     }
 }

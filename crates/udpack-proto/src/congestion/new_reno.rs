@@ -11,7 +11,14 @@ const INITIAL_WINDOW_BYTES_CAP: u64 = 14_720;
 /// RFC 9002 §7.2: at most ten packets initially.
 const INITIAL_WINDOW_PACKETS: u64 = 10;
 /// RFC 9002 §7.2: the window never drops below two packets.
-const MINIMUM_WINDOW_PACKETS: u64 = 2;
+pub(super) const MINIMUM_WINDOW_PACKETS: u64 = 2;
+
+/// RFC 9002 §7.2: min(10 × mtu, max(14 720, 2 × mtu)).
+pub(super) fn initial_window_for(mtu: u64) -> u64 {
+    let ten = mtu.saturating_mul(INITIAL_WINDOW_PACKETS);
+    let two = mtu.saturating_mul(MINIMUM_WINDOW_PACKETS);
+    ten.min(INITIAL_WINDOW_BYTES_CAP.max(two))
+}
 
 /// RFC 9002 NewReno congestion controller.
 #[derive(Debug)]
@@ -52,7 +59,7 @@ impl NewReno {
         let mtu = u64::from(mtu.max(1));
         Self {
             mtu,
-            window: Self::initial_window_for(mtu),
+            window: initial_window_for(mtu),
             ssthresh: u64::MAX,
             recovery_start: None,
             prior_recovery_start: None,
@@ -60,13 +67,6 @@ impl NewReno {
             app_limited: false,
             undo: None,
         }
-    }
-
-    /// RFC 9002 §7.2: min(10 × mtu, max(14 720, 2 × mtu)).
-    fn initial_window_for(mtu: u64) -> u64 {
-        let ten = mtu.saturating_mul(INITIAL_WINDOW_PACKETS);
-        let two = mtu.saturating_mul(MINIMUM_WINDOW_PACKETS);
-        ten.min(INITIAL_WINDOW_BYTES_CAP.max(two))
     }
 
     fn minimum_window(&self) -> u64 {

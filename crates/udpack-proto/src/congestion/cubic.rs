@@ -1,0 +1,306 @@
+//! CUBIC as specified by RFC 9438: after a loss the window drops to β = 0.7 of where
+//! it was (W_max) and then grows along a cubic curve that is flat near W_max and steep
+//! away from it, never slower than the Reno-friendly estimate. What Linux TCP runs by
+//! default, so the simulator can put a udpack flow beside the loss-based flow that real
+//! links carry most.
+
+use std::time::{Duration, Instant};
+
+use super::new_reno::{initial_window_for, MINIMUM_WINDOW_PACKETS};
+use super::{AckSample, Controller, LossSample};
+
+/// RFC 9438 §4.1: the cubic curve's scale, in segments per second cubed.
+const C: f64 = 0.4;
+/// RFC 9438 §4.6: the window after a congestion event, as a share of the one before.
+const BETA: f64 = 0.7;
+/// RFC 9438 §4.3: the Reno-friendly estimate's growth per window acknowledged.
+const ALPHA: f64 = 3.0 * (1.0 - BETA) / (1.0 + BETA);
+
+/// RFC 9438 CUBIC congestion controller (with fast convergence).
+#[derive(Debug)]
+pub struct Cubic {
+    mtu: u64,
+    window: u64,
+    ssthresh: u64,
+    /// The window just before the last congestion event, in bytes.
+    w_max: f64,
+    /// Start of the current congestion-avoidance epoch.
+    epoch_start: Option<Instant>,
+    /// Time from the epoch's start to reach `w_max` again, in seconds.
+    k: f64,
+    /// The Reno-friendly window estimate, in bytes.
+    w_est: f64,
+    /// Start of the current recovery period (as in NewReno).
+    recovery_start: Option<Instant>,
+    /// Start of the one before: a spurious loss from it cannot undo this one.
+    prior_recovery_start: Option<Instant>,
+    app_limited: bool,
+    undo: Option<Undo>,
+}
+
+/// What a congestion event changed, to restore if all its losses were spurious.
+#[derive(Debug, Clone, Copy)]
+struct Undo {
+    window: u64,
+    ssthresh: u64,
+    w_max: f64,
+    lost_bytes: u64,
+}
+
+impl Cubic {
+    /// Creates a controller for packets of at most `mtu` bytes.
+    pub fn new(mtu: u16) -> Self {
+        let mtu = u64::from(mtu.max(1));
+        Cubic {
+            mtu,
+            window: initial_window_for(mtu),
+            ssthresh: u64::MAX,
+            w_max: 0.0,
+            epoch_start: None,
+            k: 0.0,
+            w_est: 0.0,
+            recovery_start: None,
+            prior_recovery_start: None,
+            app_limited: false,
+            undo: None,
+        }
+    }
+
+    fn minimum_window(&self) -> u64 {
+        self.mtu.saturating_mul(MINIMUM_WINDOW_PACKETS)
+    }
+
+    fn in_recovery(&self, sent: Instant) -> bool {
+        self.recovery_start.is_some_and(|start| sent <= start)
+    }
+
+    /// W_cubic(t), in bytes, `t` seconds into the epoch (RFC 9438 §4.2).
+    fn w_cubic(&self, t: f64) -> f64 {
+        let mss = self.mtu as f64;
+        let segments = C * (t - self.k).powi(3) + self.w_max / mss;
+        segments * mss
+    }
+
+    /// Congestion avoidance for `acked` bytes acknowledged at `now`.
+    fn grow(&mut self, now: Instant, acked: u64, rtt: Duration) {
+        let start = *self.epoch_start.get_or_insert_with(|| {
+            // An epoch without a loss before it (after slow start): the curve starts
+            // flat at the current window.
+            self.k = 0.0;
+            self.w_max = self.window as f64;
+            self.w_est = self.window as f64;
+            now
+        });
+        let cwnd = self.window as f64;
+        let t = now.saturating_duration_since(start).as_secs_f64();
+        // RFC 9438 §4.2: aim at the curve one RTT ahead, at most 1.5 × the window.
+        let target = self.w_cubic(t + rtt.as_secs_f64()).clamp(cwnd, 1.5 * cwnd);
+        // RFC 9438 §4.3: the Reno-friendly estimate.
+        self.w_est += ALPHA * acked as f64 * self.mtu as f64 / cwnd;
+        let next = if self.w_cubic(t) < self.w_est {
+            self.w_est
+        } else {
+            cwnd + (target - cwnd) * acked as f64 / cwnd
+        };
+        self.window = (next as u64).max(self.window);
+    }
+}
+
+impl Controller for Cubic {
+    fn on_sent(&mut self, _now: Instant, _bytes: u64, bytes_in_flight: u64) {
+        if bytes_in_flight >= self.window {
+            self.app_limited = false;
+        }
+    }
+
+    fn on_ack(&mut self, now: Instant, ack: &AckSample) {
+        if self.in_recovery(ack.largest_acked_sent) || self.app_limited {
+            return;
+        }
+        if self.window < self.ssthresh {
+            self.window = self.window.saturating_add(ack.acked_bytes);
+            return;
+        }
+        self.grow(now, ack.acked_bytes, ack.smoothed_rtt);
+    }
+
+    fn on_loss(&mut self, now: Instant, loss: &LossSample) {
+        if loss.lost_bytes > 0 && !self.in_recovery(loss.largest_lost_sent) {
+            self.undo = Some(Undo {
+                window: self.window,
+                ssthresh: self.ssthresh,
+                w_max: self.w_max,
+                lost_bytes: 0,
+            });
+            self.prior_recovery_start = self.recovery_start;
+            self.recovery_start = Some(now);
+            let cwnd = self.window as f64;
+            // RFC 9438 §4.7, fast convergence: a flow whose window peaks lower than
+            // last time gives way to newer flows sooner.
+            self.w_max = if cwnd < self.w_max {
+                cwnd * (1.0 + BETA) / 2.0
+            } else {
+                cwnd
+            };
+            self.window = ((cwnd * BETA) as u64).max(self.minimum_window());
+            self.ssthresh = self.window;
+            self.w_est = self.window as f64;
+            let mss = self.mtu as f64;
+            self.k = ((self.w_max / mss) * (1.0 - BETA) / C).cbrt();
+            self.epoch_start = Some(now);
+        }
+        if let Some(u) = &mut self.undo {
+            u.lost_bytes = u.lost_bytes.saturating_add(loss.lost_bytes);
+        }
+        if loss.persistent {
+            self.window = self.minimum_window();
+            self.recovery_start = None;
+            self.epoch_start = None;
+            self.undo = None;
+        }
+    }
+
+    fn on_spurious_loss(&mut self, _now: Instant, loss: &LossSample) {
+        let earlier_period = self
+            .prior_recovery_start
+            .is_some_and(|p| loss.largest_lost_sent <= p);
+        if !self.in_recovery(loss.largest_lost_sent) || earlier_period {
+            return;
+        }
+        let Some(u) = &mut self.undo else {
+            return;
+        };
+        u.lost_bytes = u.lost_bytes.saturating_sub(loss.lost_bytes);
+        if u.lost_bytes == 0 {
+            // Every loss of this event was reordering: restore what it cut.
+            self.window = self.window.max(u.window);
+            self.ssthresh = u.ssthresh;
+            self.w_max = u.w_max;
+            self.epoch_start = None;
+            self.recovery_start = None;
+            self.undo = None;
+        }
+    }
+
+    fn on_app_limited(&mut self, _bytes_in_flight: u64) {
+        self.app_limited = true;
+    }
+
+    fn window(&self) -> u64 {
+        self.window
+    }
+
+    fn pacing_rate(&self) -> Option<u64> {
+        None
+    }
+
+    fn name(&self) -> &'static str {
+        "cubic"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MTU: u16 = 1200;
+    const MS: Duration = Duration::from_millis(1);
+
+    fn ack(bytes: u64, sent: Instant) -> AckSample {
+        AckSample {
+            acked_bytes: bytes,
+            bytes_in_flight: 0,
+            largest_acked_sent: sent,
+            latest_rtt: Some(50 * MS),
+            smoothed_rtt: 50 * MS,
+            min_rtt: 50 * MS,
+            rate: None,
+        }
+    }
+
+    fn loss(bytes: u64, sent: Instant) -> LossSample {
+        LossSample {
+            lost_bytes: bytes,
+            largest_lost_sent: sent,
+            bytes_in_flight: 0,
+            persistent: false,
+        }
+    }
+
+    /// Grows the window for `secs` seconds, a window's worth of ACKs per 50 ms RTT.
+    fn run(c: &mut Cubic, from: Instant, secs: f64) -> Instant {
+        let mut now = from;
+        let end = from + Duration::from_secs_f64(secs);
+        while now < end {
+            now += 50 * MS;
+            let w = c.window();
+            c.on_ack(now, &ack(w, now - MS));
+        }
+        now
+    }
+
+    #[test]
+    fn a_loss_cuts_to_beta_and_the_window_climbs_back_to_w_max_in_about_k() {
+        let t0 = Instant::now();
+        let mut c = Cubic::new(MTU);
+        let now = run(&mut c, t0, 0.5);
+        let peak = c.window();
+        assert!(peak > 100 * u64::from(MTU), "slow start grew it: {peak}");
+        c.on_loss(now, &loss(1200, now - MS));
+        let cut = c.window();
+        assert_eq!(cut, (peak as f64 * BETA) as u64);
+        // K = cbrt(W_max (1 − β) / C), W_max in segments.
+        let k = ((peak as f64 / f64::from(MTU)) * (1.0 - BETA) / C).cbrt();
+        let near = run(&mut c, now, k * 0.5);
+        let halfway = c.window();
+        assert!(
+            halfway > cut && halfway < peak,
+            "concave: {cut} → {halfway} → {peak}"
+        );
+        let at_k = run(&mut c, near, k * 0.5 + 0.1);
+        let w = c.window() as f64;
+        assert!(
+            (w - peak as f64).abs() < 0.1 * peak as f64,
+            "back near W_max ({peak}) at K: {w}"
+        );
+        // Past K the curve turns convex and the window grows faster.
+        let before = c.window();
+        let later = run(&mut c, at_k, 1.0);
+        let first = c.window() - before;
+        let _ = run(&mut c, later, 1.0);
+        assert!(c.window() > before + first, "convex beyond W_max");
+    }
+
+    #[test]
+    fn acks_of_the_recovery_period_do_not_grow_and_a_spurious_loss_is_undone() {
+        let t0 = Instant::now();
+        let mut c = Cubic::new(MTU);
+        let now = run(&mut c, t0, 0.3);
+        let peak = c.window();
+        c.on_loss(now, &loss(2400, now - MS));
+        let cut = c.window();
+        c.on_ack(now + MS, &ack(100_000, now - 2 * MS));
+        assert_eq!(c.window(), cut, "sent before the loss: no growth");
+        c.on_spurious_loss(now + 2 * MS, &loss(2400, now - MS));
+        assert_eq!(c.window(), peak, "all of it was reordering");
+    }
+
+    #[test]
+    fn a_second_peak_below_the_first_gives_way_sooner() {
+        let t0 = Instant::now();
+        let mut c = Cubic::new(MTU);
+        let mut now = run(&mut c, t0, 0.4);
+        c.on_loss(now, &loss(1200, now - MS));
+        let first_w_max = c.w_max;
+        now += 100 * MS;
+        // A loss again before the window regained its peak.
+        c.on_loss(now, &loss(1200, now - MS));
+        assert!(
+            c.w_max < c.window() as f64 / BETA,
+            "{} {}",
+            c.w_max,
+            c.window()
+        );
+        assert!(c.w_max < first_w_max);
+    }
+}
