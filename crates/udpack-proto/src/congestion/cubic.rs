@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use super::new_reno::{initial_window_for, MINIMUM_WINDOW_PACKETS};
+use super::recovery_period::RecoveryPeriod;
 use super::{AckSample, Controller, LossSample};
 
 /// RFC 9438 §4.1: the cubic curve's scale, in segments per second cubed.
@@ -30,21 +31,10 @@ pub struct Cubic {
     k: f64,
     /// The Reno-friendly window estimate, in bytes.
     w_est: f64,
-    /// Start of the current recovery period (as in NewReno).
-    recovery_start: Option<Instant>,
-    /// Start of the one before: a spurious loss from it cannot undo this one.
-    prior_recovery_start: Option<Instant>,
+    /// One reduction per congestion event (as in NewReno), undone if its losses were
+    /// all reordering; it keeps the window, threshold and W_max from before the cut.
+    recovery: RecoveryPeriod<(u64, u64, f64)>,
     app_limited: bool,
-    undo: Option<Undo>,
-}
-
-/// What a congestion event changed, to restore if all its losses were spurious.
-#[derive(Debug, Clone, Copy)]
-struct Undo {
-    window: u64,
-    ssthresh: u64,
-    w_max: f64,
-    lost_bytes: u64,
 }
 
 impl Cubic {
@@ -59,19 +49,13 @@ impl Cubic {
             epoch_start: None,
             k: 0.0,
             w_est: 0.0,
-            recovery_start: None,
-            prior_recovery_start: None,
+            recovery: RecoveryPeriod::default(),
             app_limited: false,
-            undo: None,
         }
     }
 
     fn minimum_window(&self) -> u64 {
         self.mtu.saturating_mul(MINIMUM_WINDOW_PACKETS)
-    }
-
-    fn in_recovery(&self, sent: Instant) -> bool {
-        self.recovery_start.is_some_and(|start| sent <= start)
     }
 
     /// W_cubic(t), in bytes, `t` seconds into the epoch (RFC 9438 §4.2).
@@ -114,7 +98,7 @@ impl Controller for Cubic {
     }
 
     fn on_ack(&mut self, now: Instant, ack: &AckSample) {
-        if self.in_recovery(ack.largest_acked_sent) || self.app_limited {
+        if self.recovery.contains(ack.largest_acked_sent) || self.app_limited {
             return;
         }
         if self.window < self.ssthresh {
@@ -125,15 +109,8 @@ impl Controller for Cubic {
     }
 
     fn on_loss(&mut self, now: Instant, loss: &LossSample) {
-        if loss.lost_bytes > 0 && !self.in_recovery(loss.largest_lost_sent) {
-            self.undo = Some(Undo {
-                window: self.window,
-                ssthresh: self.ssthresh,
-                w_max: self.w_max,
-                lost_bytes: 0,
-            });
-            self.prior_recovery_start = self.recovery_start;
-            self.recovery_start = Some(now);
+        let before = (self.window, self.ssthresh, self.w_max);
+        if self.recovery.on_loss(now, loss, before) {
             let cwnd = self.window as f64;
             // RFC 9438 §4.7, fast convergence: a flow whose window peaks lower than
             // last time gives way to newer flows sooner.
@@ -149,36 +126,20 @@ impl Controller for Cubic {
             self.k = ((self.w_max / mss) * (1.0 - BETA) / C).cbrt();
             self.epoch_start = Some(now);
         }
-        if let Some(u) = &mut self.undo {
-            u.lost_bytes = u.lost_bytes.saturating_add(loss.lost_bytes);
-        }
         if loss.persistent {
             self.window = self.minimum_window();
-            self.recovery_start = None;
+            self.recovery.end();
             self.epoch_start = None;
-            self.undo = None;
         }
     }
 
     fn on_spurious_loss(&mut self, _now: Instant, loss: &LossSample) {
-        let earlier_period = self
-            .prior_recovery_start
-            .is_some_and(|p| loss.largest_lost_sent <= p);
-        if !self.in_recovery(loss.largest_lost_sent) || earlier_period {
-            return;
-        }
-        let Some(u) = &mut self.undo else {
-            return;
-        };
-        u.lost_bytes = u.lost_bytes.saturating_sub(loss.lost_bytes);
-        if u.lost_bytes == 0 {
+        if let Some((window, ssthresh, w_max)) = self.recovery.on_spurious_loss(loss) {
             // Every loss of this event was reordering: restore what it cut.
-            self.window = self.window.max(u.window);
-            self.ssthresh = u.ssthresh;
-            self.w_max = u.w_max;
+            self.window = self.window.max(window);
+            self.ssthresh = ssthresh;
+            self.w_max = w_max;
             self.epoch_start = None;
-            self.recovery_start = None;
-            self.undo = None;
         }
     }
 
@@ -201,31 +162,11 @@ impl Controller for Cubic {
 
 #[cfg(test)]
 mod tests {
+    use super::super::samples::{ack, loss};
     use super::*;
 
     const MTU: u16 = 1200;
     const MS: Duration = Duration::from_millis(1);
-
-    fn ack(bytes: u64, sent: Instant) -> AckSample {
-        AckSample {
-            acked_bytes: bytes,
-            bytes_in_flight: 0,
-            largest_acked_sent: sent,
-            latest_rtt: Some(50 * MS),
-            smoothed_rtt: 50 * MS,
-            min_rtt: 50 * MS,
-            rate: None,
-        }
-    }
-
-    fn loss(bytes: u64, sent: Instant) -> LossSample {
-        LossSample {
-            lost_bytes: bytes,
-            largest_lost_sent: sent,
-            bytes_in_flight: 0,
-            persistent: false,
-        }
-    }
 
     /// Grows the window for `secs` seconds, a window's worth of ACKs per 50 ms RTT.
     fn run(c: &mut Cubic, from: Instant, secs: f64) -> Instant {
@@ -246,7 +187,7 @@ mod tests {
         let now = run(&mut c, t0, 0.5);
         let peak = c.window();
         assert!(peak > 100 * u64::from(MTU), "slow start grew it: {peak}");
-        c.on_loss(now, &loss(1200, now - MS));
+        c.on_loss(now, &loss(1200, now - MS, false));
         let cut = c.window();
         assert_eq!(cut, (peak as f64 * BETA) as u64);
         // K = cbrt(W_max (1 − β) / C), W_max in segments.
@@ -277,11 +218,11 @@ mod tests {
         let mut c = Cubic::new(MTU);
         let now = run(&mut c, t0, 0.3);
         let peak = c.window();
-        c.on_loss(now, &loss(2400, now - MS));
+        c.on_loss(now, &loss(2400, now - MS, false));
         let cut = c.window();
         c.on_ack(now + MS, &ack(100_000, now - 2 * MS));
         assert_eq!(c.window(), cut, "sent before the loss: no growth");
-        c.on_spurious_loss(now + 2 * MS, &loss(2400, now - MS));
+        c.on_spurious_loss(now + 2 * MS, &loss(2400, now - MS, false));
         assert_eq!(c.window(), peak, "all of it was reordering");
     }
 
@@ -290,11 +231,11 @@ mod tests {
         let t0 = Instant::now();
         let mut c = Cubic::new(MTU);
         let mut now = run(&mut c, t0, 0.4);
-        c.on_loss(now, &loss(1200, now - MS));
+        c.on_loss(now, &loss(1200, now - MS, false));
         let first_w_max = c.w_max;
         now += 100 * MS;
         // A loss again before the window regained its peak.
-        c.on_loss(now, &loss(1200, now - MS));
+        c.on_loss(now, &loss(1200, now - MS, false));
         assert!(
             c.w_max < c.window() as f64 / BETA,
             "{} {}",

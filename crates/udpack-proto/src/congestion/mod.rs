@@ -13,6 +13,7 @@ mod cubic;
 mod delivery_rate;
 mod new_reno;
 mod pacer;
+mod recovery_period;
 
 pub use bbr::Bbr;
 pub use cubic::Cubic;
@@ -94,6 +95,38 @@ impl ControllerKind {
             ControllerKind::Bbr => Box::new(Bbr::new(mtu)),
             ControllerKind::NewReno => Box::new(NewReno::new(mtu)),
             ControllerKind::Cubic => Box::new(Cubic::new(mtu)),
+        }
+    }
+}
+
+/// Samples for the controllers' unit tests: an RTT of 50 ms throughout.
+#[cfg(test)]
+mod samples {
+    use std::time::{Duration, Instant};
+
+    use super::{AckSample, LossSample};
+
+    /// An ACK of `bytes`, the largest acknowledged packet sent at `sent`.
+    pub fn ack(bytes: u64, sent: Instant) -> AckSample {
+        let rtt = Duration::from_millis(50);
+        AckSample {
+            acked_bytes: bytes,
+            bytes_in_flight: 0,
+            largest_acked_sent: sent,
+            latest_rtt: Some(rtt),
+            smoothed_rtt: rtt,
+            min_rtt: rtt,
+            rate: None,
+        }
+    }
+
+    /// A loss of `bytes`, the last of them sent at `sent`.
+    pub fn loss(bytes: u64, sent: Instant, persistent: bool) -> LossSample {
+        LossSample {
+            lost_bytes: bytes,
+            largest_lost_sent: sent,
+            bytes_in_flight: 0,
+            persistent,
         }
     }
 }

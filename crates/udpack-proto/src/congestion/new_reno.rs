@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use super::recovery_period::RecoveryPeriod;
 use super::{AckSample, Controller, LossSample};
 
 /// RFC 9002 §7.2: the initial window is capped at 14 720 bytes unless two packets need more.
@@ -29,28 +30,13 @@ pub struct NewReno {
     window: u64,
     /// Slow-start threshold; `u64::MAX` until the first loss.
     ssthresh: u64,
-    /// Start of the current recovery period: packets sent before it cannot cut the window
-    /// again, and their acknowledgements do not grow it.
-    recovery_start: Option<Instant>,
-    /// Start of the recovery period before the current one: a spurious loss of a packet
-    /// sent before it was declared in an earlier period and cannot undo this one.
-    prior_recovery_start: Option<Instant>,
+    /// One reduction per congestion event, undone if its losses were all reordering;
+    /// it keeps the window and threshold from before the cut.
+    recovery: RecoveryPeriod<(u64, u64)>,
     /// Bytes acknowledged in congestion avoidance not yet turned into window growth.
     bytes_acked: u64,
     /// The sender did not fill the window; growing it then would be unvalidated (RFC 9002 §7.8).
     app_limited: bool,
-    /// Window and threshold before the current recovery period, and the bytes declared
-    /// lost in it that were not yet found spurious: when those reach zero, every loss of
-    /// the period was reordering, and the reduction is undone (as Linux TCP does on DSACK).
-    undo: Option<Undo>,
-}
-
-/// What a recovery period cut, to restore if its losses were spurious.
-#[derive(Debug, Clone, Copy)]
-struct Undo {
-    window: u64,
-    ssthresh: u64,
-    lost_bytes: u64,
 }
 
 impl NewReno {
@@ -61,11 +47,9 @@ impl NewReno {
             mtu,
             window: initial_window_for(mtu),
             ssthresh: u64::MAX,
-            recovery_start: None,
-            prior_recovery_start: None,
+            recovery: RecoveryPeriod::default(),
             bytes_acked: 0,
             app_limited: false,
-            undo: None,
         }
     }
 
@@ -77,10 +61,6 @@ impl NewReno {
     /// Slow-start threshold in bytes (`u64::MAX` before the first congestion event).
     pub fn ssthresh(&self) -> u64 {
         self.ssthresh
-    }
-
-    fn in_recovery(&self, sent: Instant) -> bool {
-        self.recovery_start.is_some_and(|start| sent <= start)
     }
 }
 
@@ -95,7 +75,7 @@ impl Controller for NewReno {
     fn on_ack(&mut self, _now: Instant, ack: &AckSample) {
         // Acknowledgements of packets sent before the loss belong to the same congestion
         // event and must not grow the window back.
-        if self.in_recovery(ack.largest_acked_sent) || self.app_limited {
+        if self.recovery.contains(ack.largest_acked_sent) || self.app_limited {
             return;
         }
         if self.window < self.ssthresh {
@@ -114,48 +94,28 @@ impl Controller for NewReno {
     }
 
     fn on_loss(&mut self, now: Instant, loss: &LossSample) {
-        if loss.lost_bytes > 0 && !self.in_recovery(loss.largest_lost_sent) {
+        if self
+            .recovery
+            .on_loss(now, loss, (self.window, self.ssthresh))
+        {
             // A new congestion event: halve once for the whole recovery period.
-            self.undo = Some(Undo {
-                window: self.window,
-                ssthresh: self.ssthresh,
-                lost_bytes: 0,
-            });
-            self.prior_recovery_start = self.recovery_start;
-            self.recovery_start = Some(now);
             self.window = (self.window / 2).max(self.minimum_window());
             self.ssthresh = self.window;
             self.bytes_acked = 0;
         }
-        if let Some(u) = &mut self.undo {
-            u.lost_bytes = u.lost_bytes.saturating_add(loss.lost_bytes);
-        }
         if loss.persistent {
             // RFC 9002 §7.6.2: collapse and let the next loss start a new recovery period.
             self.window = self.minimum_window();
-            self.recovery_start = None;
+            self.recovery.end();
             self.bytes_acked = 0;
-            self.undo = None;
         }
     }
 
     fn on_spurious_loss(&mut self, _now: Instant, loss: &LossSample) {
-        let earlier_period = self
-            .prior_recovery_start
-            .is_some_and(|p| loss.largest_lost_sent <= p);
-        if !self.in_recovery(loss.largest_lost_sent) || earlier_period {
-            return;
-        }
-        let Some(u) = &mut self.undo else {
-            return;
-        };
-        u.lost_bytes = u.lost_bytes.saturating_sub(loss.lost_bytes);
-        if u.lost_bytes == 0 {
+        if let Some((window, ssthresh)) = self.recovery.on_spurious_loss(loss) {
             // Every loss of this period was reordering: restore what it cut.
-            self.window = self.window.max(u.window);
-            self.ssthresh = u.ssthresh;
-            self.recovery_start = None;
-            self.undo = None;
+            self.window = self.window.max(window);
+            self.ssthresh = ssthresh;
         }
     }
 
@@ -178,33 +138,13 @@ impl Controller for NewReno {
 
 #[cfg(test)]
 mod tests {
+    use super::super::samples::{ack, loss};
     use super::*;
     use std::time::Duration;
 
     const MTU: u16 = 1200;
     const MTU_BYTES: u64 = MTU as u64;
     const MS: Duration = Duration::from_millis(1);
-
-    fn ack(bytes: u64, sent: Instant) -> AckSample {
-        AckSample {
-            acked_bytes: bytes,
-            bytes_in_flight: 0,
-            largest_acked_sent: sent,
-            latest_rtt: Some(50 * MS),
-            smoothed_rtt: 50 * MS,
-            min_rtt: 50 * MS,
-            rate: None,
-        }
-    }
-
-    fn loss(bytes: u64, sent: Instant, persistent: bool) -> LossSample {
-        LossSample {
-            lost_bytes: bytes,
-            largest_lost_sent: sent,
-            bytes_in_flight: 0,
-            persistent,
-        }
-    }
 
     #[test]
     fn initial_window_follows_rfc() {
