@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
+use rustc_hash::FxBuildHasher;
 
 use crate::config::{ClientConfig, ServerConfig};
 use crate::datagram::DatagramBuf;
@@ -116,8 +117,11 @@ struct Entry {
 /// A set of sessions sharing one socket.
 pub struct Endpoint {
     server: Option<Arc<ServerConfig>>,
-    /// Boxed: a session is a few KB, and the table keeps spare buckets.
-    sessions: HashMap<u64, Box<Entry>>,
+    /// Boxed: a session is a few KB, and the table keeps spare buckets. Looked up for
+    /// every datagram, so hashed with FxHash rather than SipHash: its keys are session
+    /// ids this endpoint drew at random, so a peer cannot choose colliding ones (unlike
+    /// `hellos`, keyed by ids the clients pick, which keeps the default hasher).
+    sessions: HashMap<u64, Box<Entry>, FxBuildHasher>,
     /// Server: client session id → (its address, our session id) of accepted hellos, so a repeated
     /// hello gets the same reply instead of a second session.
     hellos: HashMap<u64, (SocketAddr, u64)>,
@@ -167,7 +171,7 @@ impl Endpoint {
         let tokens = tokens::TokenTable::new(&mut rng);
         Endpoint {
             server,
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             hellos: HashMap::new(),
             per_address: HashMap::new(),
             tokens,
