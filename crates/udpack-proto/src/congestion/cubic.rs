@@ -35,6 +35,9 @@ pub struct Cubic {
     /// all reordering; it keeps the window, threshold and W_max from before the cut.
     recovery: RecoveryPeriod<(u64, u64, f64)>,
     app_limited: bool,
+    /// First ACK seen while app-limited: the curve's clock stops meanwhile (RFC 9438
+    /// §5.8), so the epoch moves on by the time spent there.
+    limited_since: Option<Instant>,
 }
 
 impl Cubic {
@@ -51,6 +54,7 @@ impl Cubic {
             w_est: 0.0,
             recovery: RecoveryPeriod::default(),
             app_limited: false,
+            limited_since: None,
         }
     }
 
@@ -98,7 +102,16 @@ impl Controller for Cubic {
     }
 
     fn on_ack(&mut self, now: Instant, ack: &AckSample) {
-        if self.recovery.contains(ack.largest_acked_sent) || self.app_limited {
+        if self.app_limited {
+            self.limited_since.get_or_insert(now);
+            return;
+        }
+        if let Some(since) = self.limited_since.take() {
+            if let Some(start) = &mut self.epoch_start {
+                *start += now.saturating_duration_since(since);
+            }
+        }
+        if self.recovery.contains(ack.largest_acked_sent) {
             return;
         }
         if self.window < self.ssthresh {
@@ -123,7 +136,9 @@ impl Controller for Cubic {
             self.ssthresh = self.window;
             self.w_est = self.window as f64;
             let mss = self.mtu as f64;
-            self.k = ((self.w_max / mss) * (1.0 - BETA) / C).cbrt();
+            // RFC 9438 §4.2: the time the curve takes from this window back to W_max.
+            let below = (self.w_max - self.window as f64).max(0.0);
+            self.k = (below / mss / C).cbrt();
             self.epoch_start = Some(now);
         }
         if loss.persistent {
@@ -224,6 +239,34 @@ mod tests {
         assert_eq!(c.window(), cut, "sent before the loss: no growth");
         c.on_spurious_loss(now + 2 * MS, &loss(2400, now - MS, false));
         assert_eq!(c.window(), peak, "all of it was reordering");
+    }
+
+    #[test]
+    fn time_spent_app_limited_does_not_advance_the_curve() {
+        // Two controllers cut at the same moment; one then spends 5 s app-limited.
+        // Once both grow again, the paused one must not jump ahead on the curve.
+        let t0 = Instant::now();
+        let mut busy = Cubic::new(MTU);
+        let now = run(&mut busy, t0, 0.4);
+        busy.on_loss(now, &loss(1200, now - MS, false));
+        let mut idle = Cubic::new(MTU);
+        let _ = run(&mut idle, t0, 0.4);
+        idle.on_loss(now, &loss(1200, now - MS, false));
+        idle.on_app_limited(0);
+        let mut t = now;
+        for _ in 0..100 {
+            t += 50 * MS;
+            idle.on_ack(t, &ack(1200, t - MS));
+        }
+        idle.on_sent(t, 1200, idle.window());
+        let _ = run(&mut busy, now, 0.5);
+        let _ = run(&mut idle, t, 0.5);
+        assert!(
+            idle.window() <= busy.window(),
+            "paused {} against running {}",
+            idle.window(),
+            busy.window()
+        );
     }
 
     #[test]
