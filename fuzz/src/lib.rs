@@ -39,13 +39,13 @@ fn builder() -> snow::Builder<'static> {
 /// A server endpoint that accepts the token "letmein", with a fixed random seed.
 pub fn server_endpoint() -> Endpoint {
     let config = server_config(SEED, TransportConfig::default());
-    Endpoint::new(EndpointConfig { rng_seed: Some(7) }, Some(Arc::new(config)))
+    Endpoint::new(EndpointConfig { rng_seed: Some(7), ..EndpointConfig::default() }, Some(Arc::new(config)))
 }
 
 /// A client endpoint that has sent its hello to [`SERVER`]: returns the endpoint, the
 /// client's session id and the hello datagram.
 pub fn client_mid_handshake(now: Instant) -> (Endpoint, u64, Vec<u8>) {
-    let mut ep = Endpoint::new(EndpointConfig { rng_seed: Some(9) }, None);
+    let mut ep = Endpoint::new(EndpointConfig { rng_seed: Some(9), ..EndpointConfig::default() }, None);
     let h = ep.connect(
         now,
         SERVER,

@@ -11,8 +11,17 @@ use crate::keys::{PrivateKey, PublicKey};
 /// Limits and timers of a session, the same for both roles.
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
-    /// Largest datagram sent (UDP payload). 1452 fits a 1500-byte Ethernet MTU over IPv6.
+    /// Largest datagram (UDP payload) sent or accepted: the ceiling of path MTU
+    /// discovery, announced to the peer. Default 65,507, the most UDP carries.
     pub max_datagram_size: u16,
+    /// The datagram size a session starts with, and keeps if discovery is off or finds
+    /// nothing larger. Default 1452: a 1500-byte Ethernet frame carries it over IPv6.
+    pub initial_datagram_size: u16,
+    /// Path MTU discovery (PROTOCOL.md §7.5): probe for larger datagrams than the
+    /// initial size, up to [`Self::max_datagram_size`], and fall back to 1200 bytes
+    /// when the path stops carrying the size in use. The runtime turns it off where
+    /// the socket cannot forbid fragmentation.
+    pub mtu_discovery: bool,
     /// Receive window per stream at start; it grows toward [`Self::max_stream_window`].
     pub initial_stream_window: u64,
     /// Largest receive window per stream: bounds memory per stream.
@@ -73,7 +82,9 @@ const MIN_CONFIDENTIALITY_LIMIT: u64 = 64;
 impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {
-            max_datagram_size: 1452,
+            max_datagram_size: crate::handshake::MAX_DATAGRAM_SIZE as u16,
+            initial_datagram_size: 1452,
+            mtu_discovery: true,
             initial_stream_window: 512 * 1024,
             max_stream_window: 64 * 1024 * 1024,
             initial_session_window: 1024 * 1024,
@@ -101,11 +112,18 @@ impl TransportConfig {
     pub(crate) fn normalized(&self) -> TransportConfig {
         use crate::handshake::{
             MAX_ACK_DELAY_MS, MAX_DATAGRAM_SIZE, MAX_IDLE_TIMEOUT_MS, MAX_STREAMS, MIN_CREDIT,
+            MIN_DATAGRAM_SIZE,
         };
         let initial_stream_window = self.initial_stream_window.max(MIN_CREDIT);
         let initial_session_window = self.initial_session_window.max(MIN_CREDIT);
+        let max_datagram_size = self
+            .max_datagram_size
+            .clamp(MIN_DATAGRAM_SIZE as u16, MAX_DATAGRAM_SIZE as u16);
         TransportConfig {
-            max_datagram_size: self.max_datagram_size.clamp(1200, MAX_DATAGRAM_SIZE as u16),
+            max_datagram_size,
+            initial_datagram_size: self
+                .initial_datagram_size
+                .clamp(MIN_DATAGRAM_SIZE as u16, max_datagram_size),
             initial_stream_window,
             max_stream_window: self.max_stream_window.max(initial_stream_window),
             initial_session_window,

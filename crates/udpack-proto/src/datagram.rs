@@ -43,6 +43,14 @@ impl<'a> DatagramBuf<'a> {
         self.out.truncate(self.base + len);
     }
 
+    /// Pads the datagram with zeros (PADDING frames) to `len` bytes.
+    pub fn pad_to(&mut self, len: usize) {
+        let to = self.base + len;
+        if self.out.len() < to {
+            self.out.resize(to, 0);
+        }
+    }
+
     /// Appends bytes.
     pub fn extend_from_slice(&mut self, data: &[u8]) {
         self.out.extend_from_slice(data);

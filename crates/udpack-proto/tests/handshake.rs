@@ -432,8 +432,12 @@ fn replayed_packets_have_no_effect() {
                 "transfer did not finish"
             );
         }
-        // Delivered for sure: one-way delay plus the longest queueing delay.
-        let arrived = |c: &Captured| c.at + ONE_WAY + Duration::from_millis(60) <= sim.now;
+        // Delivered for sure: one-way delay plus the longest queueing delay, and not an
+        // MTU probe larger than the link carries.
+        let max = link().max_datagram;
+        let arrived = |c: &Captured| {
+            c.at + ONE_WAY + Duration::from_millis(60) <= sim.now && c.data.len() <= max
+        };
         let up: Vec<Captured> = captured(&sim, client_addr, DATA_PACKET)
             .into_iter()
             .filter(arrived)

@@ -115,32 +115,37 @@ fn bbr_keeps_a_fair_share_beside_a_loss_based_flow() {
 
 /// The same beside CUBIC (RFC 9438), the loss-based flow real links carry most: on the
 /// lab's link, with kernel TCP Cubic, udpack got 43.8 Mbit/s against Cubic's 51.9.
-/// Two runs (together, CUBIC 3 s ahead); each flow at least a third of the link on
-/// average, neither under a quarter.
+/// Three seeds and two starts (together, CUBIC 3 s ahead): one run alone swings from
+/// about 31 to 64 Mbit/s with the drop pattern, so each flow is held to a third of the
+/// link on average, and no run to under a quarter.
 #[test]
 fn bbr_keeps_a_fair_share_beside_cubic() {
     let mut runs = Vec::new();
-    for lead_ms in [0u64, 3000] {
-        let seed = 510;
-        let lead = Duration::from_millis(lead_ms);
-        let (bbr, cubic, drops) = share(
-            seed,
-            ControllerKind::Cubic,
-            lead,
-            Duration::from_secs(6),
-            Duration::from_secs(20),
-        );
-        eprintln!(
-            "fairness: 100 Mbit/s, 40 ms RTT, 40 ms drop-tail queue, seed {seed}, CUBIC {lead_ms} ms ahead: BBR {:6.2} Mbit/s, CUBIC {:6.2} Mbit/s, queue drops {drops}",
-            bbr / 1e6,
-            cubic / 1e6
-        );
-        assert!(drops > 0, "lead {lead_ms} ms: the buffer never overflowed");
-        runs.push((lead_ms, bbr, cubic));
+    for seed in 510..513u64 {
+        for lead_ms in [0u64, 3000] {
+            let lead = Duration::from_millis(lead_ms);
+            let (bbr, cubic, drops) = share(
+                seed,
+                ControllerKind::Cubic,
+                lead,
+                Duration::from_secs(6),
+                Duration::from_secs(20),
+            );
+            eprintln!(
+                "fairness: 100 Mbit/s, 40 ms RTT, 40 ms drop-tail queue, seed {seed}, CUBIC {lead_ms} ms ahead: BBR {:6.2} Mbit/s, CUBIC {:6.2} Mbit/s, queue drops {drops}",
+                bbr / 1e6,
+                cubic / 1e6
+            );
+            assert!(
+                drops > 0,
+                "seed {seed}, lead {lead_ms} ms: the buffer never overflowed"
+            );
+            runs.push((seed, lead_ms, bbr, cubic));
+        }
     }
     let n = runs.len() as f64;
-    let mean_bbr = runs.iter().map(|r| r.1).sum::<f64>() / n;
-    let mean_cubic = runs.iter().map(|r| r.2).sum::<f64>() / n;
+    let mean_bbr = runs.iter().map(|r| r.2).sum::<f64>() / n;
+    let mean_cubic = runs.iter().map(|r| r.3).sum::<f64>() / n;
     let (third, quarter) = (RATE as f64 / 3.0, RATE as f64 / 4.0);
     assert!(
         mean_bbr >= third && mean_cubic >= third,
@@ -149,7 +154,7 @@ fn bbr_keeps_a_fair_share_beside_cubic() {
         mean_cubic / 1e6
     );
     assert!(
-        runs.iter().all(|r| r.1 >= quarter && r.2 >= quarter),
+        runs.iter().all(|r| r.2 >= quarter && r.3 >= quarter),
         "a flow under a quarter of the link: {runs:?}"
     );
 }

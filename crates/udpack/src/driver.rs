@@ -31,9 +31,10 @@ pub(crate) struct Driver {
     socket: Socket,
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
-    /// Datagrams waiting to be sent: their bytes back to back, and (destination, size).
+    /// Datagrams waiting to be sent: their bytes back to back, and (destination, size,
+    /// alone: an MTU probe, never in a GSO batch).
     out: Vec<u8>,
-    out_meta: Vec<(SocketAddr, usize)>,
+    out_meta: Vec<(SocketAddr, usize, bool)>,
     /// How many of `out_meta` (and bytes of `out`) were already sent.
     out_sent: usize,
     out_sent_bytes: usize,
@@ -66,15 +67,19 @@ impl Driver {
             // Send the queue in runs that GSO can take as one: same destination, same
             // size (the last of a run may be shorter).
             while self.out_sent < self.out_meta.len() {
-                let (dest, size) = self.out_meta[self.out_sent];
+                let (dest, size, alone) = self.out_meta[self.out_sent];
                 let mut n = 1;
                 let mut bytes = size;
-                while self.out_sent + n < self.out_meta.len()
+                // An MTU probe goes on its own: in a batch, a segment larger than the
+                // path fails the whole batch (and the kernel's answer, EINVAL, would
+                // turn GSO off for good).
+                while !alone
+                    && self.out_sent + n < self.out_meta.len()
                     && n < max_segments
                     && bytes + size <= MAX_GSO_BYTES
                 {
-                    let (d, s) = self.out_meta[self.out_sent + n];
-                    if d != dest || s > size {
+                    let (d, s, a) = self.out_meta[self.out_sent + n];
+                    if d != dest || s > size || a {
                         break;
                     }
                     n += 1;
@@ -103,7 +108,7 @@ impl Driver {
             // Each datagram is written in place at the end of the batch.
             while self.out_meta.len() < SEND_QUEUE {
                 match st.proto.poll_transmit_append(now, &mut self.out) {
-                    Some(t) => self.out_meta.push((t.destination, t.size)),
+                    Some(t) => self.out_meta.push((t.destination, t.size, t.mtu_probe)),
                     None => break,
                 }
             }

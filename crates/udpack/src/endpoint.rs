@@ -64,6 +64,7 @@ impl EndpointBuilder {
         let mut proto = udpack_proto::Endpoint::new(
             EndpointConfig {
                 rng_seed: self.rng_seed,
+                may_fragment: socket.may_fragment(),
             },
             self.server.map(Arc::new),
         );

@@ -41,6 +41,12 @@ impl Socket {
         self.io.local_addr()
     }
 
+    /// True if the socket cannot set the don't-fragment bit (then path MTU discovery
+    /// is off: fragments would pass a probe the path cannot carry whole).
+    pub(crate) fn may_fragment(&self) -> bool {
+        self.state.may_fragment()
+    }
+
     /// Most datagrams one send may carry (1 without GSO).
     pub(crate) fn max_gso_segments(&self) -> usize {
         self.state.max_gso_segments().max(1)

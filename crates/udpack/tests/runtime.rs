@@ -653,3 +653,44 @@ async fn sessions_name_their_token_and_a_token_holds_its_limit() {
     assert_eq!(again_id, Some(id));
     drop(again);
 }
+
+/// Loopback carries 65,535-byte IPv4 packets: path MTU discovery finds the largest
+/// datagram UDP allows (the socket forbids fragmentation, so the probe passed whole),
+/// and the data arrives intact in datagrams of that size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_finds_the_largest_datagram_and_the_data_arrives_intact() {
+    let key = PrivateKey::generate();
+    let server = server(&key, TransportConfig::default()).await;
+    let client = client(&key, TransportConfig::default()).await;
+    let addr = server.local_addr();
+    let data = payload(11, 16_000_000);
+    let expected = digest(&data);
+    let reader = tokio::spawn(async move {
+        let s = server.accept().await.expect("accept");
+        let mut stream = s.accept_stream().await.expect("stream");
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).await.expect("read");
+        (digest(&got), s.stats())
+    });
+    let session = client.connect(addr).await.expect("connect");
+    assert_eq!(session.stats().datagram_size, 1452, "the initial size");
+    let mut stream = session.open_stream().await.expect("open");
+    stream.write_all(&data).await.expect("write");
+    stream.finish().expect("finish");
+    tokio::time::timeout(Duration::from_secs(20), stream.finished())
+        .await
+        .expect("acknowledged in time")
+        .expect("finished");
+    let (got, server_stats) = reader.await.expect("reader");
+    assert_eq!(got, expected);
+    let stats = session.stats();
+    assert_eq!(stats.datagram_size, 65_507);
+    assert_eq!(stats.mtu_probes_lost, 0);
+    // Most of the data went in large datagrams: far fewer packets than 1452-byte
+    // ones would take (11,500 for 16 MB).
+    assert!(
+        server_stats.packets_received < 3_000,
+        "{} packets received",
+        server_stats.packets_received
+    );
+}

@@ -166,6 +166,11 @@ impl Controller for Cubic {
         self.window
     }
 
+    fn on_mtu_change(&mut self, mtu: u16) {
+        self.mtu = u64::from(mtu.max(1));
+        self.window = self.window.max(self.minimum_window());
+    }
+
     fn pacing_rate(&self) -> Option<u64> {
         None
     }

@@ -65,6 +65,9 @@ pub trait Controller: Send + Debug {
     /// Packets declared lost were acknowledged after all (the path reordered them):
     /// undo what [`Controller::on_loss`] did for them. `loss` describes those packets.
     fn on_spurious_loss(&mut self, _now: Instant, _loss: &LossSample) {}
+    /// The path's datagram size changed (path MTU discovery): windows counted in
+    /// packets (the initial, the minimum, each step of growth) follow it.
+    fn on_mtu_change(&mut self, mtu: u16);
     /// The sender had nothing to send although the window allowed it.
     fn on_app_limited(&mut self, _bytes_in_flight: u64) {}
     /// Congestion window in bytes.

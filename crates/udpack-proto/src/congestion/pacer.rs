@@ -54,6 +54,12 @@ impl Pacer {
         }
     }
 
+    /// The path's datagram size changed: the burst allowance and the minimum rate
+    /// follow it.
+    pub fn set_mtu(&mut self, mtu: u16) {
+        self.mtu = u64::from(mtu.max(1));
+    }
+
     /// Caps the pacing rate at `max` bytes per second (`None`: no cap).
     pub fn with_max_rate(mut self, max: Option<u64>) -> Self {
         self.max_rate = max.map(|m| m.max(1));

@@ -98,6 +98,10 @@ pub struct EndpointConfig {
     /// Seeds the endpoint's random numbers (session ids, path challenges); `None` seeds
     /// from the OS. Tests set it to replay runs.
     pub rng_seed: Option<u64>,
+    /// The socket cannot forbid fragmentation (no don't-fragment bit): a probe larger
+    /// than the path would arrive in fragments and pass, so the endpoint's sessions
+    /// keep their initial datagram size (no path MTU discovery).
+    pub may_fragment: bool,
 }
 
 struct Entry {
@@ -149,6 +153,8 @@ pub struct Endpoint {
     replays: replay::ReplayMemory,
     /// The wall clock, when the caller told it: (an instant, Unix time at it).
     unix_anchor: Option<(Instant, Duration)>,
+    /// Sessions keep their initial datagram size ([`EndpointConfig::may_fragment`]).
+    may_fragment: bool,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -188,6 +194,7 @@ impl Endpoint {
             cookies,
             replays: replay::ReplayMemory::default(),
             unix_anchor: None,
+            may_fragment: config.may_fragment,
         }
     }
 
@@ -266,10 +273,13 @@ impl Endpoint {
     fn insert(
         &mut self,
         sid: u64,
-        session: Session,
+        mut session: Session,
         hello_key: Option<u64>,
         peer_ip: Option<IpAddr>,
     ) {
+        if self.may_fragment {
+            session.stop_mtu_discovery();
+        }
         if let Some(ip) = peer_ip {
             *self.per_address.entry(ip).or_insert(0) += 1;
         }
@@ -478,6 +488,7 @@ impl Endpoint {
             return Some(Transmit {
                 destination: to,
                 size: data.len(),
+                mtu_probe: false,
             });
         }
         self.process_touched();
@@ -564,7 +575,13 @@ mod tests {
     fn stateless_answers_wait_in_a_bounded_queue() {
         let key = PrivateKey::generate_from(&mut StdRng::seed_from_u64(1));
         let server = Arc::new(ServerConfig::new(key));
-        let mut ep = Endpoint::new(EndpointConfig { rng_seed: Some(2) }, Some(server));
+        let mut ep = Endpoint::new(
+            EndpointConfig {
+                rng_seed: Some(2),
+                ..EndpointConfig::default()
+            },
+            Some(server),
+        );
         let now = Instant::now();
         // A flood of hellos that each earn an answer, with nobody draining the answers.
         let extra = 40;

@@ -137,6 +137,10 @@ impl Session {
         self.flow.peer_max_data = peer.max_data;
         self.streams.max_local = peer.max_streams;
         self.peer_params = Some(peer);
+        let upper = u16::try_from(peer.max_datagram_size).unwrap_or(u16::MAX);
+        let upper = upper.min(self.config.max_datagram_size);
+        let size = self.mtu.start(self.path.remote, upper);
+        self.set_datagram_size(size);
         self.reset_idle(now);
         self.events.push_back(Event::Connected);
     }
@@ -278,6 +282,7 @@ impl Session {
         Transmit {
             destination: self.path.remote,
             size: buf.len(),
+            mtu_probe: false,
         }
     }
 }

@@ -46,7 +46,12 @@ impl Session {
     fn on_ack_outcome(&mut self, now: Instant, out: &mut AckOutcome) {
         let mut acked_bytes = 0u64;
         let mut largest_sent = None;
-        for (_, p) in &out.acked {
+        for (pn, p) in &out.acked {
+            if p.frames.mtu_probe {
+                if let Some(size) = self.mtu.on_probe_acked(now, *pn) {
+                    self.set_datagram_size(size);
+                }
+            }
             self.tail.on_acked(p.in_flight, p.frames.copy_group);
             if p.in_flight {
                 acked_bytes += u64::from(p.size);
@@ -87,8 +92,8 @@ impl Session {
         for (pn, p) in out.spurious.drain(..) {
             self.stats.spurious_losses += 1;
             // One packet at a time: each undoes what its own loss did (a tail copy
-            // whose loss was covered by another did nothing).
-            if self.tail.on_spurious(pn) && p.in_flight {
+            // whose loss was covered by another did nothing, nor did an MTU probe's).
+            if self.tail.on_spurious(pn) && p.in_flight && !p.frames.mtu_probe {
                 self.cc.on_spurious_loss(
                     now,
                     &LossSample {
@@ -160,6 +165,13 @@ impl Session {
         let mut lost_bytes = 0;
         let mut largest_lost_sent = None;
         for (pn, p) in lost {
+            if p.frames.mtu_probe {
+                // The path does not carry that size: nothing else was in it, and the
+                // controller is not told (RFC 9000 §14.4).
+                self.stats.mtu_probes_lost += 1;
+                self.mtu.on_probe_lost(now, *pn);
+                continue;
+            }
             self.stats.packets_lost += 1;
             let member = self.tail.on_lost(*pn, p.in_flight, p.frames.copy_group);
             if member == LostMember::Covered {
@@ -177,8 +189,10 @@ impl Session {
             }
             if p.in_flight {
                 lost_bytes += u64::from(p.size);
+                // A packet that was not in flight (a path probe) says nothing of
+                // congestion on this path.
+                largest_lost_sent = Some(p.time);
             }
-            largest_lost_sent = Some(p.time);
             self.requeue_frames(&p.frames);
         }
         if let Some(largest_lost_sent) = largest_lost_sent {

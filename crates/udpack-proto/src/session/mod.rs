@@ -39,6 +39,7 @@ mod flow;
 mod key_update;
 mod packet_builder;
 mod path;
+mod path_mtu;
 pub(crate) mod pending;
 mod recv;
 mod stream_io;
@@ -71,6 +72,7 @@ use connect::Connect;
 use flow::SessionFlow;
 use key_update::SessionKeys;
 use path::PathState;
+use path_mtu::PathMtu;
 use pending::PendingControl;
 use streams::Streams;
 use tail_copy::TailCopies;
@@ -139,6 +141,11 @@ pub struct SessionStats {
     pub pacing_rate: u64,
     /// Latest delivery-rate sample in bytes per second.
     pub delivery_rate: u64,
+    /// The datagram size in use on the path (path MTU discovery, PROTOCOL.md §7.5).
+    pub datagram_size: u64,
+    /// Path MTU probes declared lost: a size the path does not carry, not congestion;
+    /// not counted in `packets_lost`.
+    pub mtu_probes_lost: u64,
     /// Memory the session's receive buffers hold: at most the unread bytes plus two
     /// segments per stream, and the out-of-order chunks' overhead (PROTOCOL.md §5.7).
     pub receive_memory: u64,
@@ -149,6 +156,9 @@ pub struct SessionStats {
 pub struct Transmit {
     pub destination: SocketAddr,
     pub size: usize,
+    /// A path MTU probe, larger than the path may carry: send it on its own (in a GSO
+    /// batch, a segment too large for the path fails the whole batch).
+    pub mtu_probe: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +191,7 @@ pub struct Session {
 
     connect: Connect,
     path: PathState,
+    mtu: PathMtu,
     ack: AckState,
     recovery: Recovery,
     cc: Box<dyn Controller>,
@@ -222,7 +233,12 @@ impl Session {
         rng: rand::rngs::StdRng,
     ) -> Self {
         let config = config.normalized();
-        let mtu = config.max_datagram_size;
+        let path_mtu = PathMtu::new(
+            config.initial_datagram_size,
+            config.max_datagram_size,
+            config.mtu_discovery,
+        );
+        let mtu = path_mtu.current();
         Session {
             side,
             state: State::Handshake,
@@ -234,6 +250,7 @@ impl Session {
             replay: ReplayWindow::default(),
             connect: Connect::default(),
             path: PathState::new(remote, side == Side::Client),
+            mtu: path_mtu,
             ack: AckState::default(),
             recovery: Recovery::new(config.initial_rtt),
             cc: config.congestion.build(mtu),
@@ -313,6 +330,7 @@ impl Session {
         s.delivery_rate = self.rate.latest_rate();
         s.reordering = self.recovery.reordering_distance();
         s.key_updates = self.keys.as_ref().map_or(0, SessionKeys::updates);
+        s.datagram_size = u64::from(self.mtu.current());
         s.receive_memory = self.streams.map.values().map(|st| st.recv.memory()).sum();
         s
     }
@@ -355,6 +373,7 @@ impl Session {
             State::Established => self
                 .transmit_reply(buf)
                 .or_else(|| self.transmit_probe(now, buf))
+                .or_else(|| self.transmit_mtu_probe(now, buf))
                 .or_else(|| self.transmit_data(now, buf)),
         };
         if t.is_none() {

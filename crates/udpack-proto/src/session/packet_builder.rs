@@ -39,6 +39,15 @@ impl Sent {
         }
     }
 
+    /// A path MTU probe: acknowledged, not in flight (`transmit_mtu_probe`).
+    pub fn mtu_probe(frames: SentFrames) -> Self {
+        Sent {
+            ack_eliciting: true,
+            in_flight: false,
+            frames,
+        }
+    }
+
     /// A packet of the data path; ack-eliciting ones are in flight.
     pub fn data(ack_eliciting: bool, frames: SentFrames) -> Self {
         Sent {
@@ -66,7 +75,7 @@ impl Session {
             return;
         }
         self.transmit.peak_window = self.transmit.peak_window.max(self.cc.window());
-        let mtu = super::transmit::max_datagram(&self.config, self.peer_params.as_ref()).max(1);
+        let mtu = usize::from(self.mtu.current()).max(1);
         let windows = (self.transmit.peak_window as usize / mtu).saturating_mul(4);
         if self.recovery.record_len() > MAX_SENT_RECORD.max(windows) {
             self.close_with_error(
@@ -124,6 +133,10 @@ impl Session {
         });
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += size as u64;
-        Some(Transmit { destination, size })
+        Some(Transmit {
+            destination,
+            size,
+            mtu_probe: false,
+        })
     }
 }

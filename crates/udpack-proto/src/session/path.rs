@@ -136,6 +136,8 @@ impl Session {
                 self.path.remote = p.addr;
                 self.path.validated = true;
                 self.path.given_up = None;
+                let size = self.mtu.on_path_change(p.addr);
+                self.set_datagram_size(size);
             } else {
                 self.path.probe = Some(p);
             }

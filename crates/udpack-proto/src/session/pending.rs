@@ -64,6 +64,8 @@ pub struct SentFrames {
     pub goaway: bool,
     /// Largest packet number acknowledged by an ACK frame in this packet.
     pub largest_acked: Option<u64>,
+    /// A path MTU probe (`path_mtu.rs`): its loss is not congestion.
+    pub mtu_probe: bool,
     /// The packet is a tail sent more than once (`tail_copy.rs`): the number of the
     /// original, which names the group of it and its copies.
     pub copy_group: Option<u64>,

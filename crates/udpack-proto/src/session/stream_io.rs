@@ -247,7 +247,7 @@ impl Session {
     fn after_read(&mut self, id: StreamId) {
         let srtt = self.recovery.rtt.smoothed();
         let now_hint = self.ack.largest_received_time();
-        let mtu = u64::from(self.config.max_datagram_size);
+        let mtu = u64::from(self.mtu.current());
         let Some(st) = self.streams.map.get_mut(&id) else {
             return;
         };
@@ -270,7 +270,7 @@ impl Session {
     pub(super) fn update_session_credit(&mut self) {
         let srtt = self.recovery.rtt.smoothed();
         let now_hint = self.ack.largest_received_time();
-        let mtu = u64::from(self.config.max_datagram_size);
+        let mtu = u64::from(self.mtu.current());
         let flow = &mut self.flow;
         if flow
             .credit

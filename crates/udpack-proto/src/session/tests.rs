@@ -10,10 +10,15 @@ use crate::packet::DATA_PACKET;
 use crate::testing::{Fate, LinkParams, Pair, Sim};
 
 /// A connected pair on a wire without delay or rate limit; the applications only take
-/// sessions, the test drives the streams.
+/// sessions, the test drives the streams. The client sends no MTU probes: the tests
+/// hold and replay its data packets one by one.
 fn instant_pair(server: TransportConfig) -> Sim {
     Pair::new(5, LinkParams::new(Duration::ZERO, 0))
         .server_transport(server)
+        .client_transport(TransportConfig {
+            mtu_discovery: false,
+            ..TransportConfig::default()
+        })
         .passive()
         .connected()
 }

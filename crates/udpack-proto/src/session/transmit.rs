@@ -11,10 +11,8 @@ use super::packet_builder::Sent;
 use super::pending::{SentFrames, StreamRange};
 use super::streams::enqueue;
 use super::{Session, Transmit};
-use crate::config::TransportConfig;
 use crate::datagram::DatagramBuf;
 use crate::frame::{Frame, StreamFrame};
-use crate::handshake::TransportParams;
 use crate::packet::{DATA_HEADER_LEN, TAG_LEN};
 
 /// A packet number is skipped once per this many packets, chosen at random.
@@ -50,20 +48,77 @@ impl TransmitState {
     }
 }
 
-/// The largest datagram both sides accept.
-pub(crate) fn max_datagram(config: &TransportConfig, peer: Option<&TransportParams>) -> usize {
-    let ours = usize::from(config.max_datagram_size).max(1200);
-    peer.map_or(ours, |p| ours.min(p.max_datagram_size as usize))
-}
-
 impl Session {
+    /// The datagram size changed (path MTU discovery): the controller and the pacer
+    /// count packets of the new size.
+    pub(super) fn set_datagram_size(&mut self, size: u16) {
+        tracing::debug!(target: "udpack", sid = %self.id_str(), size, "datagram size");
+        self.cc.on_mtu_change(size);
+        self.pacer.set_mtu(size);
+    }
+
+    /// No path MTU discovery for this session: the size in use stays.
+    pub(crate) fn stop_mtu_discovery(&mut self) {
+        self.mtu.stop();
+    }
+
+    /// The size of a path MTU probe to send: one is due, there is data waiting (a
+    /// probe on an idle session would only cost), and the window holds that much
+    /// already (the path has shown it carries a probe's worth at once).
+    fn mtu_probe_due(&mut self, now: Instant) -> Option<u16> {
+        if !self.path.validated || self.transmit.probes > 0 {
+            return None;
+        }
+        let size = self.mtu.probe_due(now)?;
+        let want = self.pending.any() || !self.streams.send_queue.is_empty();
+        (want && u64::from(size) <= self.cc.window()).then_some(size)
+    }
+
+    /// A path MTU probe (`path_mtu.rs`): a PING padded to the size tried, if one is
+    /// due and the pacer lets it go. It is not in flight: it takes no room from
+    /// data in the window, and its loss tells of the path's size, not of congestion
+    /// (`delivery.rs`).
+    pub(super) fn transmit_mtu_probe(
+        &mut self,
+        now: Instant,
+        buf: &mut DatagramBuf<'_>,
+    ) -> Option<Transmit> {
+        let size = self.mtu_probe_due(now)?;
+        let srtt = self.recovery.rtt.smoothed();
+        let window = self.cc.window();
+        let rate = self.cc.pacing_rate();
+        match self.pacer.delay(now, u64::from(size), rate, window, srtt) {
+            Some(t) if t > now => {
+                self.transmit.pacing_until = Some(t);
+                return None;
+            }
+            _ => {}
+        }
+        let pn = self.begin_packet(buf)?;
+        Frame::Ping.encode(buf);
+        buf.pad_to(usize::from(size) - TAG_LEN);
+        let frames = SentFrames {
+            mtu_probe: true,
+            ..SentFrames::default()
+        };
+        let destination = self.path.remote;
+        let t = self.finish_packet(now, buf, pn, destination, Sent::mtu_probe(frames))?;
+        self.mtu.on_probe_sent(pn, size);
+        self.pacer.on_sent(now, t.size as u64);
+        self.transmit.last_ack_eliciting_sent = now;
+        Some(Transmit {
+            mtu_probe: true,
+            ..t
+        })
+    }
+
     /// The next data packet, if anything may and should go now.
     pub(super) fn transmit_data(
         &mut self,
         now: Instant,
         buf: &mut DatagramBuf<'_>,
     ) -> Option<Transmit> {
-        let mtu = max_datagram(&self.config, self.peer_params.as_ref());
+        let mtu = usize::from(self.mtu.current());
         let mut limit = mtu;
         if !self.path.validated {
             limit = limit.min(self.path.budget() as usize);
@@ -73,7 +128,9 @@ impl Session {
             }
         }
         let ack_wanted = self.ack.wanted(now);
-        let may_elicit = self.may_elicit(now, mtu as u64);
+        // A probe that is due goes first: data leaves the pacer's tokens to it.
+        let pace = self.mtu_probe_due(now).map_or(mtu as u64, u64::from);
+        let may_elicit = self.may_elicit(now, mtu as u64, pace);
         // A PATH_RESPONSE does not wait for room in the window: the peer's challenges
         // would run out first (its move to our new address waits for the answer).
         let response_due = self
@@ -182,10 +239,11 @@ impl Session {
         Some(t)
     }
 
-    /// May an ack-eliciting packet go now? Something must want to go, and the window
-    /// and the pacer must allow it (a probe is allowed past both). With nothing to send
-    /// below the window, the sender is app-limited.
-    fn may_elicit(&mut self, now: Instant, mtu: u64) -> bool {
+    /// May an ack-eliciting packet go now? Something must want to go, the window must
+    /// have room for `mtu` bytes and the pacer tokens for `pace` (a PTO probe is
+    /// allowed past both). With nothing to send below the window, the sender is
+    /// app-limited.
+    fn may_elicit(&mut self, now: Instant, mtu: u64, pace: u64) -> bool {
         let want_eliciting =
             self.pending.any() || !self.streams.send_queue.is_empty() || self.tail.any_due(now);
         if !want_eliciting {
@@ -204,7 +262,7 @@ impl Session {
         let srtt = self.recovery.rtt.smoothed();
         match self
             .pacer
-            .delay(now, mtu, self.cc.pacing_rate(), self.cc.window(), srtt)
+            .delay(now, pace, self.cc.pacing_rate(), self.cc.window(), srtt)
         {
             Some(t) if t > now => {
                 self.transmit.pacing_until = Some(t);

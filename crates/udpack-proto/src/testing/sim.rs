@@ -33,6 +33,13 @@ pub struct LinkParams {
     pub loss_before_bottleneck: bool,
     /// Bursty loss on top of `loss`, as a Gilbert-Elliott chain.
     pub bursts: Option<GilbertElliott>,
+    /// Largest datagram (UDP payload) the path carries; a larger one is dropped, as a
+    /// router drops a packet that does not fit and may not be fragmented. Default
+    /// 1472: a 1500-byte IPv4 path.
+    pub max_datagram: usize,
+    /// IP and UDP header bytes each datagram carries on the wire: they take their share
+    /// of the rate, as on a real link (28 for IPv4, the default).
+    pub header_bytes: usize,
 }
 
 /// Two-state bursty loss: in the good state packets pass; each packet moves the chain
@@ -65,6 +72,8 @@ impl LinkParams {
             queue: Duration::from_millis(50),
             loss_before_bottleneck: false,
             bursts: None,
+            max_datagram: 1472,
+            header_bytes: 28,
         }
     }
 }
@@ -75,6 +84,8 @@ pub struct LinkStats {
     pub lost: u64,
     pub dropped: u64,
     pub bytes: u64,
+    /// Datagrams larger than the path carries.
+    pub too_large: u64,
     pub max_queue_delay: Duration,
     pub queue_delay_sum: Duration,
     pub queue_samples: u64,
@@ -212,6 +223,7 @@ impl Sim {
         let ep = Endpoint::new(
             EndpointConfig {
                 rng_seed: Some(self.seed ^ 1),
+                ..EndpointConfig::default()
             },
             Some(Arc::new(config)),
         );
@@ -235,6 +247,7 @@ impl Sim {
         let mut ep = Endpoint::new(
             EndpointConfig {
                 rng_seed: Some(self.seed ^ (idx as u64 * 7919)),
+                ..EndpointConfig::default()
             },
             None,
         );
@@ -334,11 +347,15 @@ impl Sim {
         };
         let p = link.p.clone();
         let mut depart = now;
+        if data.len() > p.max_datagram {
+            link.stats.too_large += 1;
+            return;
+        }
         if p.loss_before_bottleneck && lost_on(link, &p, &mut self.rng) {
             return;
         }
-        if let Some(serialize_ns) = (data.len() as u64 * 8 * 1_000_000_000).checked_div(p.rate_bps)
-        {
+        let wire_bytes = (data.len() + p.header_bytes) as u64;
+        if let Some(serialize_ns) = (wire_bytes * 8 * 1_000_000_000).checked_div(p.rate_bps) {
             let start = now.max(link.next_free);
             let wait = start - now;
             if wait > p.queue {

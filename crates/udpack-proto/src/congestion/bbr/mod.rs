@@ -412,6 +412,11 @@ impl Controller for Bbr {
         self.cwnd
     }
 
+    fn on_mtu_change(&mut self, mtu: u16) {
+        self.mtu = u64::from(mtu.max(1));
+        self.cwnd = self.cwnd.max(self.min_cwnd());
+    }
+
     fn pacing_rate(&self) -> Option<u64> {
         Some(self.pacing_rate)
     }

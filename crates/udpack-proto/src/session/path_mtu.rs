@@ -1,0 +1,324 @@
+//! Path MTU discovery (DPLPMTUD, RFC 8899): data goes in datagrams of the largest size
+//! known to pass, and now and then a probe (a PING padded to a larger size, not counted
+//! in flight, so that its loss says nothing about congestion) tests a larger one. The
+//! sizes tried are the few that real paths have, largest first: what both sides accept
+//! (loopback carries 65,507 bytes), a 9,000-byte jumbo frame, a 1,500-byte Ethernet
+//! frame, each less the IP and UDP headers of the path's address family. A size whose
+//! probe is lost [`MAX_PROBES`] times in a row is given up. The search runs again
+//! [`RAISE_INTERVAL`] after it ends (the path may have grown), and from the start when
+//! the session moves to another address.
+//!
+//! A path whose MTU shrinks below the size in use drops every data packet while small
+//! ACKs still pass: two probe timeouts in a row with nothing acknowledged fall back to
+//! [`BASE_DATAGRAM_SIZE`], which every path carries, and search again from there.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// The size every path carries (RFC 8899's BASE_PLPMTU for QUIC-like protocols).
+pub(crate) const BASE_DATAGRAM_SIZE: u16 = 1200;
+/// Lost probes of one size before it is given up (RFC 8899 MAX_PROBES).
+pub(crate) const MAX_PROBES: u8 = 3;
+/// How long after a search ends the next one starts (RFC 8899 PMTU_RAISE_TIMER).
+pub(crate) const RAISE_INTERVAL: Duration = Duration::from_secs(600);
+/// Probe timeouts in a row, nothing acknowledged, that mean a black hole.
+pub(crate) const BLACK_HOLE_PTOS: u32 = 2;
+
+/// IP and UDP header bytes before the datagram: IPv4 20 + 8, IPv6 40 + 8.
+fn header_len(remote: SocketAddr) -> u16 {
+    match remote {
+        SocketAddr::V4(_) => 28,
+        SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_some() => 28,
+        SocketAddr::V6(_) => 48,
+    }
+}
+
+/// The datagram size of the session's path and the search for a larger one.
+#[derive(Debug)]
+pub(crate) struct PathMtu {
+    /// Datagrams of data go out at this size.
+    current: u16,
+    /// Where a session (and a move to a new address) starts.
+    initial: u16,
+    /// IP and UDP header bytes of the path's address family.
+    header: u16,
+    /// The largest both sides accept.
+    upper: u16,
+    enabled: bool,
+    /// Sizes left to try, largest first.
+    candidates: Vec<u16>,
+    /// The probe in flight: its packet number and size.
+    in_flight: Option<(u64, u16)>,
+    /// Probes of `candidates[0]` lost so far.
+    lost: u8,
+    /// The next search starts then (`None`: now, if there are candidates).
+    next_search: Option<Instant>,
+}
+
+impl PathMtu {
+    /// A path that starts at `initial` (at most `upper`), with discovery on or off.
+    pub fn new(initial: u16, upper: u16, enabled: bool) -> Self {
+        let upper = upper.max(BASE_DATAGRAM_SIZE);
+        PathMtu {
+            current: initial.clamp(BASE_DATAGRAM_SIZE, upper),
+            initial,
+            header: 28,
+            upper,
+            enabled,
+            candidates: Vec::new(),
+            in_flight: None,
+            lost: 0,
+            next_search: None,
+        }
+    }
+
+    /// No more probes: the size in use stays.
+    pub fn stop(&mut self) {
+        self.enabled = false;
+        self.candidates.clear();
+        self.in_flight = None;
+    }
+
+    /// The size data packets use.
+    pub fn current(&self) -> u16 {
+        self.current
+    }
+
+    /// The handshake is done: `upper` is the largest both sides accept. Returns the
+    /// new current size.
+    pub fn start(&mut self, remote: SocketAddr, upper: u16) -> u16 {
+        self.upper = upper.max(BASE_DATAGRAM_SIZE);
+        self.restart(remote, self.initial)
+    }
+
+    /// The session moved to `remote`: the new path is unknown, so start again from
+    /// the initial size. Returns the new current size.
+    pub fn on_path_change(&mut self, remote: SocketAddr) -> u16 {
+        self.restart(remote, self.initial)
+    }
+
+    fn restart(&mut self, remote: SocketAddr, from: u16) -> u16 {
+        self.current = from.clamp(BASE_DATAGRAM_SIZE, self.upper);
+        self.in_flight = None;
+        self.lost = 0;
+        self.next_search = None;
+        self.header = header_len(remote);
+        self.fill_candidates();
+        self.current
+    }
+
+    /// The sizes above the current one, largest first.
+    fn fill_candidates(&mut self) {
+        self.candidates.clear();
+        if !self.enabled {
+            return;
+        }
+        let h = self.header;
+        for s in [self.upper, 9000 - h, 1500 - h, self.initial] {
+            let s = s.min(self.upper);
+            if s > self.current && !self.candidates.contains(&s) {
+                self.candidates.push(s);
+            }
+        }
+        self.candidates.sort_unstable_by(|a, b| b.cmp(a));
+    }
+
+    /// The size to probe now, if a probe is due.
+    pub fn probe_due(&mut self, now: Instant) -> Option<u16> {
+        if !self.enabled || self.in_flight.is_some() {
+            return None;
+        }
+        match self.next_search {
+            Some(t) if now < t => return None,
+            Some(_) => {
+                self.next_search = None;
+                self.lost = 0;
+                self.fill_candidates();
+            }
+            None => {}
+        }
+        self.candidates.first().copied()
+    }
+
+    /// A probe of `size` went out as packet `pn`.
+    pub fn on_probe_sent(&mut self, pn: u64, size: u16) {
+        self.in_flight = Some((pn, size));
+    }
+
+    /// The probe `pn` was acknowledged: its size passes the path. Returns the new
+    /// current size if it grew.
+    pub fn on_probe_acked(&mut self, now: Instant, pn: u64) -> Option<u16> {
+        let (p, size) = self.in_flight?;
+        if p != pn {
+            return None;
+        }
+        self.in_flight = None;
+        self.lost = 0;
+        // The largest untried size passed: nothing between it and a larger failure
+        // is tried (the sizes in between are rare on real paths).
+        self.candidates.clear();
+        self.next_search = Some(now + RAISE_INTERVAL);
+        if size > self.current {
+            self.current = size;
+            Some(size)
+        } else {
+            None
+        }
+    }
+
+    /// The probe `pn` was declared lost.
+    pub fn on_probe_lost(&mut self, now: Instant, pn: u64) {
+        let Some((p, size)) = self.in_flight else {
+            return;
+        };
+        if p != pn {
+            return;
+        }
+        self.in_flight = None;
+        if self.candidates.first() != Some(&size) {
+            return;
+        }
+        self.lost += 1;
+        if self.lost >= MAX_PROBES {
+            self.lost = 0;
+            self.candidates.remove(0);
+            if self.candidates.is_empty() {
+                self.next_search = Some(now + RAISE_INTERVAL);
+            }
+        }
+    }
+
+    /// `ptos` probe timeouts in a row fired with nothing acknowledged. Returns the new
+    /// current size if the path is taken for a black hole.
+    pub fn on_probe_timeout(&mut self, remote: SocketAddr, ptos: u32) -> Option<u16> {
+        if !self.enabled || ptos < BLACK_HOLE_PTOS || self.current <= BASE_DATAGRAM_SIZE {
+            return None;
+        }
+        Some(self.restart(remote, BASE_DATAGRAM_SIZE))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4() -> SocketAddr {
+        "10.0.0.1:4000".parse().expect("address")
+    }
+
+    fn v6() -> SocketAddr {
+        "[2001:db8::1]:4000".parse().expect("address")
+    }
+
+    /// Probes until the search settles, with `passes` saying which sizes the path
+    /// carries; returns the sizes probed.
+    fn search(m: &mut PathMtu, now: Instant, passes: impl Fn(u16) -> bool) -> Vec<u16> {
+        let mut probed = Vec::new();
+        let mut pn = 0;
+        while let Some(size) = m.probe_due(now) {
+            pn += 1;
+            m.on_probe_sent(pn, size);
+            probed.push(size);
+            if passes(size) {
+                m.on_probe_acked(now, pn);
+            } else {
+                m.on_probe_lost(now, pn);
+            }
+            assert!(probed.len() < 32, "the search does not end: {probed:?}");
+        }
+        probed
+    }
+
+    #[test]
+    fn the_largest_size_that_passes_is_found_and_each_failure_costs_three_probes() {
+        let now = Instant::now();
+        let mut m = PathMtu::new(1452, 65_507, true);
+        m.start(v4(), 65_507);
+        let probed = search(&mut m, now, |s| s <= 1472);
+        assert_eq!(
+            probed,
+            [65_507, 65_507, 65_507, 8972, 8972, 8972, 1472],
+            "largest first, three tries each"
+        );
+        assert_eq!(m.current(), 1472);
+        assert_eq!(m.probe_due(now), None, "the search is over");
+
+        let mut m = PathMtu::new(1452, 65_507, true);
+        m.start(v6(), 65_507);
+        assert_eq!(search(&mut m, now, |_| true), [65_507]);
+        assert_eq!(m.current(), 65_507);
+    }
+
+    #[test]
+    fn ipv6_sizes_leave_room_for_the_larger_header() {
+        let now = Instant::now();
+        let mut m = PathMtu::new(1200, 65_507, true);
+        m.start(v6(), 65_507);
+        let probed = search(&mut m, now, |s| s <= 1452);
+        assert_eq!(probed.last(), Some(&1452));
+        assert!(probed.contains(&8952));
+        assert_eq!(m.current(), 1452);
+    }
+
+    #[test]
+    fn the_peers_limit_bounds_the_search_and_off_means_no_probe() {
+        let now = Instant::now();
+        let mut m = PathMtu::new(1452, 65_507, true);
+        m.start(v4(), 1452);
+        assert_eq!(m.probe_due(now), None);
+        assert_eq!(m.current(), 1452);
+
+        let mut m = PathMtu::new(1452, 65_507, false);
+        m.start(v4(), 65_507);
+        assert_eq!(m.probe_due(now), None);
+        assert_eq!(m.current(), 1452);
+    }
+
+    #[test]
+    fn a_black_hole_falls_back_to_the_base_and_searches_again() {
+        let now = Instant::now();
+        let mut m = PathMtu::new(1452, 65_507, true);
+        m.start(v4(), 65_507);
+        search(&mut m, now, |s| s <= 1472);
+        assert_eq!(m.current(), 1472);
+        assert_eq!(
+            m.on_probe_timeout(v4(), 1),
+            None,
+            "one PTO is not a black hole"
+        );
+        assert_eq!(m.on_probe_timeout(v4(), 2), Some(BASE_DATAGRAM_SIZE));
+        // The path now carries 1280-byte frames: none of the sizes above passes, and
+        // the session stays at the base.
+        let probed = search(&mut m, now, |s| s <= 1252);
+        assert_eq!(probed.len(), 4 * 3, "{probed:?}");
+        assert_eq!(m.current(), BASE_DATAGRAM_SIZE);
+        assert_eq!(m.on_probe_timeout(v4(), 5), None, "nothing below the base");
+    }
+
+    #[test]
+    fn the_search_runs_again_after_the_raise_interval() {
+        let now = Instant::now();
+        let mut m = PathMtu::new(1452, 65_507, true);
+        m.start(v4(), 65_507);
+        search(&mut m, now, |s| s <= 1472);
+        assert_eq!(m.probe_due(now + RAISE_INTERVAL / 2), None);
+        // The two sizes that failed are tried again.
+        let later = now + RAISE_INTERVAL;
+        let probed = search(&mut m, later, |s| s <= 9000);
+        assert_eq!(probed, [65_507, 65_507, 65_507, 8972]);
+        assert_eq!(m.current(), 8972);
+    }
+
+    #[test]
+    fn a_late_or_foreign_acknowledgement_changes_nothing() {
+        let now = Instant::now();
+        let mut m = PathMtu::new(1452, 65_507, true);
+        m.start(v4(), 65_507);
+        let size = m.probe_due(now).expect("a probe");
+        m.on_probe_sent(7, size);
+        assert_eq!(m.on_probe_acked(now, 8), None);
+        m.on_probe_lost(now, 8);
+        assert_eq!(m.on_probe_acked(now, 7), Some(65_507));
+        assert_eq!(m.on_probe_acked(now, 7), None);
+    }
+}
