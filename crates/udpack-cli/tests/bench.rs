@@ -180,6 +180,7 @@ fn json_is_the_only_output_and_has_the_fields() {
             "packets_lost",
             "bytes_retransmitted",
             "cwnd_bytes",
+            "datagram_size",
         ] {
             assert!(!i["transport"][f].is_null(), "{f} missing in {i}");
         }
@@ -200,6 +201,8 @@ fn json_is_the_only_output_and_has_the_fields() {
         assert!(s["bytes"].as_u64().unwrap_or(0) > 0, "{s}");
         assert!(s["goodput_mbps"].as_f64().unwrap_or(0.0) > 0.0, "{s}");
         assert!(s["seconds"].as_f64().unwrap_or(0.0) > 1.0, "{s}");
+        // Loopback carries the largest datagram UDP allows: both senders found it.
+        assert_eq!(s["transport"]["datagram_size"], 65_507, "{s}");
     }
 }
 

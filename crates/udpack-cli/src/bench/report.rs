@@ -61,6 +61,8 @@ pub struct Transport {
     pub bytes_retransmitted: u64,
     /// At the end of the interval (a summary: the average over the intervals).
     pub cwnd_bytes: u64,
+    /// The datagram size in use at the end (path MTU discovery).
+    pub datagram_size: u64,
 }
 
 /// The messages sent and echoed in an interval or the whole test.
@@ -194,12 +196,13 @@ impl Summary {
     pub fn line(&self) -> String {
         let t = &self.transport;
         let sender = format!(
-            "rtt avg {:.2} ms, min {:.2} ms, {} packets lost, {} retransmitted, cwnd avg {} (from the {}'s session)",
+            "rtt avg {:.2} ms, min {:.2} ms, {} packets lost, {} retransmitted, cwnd avg {}, datagrams {} B (from the {}'s session)",
             t.smoothed_rtt_ms,
             t.min_rtt_ms,
             t.packets_lost,
             size(t.bytes_retransmitted),
             size(t.cwnd_bytes),
+            t.datagram_size,
             t.measured_by.name()
         );
         match &self.messages {
@@ -257,6 +260,7 @@ mod tests {
                 packets_lost: 3,
                 bytes_retransmitted: 4350,
                 cwnd_bytes: 1_200_000,
+                datagram_size: 1472,
             },
             messages: None,
         };
@@ -276,7 +280,9 @@ mod tests {
         assert!(s.line().starts_with(
             "summary download: 250.0 MB in 2.00 s, goodput 1000.00 Mbit/s (measured by the client); rtt avg 1.50 ms"
         ));
-        assert!(s.line().ends_with("(from the server's session)"));
+        assert!(s
+            .line()
+            .ends_with("datagrams 1472 B (from the server's session)"));
         assert_eq!(size(999), "999 B");
         assert_eq!(size(2_500_000_000), "2.50 GB");
     }

@@ -206,6 +206,7 @@ fn transport(prev: &Figures, cur: &Figures, by: Side) -> Transport {
             .bytes_retransmitted
             .saturating_sub(prev.bytes_retransmitted),
         cwnd_bytes: cur.congestion_window,
+        datagram_size: cur.datagram_size,
     }
 }
 

@@ -70,6 +70,10 @@ pub struct Figures {
     pub min_rtt_us: u64,
     pub congestion_window: u64,
     pub delivery_rate: u64,
+    /// The datagram size path MTU discovery settled on (0 from a peer that does not
+    /// say).
+    #[serde(default)]
+    pub datagram_size: u64,
 }
 
 impl From<&SessionStats> for Figures {
@@ -82,6 +86,7 @@ impl From<&SessionStats> for Figures {
             min_rtt_us: micros(s.min_rtt),
             congestion_window: s.congestion_window,
             delivery_rate: s.delivery_rate,
+            datagram_size: s.datagram_size,
         }
     }
 }
