@@ -2,8 +2,9 @@
 //! known to pass, and now and then a probe (a PING padded to a larger size, not counted
 //! in flight, so that its loss says nothing about congestion) tests a larger one. The
 //! sizes tried are the few that real paths have, largest first: what both sides accept
-//! (loopback carries 65,507 bytes), a 9,000-byte jumbo frame, a 1,500-byte Ethernet
-//! frame, each less the IP and UDP headers of the path's address family. A size whose
+//! (65,507 bytes at most), a 65,536-byte loopback packet, a 9,000-byte jumbo frame, a
+//! 1,500-byte Ethernet frame, each less the IP and UDP headers of the path's address
+//! family. A size whose
 //! probe is lost [`MAX_PROBES`] times in a row is given up. The search runs again
 //! [`RAISE_INTERVAL`] after it ends (the path may have grown), and from the start when
 //! the session moves to another address.
@@ -114,7 +115,9 @@ impl PathMtu {
             return;
         }
         let h = self.header;
-        for s in [self.upper, 9000 - h, 1500 - h, self.initial] {
+        // Loopback's 65,536-byte MTU, a jumbo frame, an Ethernet frame.
+        let loopback = u16::try_from(65_536 - u32::from(h)).unwrap_or(u16::MAX);
+        for s in [self.upper, loopback, 9000 - h, 1500 - h, self.initial] {
             let s = s.min(self.upper);
             if s > self.current && !self.candidates.contains(&s) {
                 self.candidates.push(s);
@@ -244,7 +247,7 @@ mod tests {
         assert_eq!(m.probe_due(now), None, "the search is over");
 
         let mut m = PathMtu::new(1452, 65_507, true);
-        m.start(v6(), 65_507);
+        m.start(v4(), 65_507);
         assert_eq!(search(&mut m, now, |_| true), [65_507]);
         assert_eq!(m.current(), 65_507);
     }
@@ -258,6 +261,13 @@ mod tests {
         assert_eq!(probed.last(), Some(&1452));
         assert!(probed.contains(&8952));
         assert_eq!(m.current(), 1452);
+        // IPv6 loopback: 65,536 less 48 bytes of headers, after the 65,507 that
+        // does not fit.
+        let mut m = PathMtu::new(1452, 65_507, true);
+        m.start(v6(), 65_507);
+        let probed = search(&mut m, now, |s| s <= 65_488);
+        assert_eq!(probed, [65_507, 65_507, 65_507, 65_488]);
+        assert_eq!(m.current(), 65_488);
     }
 
     #[test]
