@@ -123,6 +123,33 @@ fn a_path_that_shrinks_mid_transfer_falls_back_and_the_transfer_completes() {
     );
 }
 
+/// The path shrinks one way only while data flows both ways: the client falls back,
+/// the server (whose way still carries 1472) does not, and both transfers complete.
+#[test]
+fn a_path_that_shrinks_one_way_under_two_way_traffic_falls_back() {
+    let size = 60_000_000;
+    let mut sim = Pair::new(75, path(1472))
+        .client_streams(vec![size])
+        .server_streams(vec![size])
+        .build();
+    sim.run_until(Duration::from_secs(3), |_| false);
+    assert_eq!(client_stats(&mut sim).datagram_size, 1472);
+    assert!(!streams_done(&sim), "the transfer is over already");
+    sim.links_mut().0.max_datagram = 1252;
+    assert!(
+        sim.run_until(Duration::from_secs(30), streams_done),
+        "the transfers did not complete after the path shrank"
+    );
+    check_transfer(&sim);
+    assert_eq!(client_stats(&mut sim).datagram_size, 1200);
+    let h = server_handle(&sim);
+    assert_eq!(
+        stats(&mut sim, 0, h).datagram_size,
+        1472,
+        "the other way still carries 1472"
+    );
+}
+
 #[test]
 fn larger_datagrams_carry_more_of_the_link() {
     // Jumbo frames: the same link at 8972-byte datagrams against the 1452 a session

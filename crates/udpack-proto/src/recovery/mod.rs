@@ -398,7 +398,11 @@ impl Recovery {
 
     /// The oldest unacknowledged ack-eliciting packet, for probes that resend data.
     pub fn oldest_unacked(&self) -> Option<&SentPacket> {
-        self.sent.iter().flatten().find(|p| p.ack_eliciting)
+        // A path MTU probe carries nothing to send again.
+        self.sent
+            .iter()
+            .flatten()
+            .find(|p| p.ack_eliciting && !p.frames.mtu_probe)
     }
 
     /// True when lost packets span a period long enough to call persistent congestion.

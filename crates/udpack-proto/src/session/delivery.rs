@@ -55,6 +55,7 @@ impl Session {
             self.tail.on_acked(p.in_flight, p.frames.copy_group);
             if p.in_flight {
                 acked_bytes += u64::from(p.size);
+                self.mtu.on_packet_acked(p.size, p.time);
             }
             if let Some(r) = &p.rate {
                 self.rate.on_acked(now, r);
@@ -192,6 +193,11 @@ impl Session {
                 // A packet that was not in flight (a path probe) says nothing of
                 // congestion on this path.
                 largest_lost_sent = Some(p.time);
+                let remote = self.path.remote;
+                if let Some(size) = self.mtu.on_packet_lost(remote, p.size, p.time) {
+                    tracing::debug!(target: "udpack", sid = %self.id_str(), size, "path MTU black hole: back to the base size");
+                    self.set_datagram_size(size);
+                }
             }
             self.requeue_frames(&p.frames);
         }

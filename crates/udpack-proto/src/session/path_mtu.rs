@@ -4,14 +4,18 @@
 //! sizes tried are the few that real paths have, largest first: what both sides accept
 //! (65,507 bytes at most), a 65,536-byte loopback packet, a 9,000-byte jumbo frame, a
 //! 1,500-byte Ethernet frame, each less the IP and UDP headers of the path's address
-//! family. A size whose
-//! probe is lost [`MAX_PROBES`] times in a row is given up. The search runs again
+//! family; each once the congestion window holds it. A size whose probe is
+//! acknowledged is taken, and the larger ones are still tried; a size whose probe is
+//! lost [`MAX_PROBES`] times in a row is given up. The search runs again
 //! [`RAISE_INTERVAL`] after it ends (the path may have grown), and from the start when
 //! the session moves to another address.
 //!
 //! A path whose MTU shrinks below the size in use drops every data packet while small
-//! ACKs still pass: two probe timeouts in a row with nothing acknowledged fall back to
-//! [`BASE_DATAGRAM_SIZE`], which every path carries, and search again from there.
+//! packets still pass: [`BLACK_HOLE_LOSSES`] large packets lost in a row, each sent
+//! after the last large one that was acknowledged (a burst lost in a queue is followed
+//! by large packets that arrive), or two probe timeouts in a row with nothing
+//! acknowledged, fall back to [`BASE_DATAGRAM_SIZE`], which every path carries, and
+//! search again from there.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -22,8 +26,13 @@ pub(crate) const BASE_DATAGRAM_SIZE: u16 = 1200;
 pub(crate) const MAX_PROBES: u8 = 3;
 /// How long after a search ends the next one starts (RFC 8899 PMTU_RAISE_TIMER).
 pub(crate) const RAISE_INTERVAL: Duration = Duration::from_secs(600);
+/// A probe is at most this share of the congestion window (1 / 4).
+pub(crate) const PROBE_WINDOW_SHARE: u64 = 4;
 /// Probe timeouts in a row, nothing acknowledged, that mean a black hole.
 pub(crate) const BLACK_HOLE_PTOS: u32 = 2;
+/// Packets larger than the base lost in a row, each sent after the last large packet
+/// that was acknowledged, that mean a black hole (small packets may still pass).
+pub(crate) const BLACK_HOLE_LOSSES: u32 = 6;
 
 /// IP and UDP header bytes before the datagram: IPv4 20 + 8, IPv6 40 + 8.
 fn header_len(remote: SocketAddr) -> u16 {
@@ -50,8 +59,14 @@ pub(crate) struct PathMtu {
     candidates: Vec<u16>,
     /// The probe in flight: its packet number and size.
     in_flight: Option<(u64, u16)>,
-    /// Probes of `candidates[0]` lost so far.
+    /// Probes of `lost_size` lost in a row.
     lost: u8,
+    lost_size: u16,
+    /// When the latest-sent large packet (over the base size) that was acknowledged
+    /// was sent.
+    large_acked_sent: Option<Instant>,
+    /// Large packets lost since, each sent after it.
+    suspicious_losses: u32,
     /// The next search starts then (`None`: now, if there are candidates).
     next_search: Option<Instant>,
 }
@@ -69,6 +84,9 @@ impl PathMtu {
             candidates: Vec::new(),
             in_flight: None,
             lost: 0,
+            lost_size: 0,
+            large_acked_sent: None,
+            suspicious_losses: 0,
             next_search: None,
         }
     }
@@ -102,6 +120,7 @@ impl PathMtu {
         self.current = from.clamp(BASE_DATAGRAM_SIZE, self.upper);
         self.in_flight = None;
         self.lost = 0;
+        self.suspicious_losses = 0;
         self.next_search = None;
         self.header = header_len(remote);
         self.fill_candidates();
@@ -126,8 +145,11 @@ impl PathMtu {
         self.candidates.sort_unstable_by(|a, b| b.cmp(a));
     }
 
-    /// The size to probe now, if a probe is due.
-    pub fn probe_due(&mut self, now: Instant) -> Option<u16> {
+    /// The size to probe now, if a probe is due: the largest candidate that a
+    /// congestion window of `window` bytes holds [`PROBE_WINDOW_SHARE`] times (the
+    /// path has shown it carries that much at once, and a probe takes no more than
+    /// its share of the pacer's burst; a larger one waits for the window to grow).
+    pub fn probe_due(&mut self, now: Instant, window: u64) -> Option<u16> {
         if !self.enabled || self.in_flight.is_some() {
             return None;
         }
@@ -140,7 +162,10 @@ impl PathMtu {
             }
             None => {}
         }
-        self.candidates.first().copied()
+        self.candidates
+            .iter()
+            .copied()
+            .find(|&s| u64::from(s).saturating_mul(PROBE_WINDOW_SHARE) <= window)
     }
 
     /// A probe of `size` went out as packet `pn`.
@@ -157,10 +182,12 @@ impl PathMtu {
         }
         self.in_flight = None;
         self.lost = 0;
-        // The largest untried size passed: nothing between it and a larger failure
-        // is tried (the sizes in between are rare on real paths).
-        self.candidates.clear();
-        self.next_search = Some(now + RAISE_INTERVAL);
+        // Larger candidates (skipped while the window was small) are still tried;
+        // nothing between two candidates is (such sizes are rare on real paths).
+        self.candidates.retain(|&s| s > size);
+        if self.candidates.is_empty() {
+            self.next_search = Some(now + RAISE_INTERVAL);
+        }
         if size > self.current {
             self.current = size;
             Some(size)
@@ -178,17 +205,43 @@ impl PathMtu {
             return;
         }
         self.in_flight = None;
-        if self.candidates.first() != Some(&size) {
-            return;
+        if self.lost_size != size {
+            self.lost_size = size;
+            self.lost = 0;
         }
         self.lost += 1;
         if self.lost >= MAX_PROBES {
             self.lost = 0;
-            self.candidates.remove(0);
+            self.candidates.retain(|&s| s != size);
             if self.candidates.is_empty() {
                 self.next_search = Some(now + RAISE_INTERVAL);
             }
         }
+    }
+
+    /// A data packet of `size` bytes sent at `sent` was acknowledged.
+    pub fn on_packet_acked(&mut self, size: u16, sent: Instant) {
+        if size > BASE_DATAGRAM_SIZE {
+            self.large_acked_sent = Some(self.large_acked_sent.map_or(sent, |t| t.max(sent)));
+            self.suspicious_losses = 0;
+        }
+    }
+
+    /// A data packet of `size` bytes sent at `sent` was declared lost. Returns the new
+    /// current size if the path is taken for a black hole.
+    pub fn on_packet_lost(&mut self, remote: SocketAddr, size: u16, sent: Instant) -> Option<u16> {
+        if !self.enabled || size <= BASE_DATAGRAM_SIZE || self.current <= BASE_DATAGRAM_SIZE {
+            return None;
+        }
+        if self.large_acked_sent.is_some_and(|t| sent <= t) {
+            // A larger packet sent later arrived: this loss is not the path's size.
+            return None;
+        }
+        self.suspicious_losses += 1;
+        if self.suspicious_losses < BLACK_HOLE_LOSSES {
+            return None;
+        }
+        Some(self.restart(remote, BASE_DATAGRAM_SIZE))
     }
 
     /// `ptos` probe timeouts in a row fired with nothing acknowledged. Returns the new
@@ -218,7 +271,7 @@ mod tests {
     fn search(m: &mut PathMtu, now: Instant, passes: impl Fn(u16) -> bool) -> Vec<u16> {
         let mut probed = Vec::new();
         let mut pn = 0;
-        while let Some(size) = m.probe_due(now) {
+        while let Some(size) = m.probe_due(now, u64::MAX) {
             pn += 1;
             m.on_probe_sent(pn, size);
             probed.push(size);
@@ -244,7 +297,7 @@ mod tests {
             "largest first, three tries each"
         );
         assert_eq!(m.current(), 1472);
-        assert_eq!(m.probe_due(now), None, "the search is over");
+        assert_eq!(m.probe_due(now, u64::MAX), None, "the search is over");
 
         let mut m = PathMtu::new(1452, 65_507, true);
         m.start(v4(), 65_507);
@@ -275,12 +328,12 @@ mod tests {
         let now = Instant::now();
         let mut m = PathMtu::new(1452, 65_507, true);
         m.start(v4(), 1452);
-        assert_eq!(m.probe_due(now), None);
+        assert_eq!(m.probe_due(now, u64::MAX), None);
         assert_eq!(m.current(), 1452);
 
         let mut m = PathMtu::new(1452, 65_507, false);
         m.start(v4(), 65_507);
-        assert_eq!(m.probe_due(now), None);
+        assert_eq!(m.probe_due(now, u64::MAX), None);
         assert_eq!(m.current(), 1452);
     }
 
@@ -311,7 +364,7 @@ mod tests {
         let mut m = PathMtu::new(1452, 65_507, true);
         m.start(v4(), 65_507);
         search(&mut m, now, |s| s <= 1472);
-        assert_eq!(m.probe_due(now + RAISE_INTERVAL / 2), None);
+        assert_eq!(m.probe_due(now + RAISE_INTERVAL / 2, u64::MAX), None);
         // The two sizes that failed are tried again.
         let later = now + RAISE_INTERVAL;
         let probed = search(&mut m, later, |s| s <= 9000);
@@ -320,11 +373,50 @@ mod tests {
     }
 
     #[test]
+    fn a_small_window_probes_the_largest_size_it_holds() {
+        let now = Instant::now();
+        let mut m = PathMtu::new(1452, 65_507, true);
+        m.start(v4(), 65_507);
+        assert_eq!(m.probe_due(now, 40_000), Some(8972));
+        assert_eq!(m.probe_due(now, 8_000), Some(1472));
+        assert_eq!(m.probe_due(now, 4_000), None);
+    }
+
+    #[test]
+    fn large_losses_after_the_last_large_acknowledgement_are_a_black_hole() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut m = PathMtu::new(1452, 65_507, true);
+        m.start(v4(), 65_507);
+        m.on_packet_acked(1452, at(30));
+        // A burst lost in a queue, sent before a large packet that arrived: nothing.
+        for i in 0..20 {
+            assert_eq!(m.on_packet_lost(v4(), 1452, at(i)), None);
+        }
+        // Small packets lost: nothing.
+        for i in 0..20 {
+            assert_eq!(m.on_packet_lost(v4(), 1200, at(20 + i)), None);
+        }
+        // Large ones sent after it, lost in a row: the path shrank.
+        for i in 1..BLACK_HOLE_LOSSES {
+            assert_eq!(m.on_packet_lost(v4(), 1452, at(50 + u64::from(i))), None);
+        }
+        m.on_packet_acked(1452, at(60));
+        for i in 1..BLACK_HOLE_LOSSES {
+            assert_eq!(m.on_packet_lost(v4(), 1452, at(70 + u64::from(i))), None);
+        }
+        assert_eq!(
+            m.on_packet_lost(v4(), 1452, at(90)),
+            Some(BASE_DATAGRAM_SIZE)
+        );
+    }
+
+    #[test]
     fn a_late_or_foreign_acknowledgement_changes_nothing() {
         let now = Instant::now();
         let mut m = PathMtu::new(1452, 65_507, true);
         m.start(v4(), 65_507);
-        let size = m.probe_due(now).expect("a probe");
+        let size = m.probe_due(now, u64::MAX).expect("a probe");
         m.on_probe_sent(7, size);
         assert_eq!(m.on_probe_acked(now, 8), None);
         m.on_probe_lost(now, 8);

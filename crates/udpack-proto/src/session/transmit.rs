@@ -64,14 +64,16 @@ impl Session {
 
     /// The size of a path MTU probe to send: one is due, there is data waiting (a
     /// probe on an idle session would only cost), and the window holds that much
-    /// already (the path has shown it carries a probe's worth at once).
+    /// already (`PathMtu::probe_due`).
     fn mtu_probe_due(&mut self, now: Instant) -> Option<u16> {
         if !self.path.validated || self.transmit.probes > 0 {
             return None;
         }
-        let size = self.mtu.probe_due(now)?;
         let want = self.pending.any() || !self.streams.send_queue.is_empty();
-        (want && u64::from(size) <= self.cc.window()).then_some(size)
+        if !want {
+            return None;
+        }
+        self.mtu.probe_due(now, self.cc.window())
     }
 
     /// A path MTU probe (`path_mtu.rs`): a PING padded to the size tried, if one is
