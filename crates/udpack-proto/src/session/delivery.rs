@@ -195,8 +195,7 @@ impl Session {
                 largest_lost_sent = Some(p.time);
                 let remote = self.path.remote;
                 if let Some(size) = self.mtu.on_packet_lost(remote, p.size, p.time) {
-                    tracing::debug!(target: "udpack", sid = %self.id_str(), size, "path MTU black hole: back to the base size");
-                    self.set_datagram_size(size);
+                    self.fall_back_for_black_hole(size);
                 }
             }
             self.requeue_frames(&p.frames);

@@ -39,12 +39,11 @@ impl Sent {
         }
     }
 
-    /// A path MTU probe: acknowledged, not in flight (`transmit_mtu_probe`).
+    /// A path MTU probe: a path probe (not in flight) whose frames say what it was.
     pub fn mtu_probe(frames: SentFrames) -> Self {
         Sent {
-            ack_eliciting: true,
-            in_flight: false,
             frames,
+            ..Sent::probe()
         }
     }
 

@@ -138,8 +138,7 @@ impl Session {
         if probe {
             let remote = self.path.remote;
             if let Some(size) = self.mtu.on_probe_timeout(remote, self.recovery.pto_count) {
-                tracing::debug!(target: "udpack", sid = %self.id_str(), size, "path MTU black hole: back to the base size");
-                self.set_datagram_size(size);
+                self.fall_back_for_black_hole(size);
             }
             self.transmit.probes = 2;
             // Resend the oldest data too, in case the probe is all that gets through.

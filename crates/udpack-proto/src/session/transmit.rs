@@ -57,6 +57,12 @@ impl Session {
         self.pacer.set_mtu(size);
     }
 
+    /// The path stopped carrying the size in use: back to `size`, the base.
+    pub(super) fn fall_back_for_black_hole(&mut self, size: u16) {
+        tracing::debug!(target: "udpack", sid = %self.id_str(), size, "path MTU black hole: back to the base size");
+        self.set_datagram_size(size);
+    }
+
     /// No path MTU discovery for this session: the size in use stays.
     pub(crate) fn stop_mtu_discovery(&mut self) {
         self.mtu.stop();
