@@ -540,12 +540,18 @@ async fn dispatch(core: &Weak<Core>, changed: &Notify, mut m: Message) -> bool {
     true
 }
 
+/// Most of an announced body reserved before its bytes arrive: half the default
+/// initial stream window, which a peer may fill without waiting for credit anyway,
+/// and more than an upload's data message.
+const BODY_RESERVE_MAX: usize = 256 * 1024 + 1024;
+
 /// Reads one message body of `len` bytes, copied out of the stream's receive
-/// segments into a buffer of its own that grows with what has arrived (an announced
-/// length reserves nothing by itself), every ready byte per read. `None` if the
-/// stream ends first.
+/// segments into a buffer of its own, every ready byte per read. The buffer is
+/// reserved at once up to [`BODY_RESERVE_MAX`] (growing a body from nothing
+/// reallocated and copied it several times, each time into fresh pages) and grows
+/// with what arrives past that. `None` if the stream ends first.
 async fn read_message(rs: &mut Reader, len: usize) -> Result<Option<Bytes>, StreamError> {
-    let mut body = BytesMut::new();
+    let mut body = BytesMut::with_capacity(len.min(BODY_RESERVE_MAX));
     while body.len() < len {
         let want = len - body.len();
         if rs.read_into(&mut body, want).await?.is_none() {

@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -15,6 +16,63 @@ use crate::protocol::CHUNK_SIZE;
 
 /// Chunks read ahead of the sender.
 const READ_AHEAD: usize = 4;
+/// Chunk buffers one file keeps for reuse once the transport is done with them (at
+/// [`CHUNK_SIZE`] each, 4 MiB).
+const POOL_KEEP: usize = 16;
+
+/// Buffers of chunks the transport has acknowledged and dropped, kept to read the next
+/// chunks into: a fresh buffer per chunk cost a page fault and a page zeroed per 4 KiB
+/// read (the allocator hands chunks this large back to the system).
+#[derive(Default)]
+struct ChunkPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl ChunkPool {
+    /// An empty buffer that holds `want` bytes.
+    fn take(&self, want: usize) -> Vec<u8> {
+        let reused = self.0.lock().ok().and_then(|mut free| free.pop());
+        match reused {
+            Some(mut buf) => {
+                buf.clear();
+                buf.reserve(want);
+                buf
+            }
+            None => Vec::with_capacity(want),
+        }
+    }
+
+    /// `buf`, filled, as a chunk that goes back to the pool when its last holder drops it.
+    fn chunk(&self, buf: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Pooled {
+            buf,
+            pool: Arc::downgrade(&self.0),
+        })
+    }
+}
+
+/// A chunk's buffer on its way through the transport.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: Weak<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let Some(pool) = self.pool.upgrade() else {
+            return;
+        };
+        if let Ok(mut free) = pool.lock() {
+            if free.len() < POOL_KEEP {
+                free.push(std::mem::take(&mut self.buf));
+            }
+        };
+    }
+}
 
 /// What the reader hands over, in order.
 pub(super) enum Piece {
@@ -94,18 +152,19 @@ fn read_into(
             pos = 0;
         }
     }
+    let pool = ChunkPool::default();
     while pos < size {
         let want = (size - pos).min(CHUNK_SIZE as u64) as usize;
         // `read_to_end` reads into the spare capacity: no zero-fill of a buffer the
         // read overwrites anyway.
-        let mut buf = Vec::with_capacity(want);
+        let mut buf = pool.take(want);
         let n = read_all(&mut f, want as u64, &mut buf).map_err(access)?;
         if n < want {
             return Err(SendError::Shrank(path.clone()));
         }
         hasher.update(&buf);
         pos += n as u64;
-        if tx.blocking_send(Ok(Piece::Data(Bytes::from(buf)))).is_err() {
+        if tx.blocking_send(Ok(Piece::Data(pool.chunk(buf)))).is_err() {
             // The upload stopped: nobody reads on.
             return Ok(());
         }
@@ -132,4 +191,42 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_chunk_lends_its_buffer_to_the_next_read() {
+        let pool = ChunkPool::default();
+        let mut buf = pool.take(CHUNK_SIZE);
+        buf.extend_from_slice(&[7; 1000]);
+        let first = buf.as_ptr();
+        let chunk = pool.chunk(buf);
+        let held = chunk.slice(10..20);
+        drop(chunk);
+        // A slice still holds it: the next read gets a buffer of its own.
+        let other = pool.take(CHUNK_SIZE);
+        assert_ne!(other.as_ptr(), first);
+        assert_eq!(&held[..], &[7; 10]);
+        drop(held);
+        let again = pool.take(CHUNK_SIZE);
+        assert_eq!(again.as_ptr(), first, "the buffer came back once nothing held it");
+        assert!(again.is_empty() && again.capacity() >= CHUNK_SIZE);
+    }
+
+    #[test]
+    fn the_pool_keeps_a_bounded_number_of_buffers() {
+        let pool = ChunkPool::default();
+        let chunks: Vec<Bytes> = (0..POOL_KEEP + 5)
+            .map(|_| pool.chunk(pool.take(64)))
+            .collect();
+        drop(chunks);
+        assert_eq!(pool.0.lock().map(|f| f.len()).unwrap_or(0), POOL_KEEP);
+        // Chunks that outlive their pool drop their buffers.
+        let late = pool.chunk(pool.take(64));
+        drop(pool);
+        drop(late);
+    }
 }
