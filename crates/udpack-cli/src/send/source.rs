@@ -212,7 +212,11 @@ mod tests {
         assert_eq!(&held[..], &[7; 10]);
         drop(held);
         let again = pool.take(CHUNK_SIZE);
-        assert_eq!(again.as_ptr(), first, "the buffer came back once nothing held it");
+        assert_eq!(
+            again.as_ptr(),
+            first,
+            "the buffer came back once nothing held it"
+        );
         assert!(again.is_empty() && again.capacity() >= CHUNK_SIZE);
     }
 

@@ -410,7 +410,9 @@ impl Recovery {
         if !self.rtt.has_sample() {
             return false;
         }
-        let span = lost.iter().filter(|(_, p)| p.ack_eliciting);
+        // Only packets in flight: a path probe's loss (an MTU probe, a path challenge)
+        // says nothing of congestion, nor does the time it was sent.
+        let span = lost.iter().filter(|(_, p)| p.ack_eliciting && p.in_flight);
         let (Some(first), Some(last)) = (
             span.clone().map(|(_, p)| p.time).min(),
             span.map(|(_, p)| p.time).max(),
@@ -498,6 +500,37 @@ mod tests {
         .unwrap();
         assert!(again.acked.is_empty());
         assert_eq!(r.bytes_in_flight(), 3000);
+    }
+
+    #[test]
+    fn persistent_congestion_spans_only_packets_in_flight() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut r = Recovery::new(Duration::from_millis(100));
+        r.on_sent(pkt(t0));
+        let mut out = AckOutcome::default();
+        r.on_ack(ms(10), &[0..1], Duration::ZERO, &mut out).unwrap();
+        // RTT 10 ms: three PTOs are well under a second.
+        let data = |t| (1, pkt(t));
+        let probe = |t| {
+            (
+                2,
+                SentPacket {
+                    in_flight: false,
+                    ..pkt(t)
+                },
+            )
+        };
+        let max_ack_delay = Duration::from_millis(25);
+        assert!(r.is_persistent(&[data(ms(20)), data(ms(2000))], max_ack_delay));
+        assert!(!r.is_persistent(&[data(ms(1990)), data(ms(2000))], max_ack_delay));
+        assert!(
+            !r.is_persistent(
+                &[probe(ms(20)), data(ms(1990)), data(ms(2000))],
+                max_ack_delay
+            ),
+            "a probe lost long before is not congestion"
+        );
     }
 
     #[test]

@@ -91,10 +91,18 @@ impl Session {
     /// retransmission not yet sent is dropped) and the controller undoes its response.
     fn on_spurious_loss(&mut self, now: Instant, out: &mut AckOutcome) {
         for (pn, p) in out.spurious.drain(..) {
+            if p.frames.mtu_probe {
+                // Counted in `mtu_probes_lost`, not as a lost packet; it told the
+                // controller nothing. Its size passes the path after all.
+                if let Some(size) = self.mtu.on_probe_acked(now, pn) {
+                    self.set_datagram_size(size);
+                }
+                continue;
+            }
             self.stats.spurious_losses += 1;
             // One packet at a time: each undoes what its own loss did (a tail copy
-            // whose loss was covered by another did nothing, nor did an MTU probe's).
-            if self.tail.on_spurious(pn) && p.in_flight && !p.frames.mtu_probe {
+            // whose loss was covered by another did nothing).
+            if self.tail.on_spurious(pn) && p.in_flight {
                 self.cc.on_spurious_loss(
                     now,
                     &LossSample {

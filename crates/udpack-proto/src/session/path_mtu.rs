@@ -59,6 +59,10 @@ pub(crate) struct PathMtu {
     candidates: Vec<u16>,
     /// The probe in flight: its packet number and size.
     in_flight: Option<(u64, u16)>,
+    /// The last probe declared lost, since the search (re)started: an ACK that comes
+    /// after all (it was reordered or delayed past the loss threshold) still proves
+    /// its size.
+    lost_probe: Option<(u64, u16)>,
     /// Probes of `lost_size` lost in a row.
     lost: u8,
     lost_size: u16,
@@ -83,6 +87,7 @@ impl PathMtu {
             enabled,
             candidates: Vec::new(),
             in_flight: None,
+            lost_probe: None,
             lost: 0,
             lost_size: 0,
             large_acked_sent: None,
@@ -119,6 +124,7 @@ impl PathMtu {
     fn restart(&mut self, remote: SocketAddr, from: u16) -> u16 {
         self.current = from.clamp(BASE_DATAGRAM_SIZE, self.upper);
         self.in_flight = None;
+        self.lost_probe = None;
         self.lost = 0;
         self.suspicious_losses = 0;
         self.next_search = None;
@@ -173,14 +179,26 @@ impl PathMtu {
         self.in_flight = Some((pn, size));
     }
 
-    /// The probe `pn` was acknowledged: its size passes the path. Returns the new
-    /// current size if it grew.
+    /// The probe `pn` was acknowledged: its size passes the path, also when the probe
+    /// had been declared lost (the last one so declared, since the search started).
+    /// Returns the new current size if it grew.
     pub fn on_probe_acked(&mut self, now: Instant, pn: u64) -> Option<u16> {
-        let (p, size) = self.in_flight?;
-        if p != pn {
+        let size = match (self.in_flight, self.lost_probe) {
+            (Some((p, size)), _) if p == pn => {
+                self.in_flight = None;
+                size
+            }
+            (_, Some((p, size))) if p == pn => {
+                // Another probe may be out meanwhile (a smaller size, or this one
+                // again): it goes on, and its answer changes nothing below this size.
+                self.lost_probe = None;
+                size
+            }
+            _ => return None,
+        };
+        if size <= self.current {
             return None;
         }
-        self.in_flight = None;
         self.lost = 0;
         // Larger candidates (skipped while the window was small) are still tried;
         // nothing between two candidates is (such sizes are rare on real paths).
@@ -188,12 +206,8 @@ impl PathMtu {
         if self.candidates.is_empty() {
             self.next_search = Some(now + RAISE_INTERVAL);
         }
-        if size > self.current {
-            self.current = size;
-            Some(size)
-        } else {
-            None
-        }
+        self.current = size;
+        Some(size)
     }
 
     /// The probe `pn` was declared lost.
@@ -205,6 +219,7 @@ impl PathMtu {
             return;
         }
         self.in_flight = None;
+        self.lost_probe = Some((pn, size));
         if self.lost_size != size {
             self.lost_size = size;
             self.lost = 0;
@@ -422,5 +437,36 @@ mod tests {
         m.on_probe_lost(now, 8);
         assert_eq!(m.on_probe_acked(now, 7), Some(65_507));
         assert_eq!(m.on_probe_acked(now, 7), None);
+    }
+
+    #[test]
+    fn a_probe_acknowledged_after_it_was_declared_lost_proves_its_size() {
+        let now = Instant::now();
+        let mut m = PathMtu::new(1452, 65_507, true);
+        m.start(v4(), 65_507);
+        assert_eq!(m.probe_due(now, 40_000), Some(8972));
+        m.on_probe_sent(1, 8972);
+        m.on_probe_lost(now, 1);
+        // The next probe goes out; then the first one's ACK arrives after all.
+        assert_eq!(m.probe_due(now, 40_000), Some(8972));
+        m.on_probe_sent(2, 8972);
+        assert_eq!(m.on_probe_acked(now, 1), Some(8972));
+        assert_eq!(m.current(), 8972);
+        // The second probe's answer changes nothing, whatever it is.
+        assert_eq!(m.on_probe_acked(now, 2), None);
+        assert_eq!(m.current(), 8972);
+        assert_eq!(m.on_probe_acked(now, 1), None, "only once");
+        // Only the larger sizes are left to try.
+        assert_eq!(m.probe_due(now, u64::MAX), Some(65_507));
+
+        // A probe lost before the search started again (a black hole) proves
+        // nothing about the path the session is on now.
+        let mut m = PathMtu::new(1452, 65_507, true);
+        m.start(v4(), 65_507);
+        m.on_probe_sent(1, 1472);
+        m.on_probe_lost(now, 1);
+        assert_eq!(m.on_probe_timeout(v4(), 2), Some(BASE_DATAGRAM_SIZE));
+        assert_eq!(m.on_probe_acked(now, 1), None);
+        assert_eq!(m.current(), BASE_DATAGRAM_SIZE);
     }
 }
