@@ -377,10 +377,49 @@ fn random_loss_keeps_link_busy() {
 }
 
 #[test]
-fn persistent_congestion_restarts_conservatively() {
+fn persistent_congestion_holds_the_minimum_window_until_the_path_answers() {
     let (mut link, mut flows, now) = ack_clock(3);
     let cc = &mut flows[0].cc;
-    let rate = cc.pacing_rate().unwrap();
+    let bw = cc.bandwidth();
+    let window = cc.window();
+    let persistent = LossSample {
+        lost_bytes: 10 * MTU_BYTES,
+        largest_lost_sent: now,
+        bytes_in_flight: 0,
+        persistent: true,
+    };
+    cc.on_loss(now, &persistent);
+    assert_eq!(cc.window(), 4 * MTU_BYTES);
+    assert_eq!(cc.mode, Mode::ProbeBw, "the model stays");
+    assert_eq!(cc.bandwidth(), bw);
+    // An ACK of a packet sent before the loss was declared proves nothing.
+    let old = AckSample {
+        acked_bytes: MTU_BYTES,
+        bytes_in_flight: 0,
+        largest_acked_sent: now - 10 * MS,
+        latest_rtt: None,
+        smoothed_rtt: 50 * MS,
+        min_rtt: 50 * MS,
+        rate: None,
+    };
+    cc.on_ack(now + MS, &old);
+    assert!(cc.window() < 8 * MTU_BYTES, "{}", cc.window());
+    // The path answers: the window is back at once, and the bandwidth holds.
+    run(&mut link, &mut flows, now + SEC);
+    let cc = &flows[0].cc;
+    assert!(
+        cc.window() >= window.min(cc.inflight(1.0)),
+        "{} < {window}",
+        cc.window()
+    );
+    assert!(within(cc.bandwidth() as f64, link.rate as f64, 0.10));
+    assert_eq!(cc.mode, Mode::ProbeBw);
+}
+
+#[test]
+fn persistent_congestion_without_a_bandwidth_sample_restarts_startup() {
+    let now = Instant::now();
+    let mut cc = Bbr::new(MTU);
     cc.on_loss(
         now,
         &LossSample {
@@ -392,13 +431,6 @@ fn persistent_congestion_restarts_conservatively() {
     );
     assert_eq!(cc.window(), 4 * MTU_BYTES);
     assert_eq!(cc.mode, Mode::Startup);
-    assert_eq!(cc.bandwidth(), 0);
-    assert!(cc.pacing_rate().unwrap() < rate);
-    // It finds the bandwidth again.
-    run(&mut link, &mut flows, now + Duration::from_secs(3));
-    let cc = &flows[0].cc;
-    assert!(within(cc.bandwidth() as f64, link.rate as f64, 0.10));
-    assert_eq!(cc.mode, Mode::ProbeBw);
 }
 
 #[test]
