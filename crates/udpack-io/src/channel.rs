@@ -540,19 +540,28 @@ async fn dispatch(core: &Weak<Core>, changed: &Notify, mut m: Message) -> bool {
     true
 }
 
-/// Most of an announced body reserved before its bytes arrive: half the default
-/// initial stream window, which a peer may fill without waiting for credit anyway,
-/// and more than an upload's data message.
+/// Most of an announced body reserved ahead of its bytes: more than an upload's data
+/// message (256 KiB and its head).
 const BODY_RESERVE_MAX: usize = 256 * 1024 + 1024;
+/// Bytes of a body that must have arrived before the rest is reserved: a peer that
+/// announces large bodies makes the receiver reserve at most four times what it sent
+/// of them (and flow control bounds that), not 257 KiB per stream for a 4-byte head.
+const BODY_RESERVE_AFTER: usize = 64 * 1024;
 
 /// Reads one message body of `len` bytes, copied out of the stream's receive
-/// segments into a buffer of its own, every ready byte per read. The buffer is
-/// reserved at once up to [`BODY_RESERVE_MAX`] (growing a body from nothing
-/// reallocated and copied it several times, each time into fresh pages) and grows
-/// with what arrives past that. `None` if the stream ends first.
+/// segments into a buffer of its own, every ready byte per read. The buffer grows with
+/// what has arrived until [`BODY_RESERVE_AFTER`] bytes are in; then it is reserved at
+/// once up to [`BODY_RESERVE_MAX`] of the announced length (growing a large body step
+/// by step reallocated and copied it several times, each time into fresh pages), and
+/// grows with what arrives past that. `None` if the stream ends first.
 async fn read_message(rs: &mut Reader, len: usize) -> Result<Option<Bytes>, StreamError> {
-    let mut body = BytesMut::with_capacity(len.min(BODY_RESERVE_MAX));
+    let mut body = BytesMut::new();
+    let mut reserved = false;
     while body.len() < len {
+        if !reserved && body.len() >= BODY_RESERVE_AFTER {
+            reserved = true;
+            body.reserve(len.min(BODY_RESERVE_MAX).saturating_sub(body.len()));
+        }
         let want = len - body.len();
         if rs.read_into(&mut body, want).await?.is_none() {
             return Ok(None);

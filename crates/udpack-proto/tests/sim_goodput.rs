@@ -216,8 +216,9 @@ fn reordering_link(jitter: Duration, reorder: f64, loss: f64) -> LinkParams {
 /// Jitter after the bottleneck inflates delivery-rate samples by a few percent, and the
 /// queue that this builds must be drained, not cut: a cut of the rate to 0.7 x every
 /// second or so cost 7-14% of the link (0.889 at 3 ms, about 0.86 at 5 ms). With the IP
-/// and UDP headers counted on the link (1.9%), 5 ms of jitter gives 0.91, the others
-/// 0.94-0.95: hence the floor of 0.89 here.
+/// and UDP headers counted on the link (1.9%), 5 ms of jitter gives 0.904 (the mean of
+/// three seeds; single seeds 0.887-0.932), the others 0.94-0.95: hence the floor of
+/// 0.89 here, on each case's mean.
 #[test]
 fn goodput_under_reordering() {
     let mut failures = Vec::new();
@@ -228,21 +229,31 @@ fn goodput_under_reordering() {
         (5, 0.0, 0.01),
     ];
     for (i, (jitter_ms, reorder, loss)) in cases.into_iter().enumerate() {
-        let link = reordering_link(Duration::from_millis(jitter_ms), reorder, loss);
-        let (g, st) = goodput_on(
-            200 + i as u64,
-            link,
-            Duration::from_secs(4),
-            Duration::from_secs(10),
-        );
+        // Three seeds each: one run's figure swings by a few percent with the timing
+        // of a single probe or loss (0.887-0.932 over eight seeds at 5 ms).
+        let runs: Vec<(f64, SessionStats)> = (0..3u64)
+            .map(|k| {
+                let link = reordering_link(Duration::from_millis(jitter_ms), reorder, loss);
+                goodput_on(
+                    200 + i as u64 + 10 * k,
+                    link,
+                    Duration::from_secs(4),
+                    Duration::from_secs(10),
+                )
+            })
+            .collect();
+        let g = runs.iter().map(|(g, _)| g).sum::<f64>() / runs.len() as f64;
+        let st = &runs[0].1;
         let share = g / ((1.0 - loss) * RATE as f64);
         eprintln!(
-            "reordering: 40 ms RTT, jitter {jitter_ms} ms, reorder {:.0}%, loss {:.0}%: {:6.2} Mbit/s = {share:.3} x (1-p) x rate; spurious losses {}, reordering {} packets",
+            "reordering: 40 ms RTT, jitter {jitter_ms} ms, reorder {:.0}%, loss {:.0}%: {:6.2} Mbit/s = {share:.3} x (1-p) x rate (mean of 3 seeds); first seed: spurious losses {}, reordering {} packets, datagrams {} B, probes lost {}",
             reorder * 100.0,
             loss * 100.0,
             g / 1e6,
             st.spurious_losses,
-            st.reordering
+            st.reordering,
+            st.datagram_size,
+            st.mtu_probes_lost
         );
         if share < 0.89 {
             failures.push((jitter_ms, reorder, share));

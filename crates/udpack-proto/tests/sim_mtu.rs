@@ -176,3 +176,43 @@ fn larger_datagrams_carry_more_of_the_link() {
     );
     assert!(with > without * 1.02, "{with} against {without}");
 }
+
+/// A probe whose ACK comes after the probe was declared lost (held back on the way,
+/// past the loss threshold) still proves its size: recovery has forgotten the probe by
+/// then (it was not in flight), so the session checks the ACK against it.
+#[test]
+fn a_probe_acknowledged_after_it_was_declared_lost_sets_the_size() {
+    let mut sim = Pair::new(73, path(1472))
+        .client_streams(vec![u64::MAX / 4])
+        .build();
+    // Every 1,472-byte datagram from the client is held: the probes of that size (data
+    // goes in 1,452-byte ones until a probe passes).
+    let probe_size = 1472;
+    sim.filter = Some(Box::new(move |c| {
+        if c.data.len() == probe_size {
+            Fate::Hold
+        } else {
+            Fate::Deliver
+        }
+    }));
+    sim.run_until(Duration::from_secs(3), |s| {
+        let c = &s.client().app;
+        !c.connected.is_empty() && {
+            let h = c.sessions[0];
+            s.client()
+                .ep
+                .session_ref(h)
+                .is_some_and(|x| x.stats().mtu_probes_lost > 0)
+        }
+    });
+    let lost = client_stats(&mut sim);
+    assert_eq!(lost.mtu_probes_lost, 1, "the first probe was declared lost");
+    assert_eq!(lost.datagram_size, 1452);
+    // It arrives after all; the server acknowledges it.
+    let probe = sim.held.remove(0);
+    sim.inject(probe.from, 0, probe.data);
+    sim.run_until(Duration::from_millis(60), |_| false);
+    let s = client_stats(&mut sim);
+    assert_eq!(s.datagram_size, 1472, "the late ACK proved the size");
+    assert_eq!(s.spurious_losses, 0, "a probe is not a lost packet");
+}

@@ -674,7 +674,12 @@ async fn loopback_finds_the_largest_datagram_and_the_data_arrives_intact() {
         (digest(&got), s.stats())
     });
     let session = client.connect(addr).await.expect("connect");
-    assert_eq!(session.stats().datagram_size, 1452, "the initial size");
+    // The initial size, or the first candidate the initial window holds four times:
+    // a probe may go out with the handshake's last frames and be acknowledged (also
+    // after it was declared lost, on loopback's microsecond RTT) before `connect`
+    // returns. Nothing larger is tried before the window grows.
+    let first = session.stats().datagram_size;
+    assert!(matches!(first, 1452 | 1472), "{first} at the start");
     let mut stream = session.open_stream().await.expect("open");
     stream.write_all(&data).await.expect("write");
     stream.finish().expect("finish");

@@ -228,9 +228,5 @@ mod tests {
             .collect();
         drop(chunks);
         assert_eq!(pool.0.lock().map(|f| f.len()).unwrap_or(0), POOL_KEEP);
-        // Chunks that outlive their pool drop their buffers.
-        let late = pool.chunk(pool.take(64));
-        drop(pool);
-        drop(late);
     }
 }

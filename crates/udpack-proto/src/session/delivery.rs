@@ -34,6 +34,15 @@ impl Session {
         if let (Some(keys), Some((largest, _))) = (self.keys.as_mut(), out.acked.last()) {
             keys.on_acked(*largest);
         }
+        // A path MTU probe declared lost is forgotten by recovery (it was not in
+        // flight); an ACK of it that comes after all still proves its size.
+        if let Some(pn) = self.mtu.lost_probe() {
+            if ranges.iter().any(|r| r.contains(&pn)) {
+                if let Some(size) = self.mtu.on_probe_acked(now, pn) {
+                    self.set_datagram_size(size);
+                }
+            }
+        }
         self.on_ack_outcome(now, out);
         if !out.spurious.is_empty() {
             self.on_spurious_loss(now, out);
@@ -91,18 +100,10 @@ impl Session {
     /// retransmission not yet sent is dropped) and the controller undoes its response.
     fn on_spurious_loss(&mut self, now: Instant, out: &mut AckOutcome) {
         for (pn, p) in out.spurious.drain(..) {
-            if p.frames.mtu_probe {
-                // Counted in `mtu_probes_lost`, not as a lost packet; it told the
-                // controller nothing. Its size passes the path after all.
-                if let Some(size) = self.mtu.on_probe_acked(now, pn) {
-                    self.set_datagram_size(size);
-                }
-                continue;
-            }
             self.stats.spurious_losses += 1;
             // One packet at a time: each undoes what its own loss did (a tail copy
-            // whose loss was covered by another did nothing).
-            if self.tail.on_spurious(pn) && p.in_flight {
+            // whose loss was covered by another did nothing, nor did an MTU probe's).
+            if self.tail.on_spurious(pn) && p.in_flight && !p.frames.mtu_probe {
                 self.cc.on_spurious_loss(
                     now,
                     &LossSample {

@@ -119,8 +119,7 @@ pub struct SessionStats {
     pub packets_lost: u64,
     /// Stream bytes sent again after a loss.
     pub bytes_retransmitted: u64,
-    /// Packets declared lost that were acknowledged after all (reordering); path MTU
-    /// probes are not counted.
+    /// Packets declared lost that were acknowledged after all (reordering).
     pub spurious_losses: u64,
     /// Extra copies sent of app-limited tail packets (forward error correction).
     pub tail_copies: u64,

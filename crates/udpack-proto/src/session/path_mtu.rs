@@ -174,6 +174,12 @@ impl PathMtu {
             .find(|&s| u64::from(s).saturating_mul(PROBE_WINDOW_SHARE) <= window)
     }
 
+    /// The packet number of the last probe declared lost, while an ACK of it would
+    /// still count ([`PathMtu::on_probe_acked`]).
+    pub fn lost_probe(&self) -> Option<u64> {
+        self.lost_probe.map(|(pn, _)| pn)
+    }
+
     /// A probe of `size` went out as packet `pn`.
     pub fn on_probe_sent(&mut self, pn: u64, size: u16) {
         self.in_flight = Some((pn, size));

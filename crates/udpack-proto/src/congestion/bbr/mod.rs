@@ -316,15 +316,22 @@ impl Bbr {
         self.restore = Some((prior, now));
         self.cwnd = self.min_cwnd();
         self.loss.reset();
+        // The outage's losses are not this round's verdict on the path: no heavy-loss
+        // cap from them.
+        self.loss.end_round();
     }
 
     /// Takes back the window persistent congestion took, once `ack` shows the path
-    /// carries packets sent since.
+    /// carries packets sent since (before `set_cwnd`, whose target and caps, ProbeRTT's
+    /// and the heavy-loss one, still apply; a ProbeRTT under way gives it back on exit).
     fn restore_after_persistent_congestion(&mut self, ack: &AckSample) {
         if let Some((prior, at)) = self.restore {
             if ack.acked_bytes > 0 && ack.largest_acked_sent > at {
                 self.restore = None;
                 self.cwnd = self.cwnd.max(prior);
+                if self.mode == Mode::ProbeRtt {
+                    self.probe_rtt.prior_cwnd = self.probe_rtt.prior_cwnd.max(prior);
+                }
             }
         }
     }
@@ -332,6 +339,7 @@ impl Bbr {
     /// Persistent congestion before any bandwidth sample: restart from the minimum
     /// window and find the bandwidth with Startup.
     fn reset_model(&mut self) {
+        self.restore = None;
         self.cwnd = self.min_cwnd();
         self.model.reset();
         self.startup = Startup::default();
@@ -410,8 +418,8 @@ impl Controller for Bbr {
 
         // Control parameters.
         self.set_pacing_rate();
-        self.set_cwnd(ack.acked_bytes);
         self.restore_after_persistent_congestion(ack);
+        self.set_cwnd(ack.acked_bytes);
 
         self.loss_since_ack = false;
         let draining = self.pacing_gain < 1.0;
