@@ -407,7 +407,7 @@ fn goodput_after_outage(loss: f64, at: Duration, outage: Duration, after: Durati
 /// An outage of three PTOs and more is persistent congestion: the window drops to the
 /// minimum until the path answers, then comes back with the bandwidth estimate it had.
 /// Re-learning the bandwidth from Startup instead, as BBR here once did, gave this
-/// case 3.8 Mbit/s over those ten seconds (0.047 x (1-p) x rate; now 61.8, 0.773):
+/// case 3.8 Mbit/s over those ten seconds (0.047 x (1-p) x rate; now 65.1, 0.814):
 /// Startup's samples are too noisy there to grow by a quarter a round for long, and
 /// ProbeBW then climbs back a quarter per gain cycle.
 #[test]
