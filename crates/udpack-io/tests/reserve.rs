@@ -1,7 +1,8 @@
 //! A message's announced length reserves nothing by itself: a peer that announces a
 //! 15 MB message and sends a few bytes of it costs the receiver those bytes, not 15 MB
-//! (nor the 257 KiB a body gets reserved once 64 KiB of it have arrived). Measured with a counting allocator (this binary's only test, so nothing
-//! else allocates beside it).
+//! (nor the 257 KiB a body gets reserved once 64 KiB of it have arrived). Measured
+//! with a counting allocator (this binary's only test, so nothing else allocates
+//! beside it).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};

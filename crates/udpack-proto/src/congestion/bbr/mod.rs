@@ -304,9 +304,10 @@ impl Bbr {
     /// the minimum until a packet sent from now on is acknowledged, then comes back (as
     /// Linux's BBR restores its window after an RTO); the model stays, since a stale
     /// bandwidth ages out of its max filter within ten rounds and a heavy-loss round
-    /// caps it sooner. Re-discovering it with Startup instead took half a minute on a
-    /// 200 ms path with 30% loss, where Startup's noisy samples end it at a fraction of
-    /// the link. The random-loss estimate is reset: the outage's losses are not random.
+    /// caps it sooner. Re-discovering it with Startup instead took half a minute in the
+    /// simulator on a 200 ms path with 30% loss, where Startup's noisy samples end it
+    /// at a fraction of the link. The random-loss estimate starts again: the outage's
+    /// losses are not random.
     fn on_persistent_congestion(&mut self, now: Instant) {
         if self.model.bw() == 0 {
             self.reset_model();
