@@ -556,11 +556,10 @@ const BODY_RESERVE_AFTER: usize = 64 * 1024;
 /// grows with what arrives past that. `None` if the stream ends first.
 async fn read_message(rs: &mut Reader, len: usize) -> Result<Option<Bytes>, StreamError> {
     let mut body = BytesMut::new();
-    let mut reserved = false;
+    let reserve_to = len.min(BODY_RESERVE_MAX);
     while body.len() < len {
-        if !reserved && body.len() >= BODY_RESERVE_AFTER {
-            reserved = true;
-            body.reserve(len.min(BODY_RESERVE_MAX).saturating_sub(body.len()));
+        if body.len() >= BODY_RESERVE_AFTER && body.capacity() < reserve_to {
+            body.reserve(reserve_to - body.len());
         }
         let want = len - body.len();
         if rs.read_into(&mut body, want).await?.is_none() {

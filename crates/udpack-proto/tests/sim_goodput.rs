@@ -27,13 +27,19 @@ fn goodput_on(
         .client_streams(vec![u64::MAX / 4])
         .build();
     run_traced(&mut sim, warmup);
+    let g = goodput_during(&mut sim, window);
+    (g, sim.client_mut().session().stats())
+}
+
+/// Runs `sim` for `d` (traced as [`run_traced`] says); the server's goodput over it in
+/// bits per second, once it has seen no error.
+fn goodput_during(sim: &mut Sim, d: Duration) -> f64 {
     let t1 = sim.now;
-    run_traced(&mut sim, window);
+    run_traced(sim, d);
     let t2 = sim.now;
     let server = &sim.server().app;
     assert!(server.errors.is_empty(), "{:?}", server.errors);
-    let g = server.bytes_between(t1, t2) as f64 * 8.0 / (t2 - t1).as_secs_f64();
-    (g, sim.client_mut().session().stats())
+    server.bytes_between(t1, t2) as f64 * 8.0 / (t2 - t1).as_secs_f64()
 }
 
 /// Runs the simulation for `d`; with `UDPACK_SIM_TRACE` set, prints the client's
@@ -396,12 +402,7 @@ fn goodput_after_outage(loss: f64, at: Duration, outage: Duration, after: Durati
     set_loss(&mut sim, 1.0);
     sim.run_until(outage, |_| false);
     set_loss(&mut sim, loss);
-    let t1 = sim.now;
-    sim.run_until(after, |_| false);
-    let t2 = sim.now;
-    let server = &sim.server().app;
-    assert!(server.errors.is_empty(), "{:?}", server.errors);
-    server.bytes_between(t1, t2) as f64 * 8.0 / (t2 - t1).as_secs_f64()
+    goodput_during(&mut sim, after)
 }
 
 /// An outage of three PTOs and more is persistent congestion: the window drops to the
