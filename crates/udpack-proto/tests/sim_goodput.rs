@@ -120,12 +120,49 @@ fn goodput_at_40ms_rtt_under_random_loss() {
     check(40, Duration::from_secs(4), Duration::from_secs(10), 0.9);
 }
 
-/// The goal is 0.9 x (1-p) x rate here too; at 20% loss the simulator puts udpack at
-/// 0.888 once the IP and UDP headers are counted, so the floor that guards against a
-/// regression is 0.88.
+/// At 20% loss this needs the receive windows to grow while a hole holds the reader
+/// back (repairs take several round trips when they are lost too): with windows that
+/// grew only on reads it was 0.888.
 #[test]
 fn goodput_at_200ms_rtt_under_random_loss() {
-    check(200, Duration::from_secs(10), Duration::from_secs(15), 0.88);
+    check(200, Duration::from_secs(10), Duration::from_secs(15), 0.9);
+}
+
+/// 30% loss each way on a 200 ms path, from the first packet: every seed reaches a
+/// good share of the link within ten seconds of connecting (the handshake itself
+/// takes several seconds on some seeds, its hellos or replies lost again and
+/// again). Two things stalled some seeds for good:
+/// a small early round that lost more than half its packets by chance was taken for
+/// an overflow (Startup ended at a fraction of the link, the heavy-loss cap held it
+/// there), and a round whose RTT samples all came from ACKs the receiver delayed by
+/// its 25 ms max_ack_delay was taken for a standing queue (Startup ended too).
+#[test]
+fn a_long_path_losing_30_percent_each_way_gets_going_on_every_seed() {
+    let loss = 0.3;
+    let mut link = LinkParams::new(Duration::from_millis(100), RATE);
+    link.loss = loss;
+    link.queue = Duration::from_millis(200);
+    let mut low = Vec::new();
+    for seed in 30..40 {
+        let mut sim = Pair::new(seed, link.clone())
+            .client_streams(vec![u64::MAX / 4])
+            .build();
+        let connected = sim.run_until(Duration::from_secs(20), |s| {
+            !s.client().app.connected.is_empty()
+        });
+        assert!(connected, "seed {seed}: no session within 20 s");
+        sim.run_until(Duration::from_secs(10), |_| false);
+        let g = goodput_during(&mut sim, Duration::from_secs(8));
+        let share = g / ((1.0 - loss) * RATE as f64);
+        eprintln!(
+            "30% loss, 200 ms, seed {seed}: {:.1} Mbit/s 10-18 s after connecting = {share:.3} x (1-p) x rate",
+            g / 1e6
+        );
+        if share < 0.6 {
+            low.push((seed, share));
+        }
+    }
+    assert!(low.is_empty(), "below 0.6 x (1-p) x rate: {low:?}");
 }
 
 #[test]

@@ -32,6 +32,10 @@ pub struct AckSample {
     pub largest_acked_sent: Instant,
     /// RTT measured from this ACK, if the largest acknowledged packet was new.
     pub latest_rtt: Option<Duration>,
+    /// The delay the peer reported holding this ACK back, capped at its
+    /// max_ack_delay: a sample taken from a delayed ACK overstates the path's RTT by
+    /// up to that much.
+    pub ack_delay: Duration,
     /// Smoothed RTT after this ACK.
     pub smoothed_rtt: Duration,
     /// Minimum RTT seen over the session.
@@ -117,6 +121,7 @@ mod samples {
             bytes_in_flight: 0,
             largest_acked_sent: sent,
             latest_rtt: Some(rtt),
+            ack_delay: Duration::ZERO,
             smoothed_rtt: rtt,
             min_rtt: rtt,
             rate: None,

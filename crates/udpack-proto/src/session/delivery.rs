@@ -43,7 +43,7 @@ impl Session {
                 }
             }
         }
-        self.on_ack_outcome(now, out);
+        self.on_ack_outcome(now, delay, out);
         if !out.spurious.is_empty() {
             self.on_spurious_loss(now, out);
         }
@@ -52,7 +52,7 @@ impl Session {
         Ok(())
     }
 
-    fn on_ack_outcome(&mut self, now: Instant, out: &mut AckOutcome) {
+    fn on_ack_outcome(&mut self, now: Instant, ack_delay: Duration, out: &mut AckOutcome) {
         let mut acked_bytes = 0u64;
         let mut largest_sent = None;
         for (pn, p) in &out.acked {
@@ -88,6 +88,7 @@ impl Session {
                 bytes_in_flight: self.recovery.bytes_in_flight(),
                 largest_acked_sent,
                 latest_rtt: out.rtt_sample,
+                ack_delay,
                 smoothed_rtt: self.recovery.rtt.smoothed(),
                 min_rtt: self.recovery.rtt.min(),
                 rate: self.rate.take_sample(min_rtt),

@@ -76,6 +76,38 @@ impl CreditWindow {
         self.limit = consumed + self.window;
         true
     }
+
+    /// The peer has used up all but a quarter of its credit while the application has
+    /// read all it can: a loss holds the rest behind a hole for the round trips its
+    /// repair takes (several at high loss, where repairs are lost too), and a window
+    /// shorter than the rate × that time stalls the sender however fast the reader is.
+    /// Doubles the window at once, since no read can come before the hole is filled,
+    /// and a quarter of a window early, so that the new credit (itself lost at times)
+    /// reaches the sender before it runs out. The peer earns each doubling by sending
+    /// most of a window, so it comes about once per round trip at most, and the window
+    /// stays within its maximum, which bounds the memory as before. Returns true when
+    /// the new limit must be announced.
+    pub fn grow_behind_hole(
+        &mut self,
+        consumed: u64,
+        received: u64,
+        now: Option<Instant>,
+        mtu: u64,
+    ) -> bool {
+        let margin = (self.window / CREDIT_UPDATE_FRACTION).max(mtu);
+        let nearly_blocked = received + margin >= self.limit;
+        if !nearly_blocked || self.window >= self.max_window {
+            return false;
+        }
+        self.window = (self.window * 2).min(self.max_window);
+        self.updated = now;
+        let limit = consumed + self.window;
+        if limit <= self.limit {
+            return false;
+        }
+        self.limit = limit;
+        true
+    }
 }
 
 /// Session-level flow control, both ways.
@@ -180,5 +212,26 @@ mod tests {
         let before = w.limit();
         assert!(w.refresh(before, before, None, srtt, 100));
         assert_eq!(w.limit(), before + 4000, "capped at the maximum window");
+    }
+
+    #[test]
+    fn a_window_grows_behind_a_hole_once_the_peer_has_used_most_of_it() {
+        let t0 = Instant::now();
+        let mut w = CreditWindow::new(1000, 8000);
+        // Half the credit used: the peer is not held back yet.
+        assert!(!w.grow_behind_hole(0, 500, Some(t0), 10));
+        assert_eq!(w.limit(), 1000);
+        // Within a quarter of the limit with nothing read past the hole at 100: double.
+        assert!(w.grow_behind_hole(100, 760, Some(t0), 10));
+        assert_eq!((w.window(), w.limit()), (2000, 2100));
+        // Each doubling takes most of a window of new data.
+        assert!(!w.grow_behind_hole(100, 1500, Some(t0), 10));
+        assert!(w.grow_behind_hole(100, 1700, Some(t0), 10));
+        assert_eq!((w.window(), w.limit()), (4000, 4100));
+        assert!(w.grow_behind_hole(100, 3200, Some(t0), 10));
+        assert_eq!((w.window(), w.limit()), (8000, 8100));
+        // Never past the maximum.
+        assert!(!w.grow_behind_hole(100, 8000, Some(t0), 10));
+        assert_eq!((w.window(), w.limit()), (8000, 8100));
     }
 }

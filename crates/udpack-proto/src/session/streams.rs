@@ -239,8 +239,31 @@ impl Session {
         }
         if st.recv.readable() || st.final_size == Some(st.recv.read_offset()) {
             self.report_readable(id);
+        } else if st.final_size.is_none() && st.recv.max_received() > st.recv.read_offset() {
+            self.grow_credit_behind_hole(id);
         }
         Ok(())
+    }
+
+    /// Data arrived beyond a hole on stream `id`, whose in-order bytes are all read:
+    /// grow the stream's and the session's windows if the peer is (nearly) blocked on them
+    /// ([`CreditWindow::grow_behind_hole`](super::flow::CreditWindow::grow_behind_hole)).
+    fn grow_credit_behind_hole(&mut self, id: StreamId) {
+        let now = self.ack.largest_received_time();
+        let mtu = u64::from(self.mtu.current());
+        if let Some(st) = self.streams.map.get_mut(&id) {
+            let (read, received) = (st.recv.read_offset(), st.recv.max_received());
+            if st.recv_credit.grow_behind_hole(read, received, now, mtu) {
+                self.pending.max_stream_data.insert(id);
+            }
+        }
+        let flow = &mut self.flow;
+        if flow
+            .credit
+            .grow_behind_hole(flow.data_read, flow.data_received, now, mtu)
+        {
+            self.pending.max_data = true;
+        }
     }
 
     /// A RESET_STREAM frame: the peer abandoned sending at `final_size`.

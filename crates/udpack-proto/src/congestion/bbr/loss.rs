@@ -29,8 +29,11 @@ const LOSS_HISTORY_WEIGHT: f64 = 0.75;
 const LOSS_MIN_SAMPLE_PACKETS: u64 = 16;
 /// Measurement windows kept while their losses are still being detected.
 const LOSS_MAX_WINDOWS: usize = 8;
-/// A round is "heavy loss" if more is lost than delivered and at least this many packets.
+/// A round is "heavy loss" if more is lost than delivered and at least this many packets...
 const HEAVY_LOSS_MIN_PACKETS: u64 = 8;
+/// ...and more than random loss at [`MAX_LOSS_COMPENSATION`] loses in all but one round
+/// in thirty thousand (four standard deviations above its mean).
+const HEAVY_LOSS_SIGMAS: f64 = 4.0;
 /// A round that loses this fraction of its data to overflow (v2's loss threshold) and
 /// at least a few packets is a congestion episode...
 const OVERFLOW_LOSS_RATE: f64 = 0.02;
@@ -244,10 +247,21 @@ impl Loss {
     }
 
     /// True if the round just ended lost more than it delivered, and not just a few
-    /// packets: not random loss at any plausible rate.
+    /// packets: not random loss at any plausible rate. A small round needs more: with
+    /// random loss at the compensated maximum (30%), a round of 20 packets loses more
+    /// than half of them once in sixty, so a flow starting on such a path would take
+    /// one of its first rounds for an overflow, end Startup at a fraction of the link
+    /// and cap itself there. The round must also lose more than that rate could, by
+    /// [`HEAVY_LOSS_SIGMAS`] standard deviations.
     pub(super) fn heavy_round(&self, mtu: u64) -> bool {
+        let mtu = mtu.max(1);
+        let lost = self.round_lost as f64 / mtu as f64;
+        let n = lost + self.round_acked as f64 / mtu as f64;
+        let p = MAX_LOSS_COMPENSATION;
+        let random_at_most = n * p + HEAVY_LOSS_SIGMAS * (n * p * (1.0 - p)).sqrt();
         self.round_lost > self.round_acked
             && self.round_lost >= mtu.saturating_mul(HEAVY_LOSS_MIN_PACKETS)
+            && lost > random_at_most
     }
 
     /// True if the round just ended lost at least [`OVERFLOW_LOSS_RATE`] of its data, and
@@ -307,6 +321,29 @@ mod tests {
         r.sync(t0 + ms(10), false);
         r.finish(t0 + ms(1000), ms(10));
         r.rate(1200)
+    }
+
+    /// A round with `lost` and `acked` packets of 1200 bytes.
+    fn round(lost: u64, acked: u64) -> Loss {
+        Loss {
+            round_lost: lost * 1200,
+            round_acked: acked * 1200,
+            ..Loss::default()
+        }
+    }
+
+    #[test]
+    fn a_heavy_round_is_more_loss_than_thirty_percent_random_loss_explains() {
+        // 11 of 20 lost: more than delivered, but 30% random loss does that once in
+        // sixty rounds.
+        assert!(!round(11, 9).heavy_round(1200));
+        // 16 of 20: over four standard deviations above 30%.
+        assert!(round(16, 4).heavy_round(1200));
+        // Large rounds: more lost than delivered is enough.
+        assert!(round(520, 480).heavy_round(1200));
+        assert!(!round(480, 520).heavy_round(1200));
+        // A few packets are never heavy.
+        assert!(!round(7, 0).heavy_round(1200));
     }
 
     #[test]

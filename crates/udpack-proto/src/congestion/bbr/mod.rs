@@ -407,6 +407,15 @@ impl Controller for Bbr {
                 .mix_jitter(u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX));
         }
         if let (Some(rtt), Some(min_rtt)) = (rtt, self.model.min_rtt) {
+            // The queue is judged on samples without the peer's ACK delay (as RFC 9002
+            // §5.3 adjusts the smoothed RTT): at low packet rates a round's samples may
+            // all come from ACKs held for max_ack_delay, which is as long as the
+            // standing-queue threshold on a 200 ms path.
+            let rtt = if rtt >= min_rtt.saturating_add(ack.ack_delay) {
+                rtt - ack.ack_delay
+            } else {
+                rtt
+            };
             self.loss
                 .on_rtt_sample(self.model.round_count, rtt, min_rtt);
             self.queue.on_rtt_sample(rtt);

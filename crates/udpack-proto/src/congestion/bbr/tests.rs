@@ -152,6 +152,7 @@ impl Flow {
                 bytes_in_flight: self.in_flight,
                 largest_acked_sent: s.snap.sent_time,
                 latest_rtt: Some(rtt),
+                ack_delay: Duration::ZERO,
                 smoothed_rtt: self.srtt(),
                 min_rtt: self.min_rtt.unwrap(),
                 rate,
@@ -398,6 +399,7 @@ fn persistent_congestion_holds_the_minimum_window_until_the_path_answers() {
         bytes_in_flight: 0,
         largest_acked_sent: sent,
         latest_rtt: None,
+        ack_delay: Duration::ZERO,
         smoothed_rtt: 50 * MS,
         min_rtt: 50 * MS,
         rate: None,
@@ -437,6 +439,7 @@ fn persistent_congestion_without_a_bandwidth_sample_restarts_startup() {
             bytes_in_flight: 0,
             largest_acked_sent: now + 50 * MS,
             latest_rtt: None,
+            ack_delay: Duration::ZERO,
             smoothed_rtt: 50 * MS,
             min_rtt: 50 * MS,
             rate: None,
@@ -466,6 +469,7 @@ fn probe_rtt_after_ten_seconds_without_new_min() {
                 bytes_in_flight: in_flight,
                 largest_acked_sent: t - 60 * MS,
                 latest_rtt: Some(60 * MS),
+                ack_delay: Duration::ZERO,
                 smoothed_rtt: 60 * MS,
                 min_rtt: 50 * MS,
                 rate: dr.take_sample(None),
@@ -502,16 +506,28 @@ fn standing_queue(
     until: Instant,
     loss_every: Option<Duration>,
 ) -> u64 {
-    queued_acks(cc, dr, t, until, 60 * MS, loss_every, |_| {})
+    queued_acks(
+        cc,
+        dr,
+        t,
+        until,
+        60 * MS,
+        Duration::ZERO,
+        loss_every,
+        |_| {},
+    )
 }
 
-/// As [`standing_queue`], with every RTT `rtt`, calling `each` after every ACK.
+/// As [`standing_queue`], with every RTT `rtt` (of which the peer reports holding the
+/// ACK for `ack_delay`), calling `each` after every ACK.
+#[allow(clippy::too_many_arguments)]
 fn queued_acks(
     cc: &mut Bbr,
     dr: &mut DeliveryRate,
     t: &mut Instant,
     until: Instant,
     rtt: Duration,
+    ack_delay: Duration,
     loss_every: Option<Duration>,
     mut each: impl FnMut(&Bbr),
 ) -> u64 {
@@ -530,6 +546,7 @@ fn queued_acks(
                 bytes_in_flight: in_flight,
                 largest_acked_sent: now - rtt,
                 latest_rtt: Some(rtt),
+                ack_delay,
                 smoothed_rtt: rtt,
                 min_rtt: 50 * MS,
                 rate: dr.take_sample(None),
@@ -566,7 +583,16 @@ fn a_queue_below_the_threshold_is_drained_at_cruise_without_a_cut() {
     // A fresh delivery-rate estimator counts from zero: rounds end again once it has
     // delivered what the flow had delivered before.
     let mut dr = DeliveryRate::new(now);
-    queued_acks(cc, &mut dr, &mut t, now + 3 * SEC, min_rtt, None, |_| {});
+    queued_acks(
+        cc,
+        &mut dr,
+        &mut t,
+        now + 3 * SEC,
+        min_rtt,
+        Duration::ZERO,
+        None,
+        |_| {},
+    );
     let bw = cc.model_bw();
     // Two rounds for the queue to show in the round minima.
     queued_acks(
@@ -575,30 +601,49 @@ fn a_queue_below_the_threshold_is_drained_at_cruise_without_a_cut() {
         &mut t,
         now + 3 * SEC + 120 * MS,
         rtt,
+        Duration::ZERO,
         None,
         |_| {},
     );
     let mut cruising = 0;
-    let lowest = queued_acks(cc, &mut dr, &mut t, now + 5 * SEC, rtt, None, |cc| {
-        if cc.mode == Mode::ProbeBw && cc.pacing_gain == 1.0 {
-            cruising += 1;
-            let pace = cc.pacing_rate as f64;
-            let expected = cc.send_bw() * drain * PACING_MARGIN;
-            assert!(
-                within(pace, expected, 0.01),
-                "cruising at {pace:.0} B/s with a queue; draining would be {expected:.0}"
-            );
-        }
-    });
+    let lowest = queued_acks(
+        cc,
+        &mut dr,
+        &mut t,
+        now + 5 * SEC,
+        rtt,
+        Duration::ZERO,
+        None,
+        |cc| {
+            if cc.mode == Mode::ProbeBw && cc.pacing_gain == 1.0 {
+                cruising += 1;
+                let pace = cc.pacing_rate as f64;
+                let expected = cc.send_bw() * drain * PACING_MARGIN;
+                assert!(
+                    within(pace, expected, 0.01),
+                    "cruising at {pace:.0} B/s with a queue; draining would be {expected:.0}"
+                );
+            }
+        },
+    );
     assert!(cruising > 500, "cruised for {cruising} ACKs");
     assert!(lowest >= bw * 95 / 100, "cut to {lowest} of {bw}");
     // Without the queue the flow cruises at the estimate again.
     let mut cruise = Vec::new();
-    queued_acks(cc, &mut dr, &mut t, now + 6 * SEC, min_rtt, None, |cc| {
-        if cc.mode == Mode::ProbeBw && cc.pacing_gain == 1.0 {
-            cruise.push(cc.pacing_rate as f64 / (cc.send_bw() * PACING_MARGIN));
-        }
-    });
+    queued_acks(
+        cc,
+        &mut dr,
+        &mut t,
+        now + 6 * SEC,
+        min_rtt,
+        Duration::ZERO,
+        None,
+        |cc| {
+            if cc.mode == Mode::ProbeBw && cc.pacing_gain == 1.0 {
+                cruise.push(cc.pacing_rate as f64 / (cc.send_bw() * PACING_MARGIN));
+            }
+        },
+    );
     assert!(cruise.len() > 100 && cruise[cruise.len() - 1] > 0.999);
 }
 
@@ -611,14 +656,41 @@ fn a_queue_kept_by_a_competitor_does_not_slow_the_cruise() {
     standing_queue(cc, &mut dr, &mut t, now + 4 * SEC, None);
     assert!(cc.queue.competing());
     let mut cruising = 0;
-    queued_acks(cc, &mut dr, &mut t, now + 5 * SEC, 60 * MS, None, |cc| {
-        if cc.mode == Mode::ProbeBw && cc.pacing_gain == 1.0 {
-            cruising += 1;
-            let ratio = cc.pacing_rate as f64 / (cc.send_bw() * PACING_MARGIN);
-            assert!(ratio > 0.999, "cruising at {ratio:.3} x the estimate");
-        }
-    });
+    queued_acks(
+        cc,
+        &mut dr,
+        &mut t,
+        now + 5 * SEC,
+        60 * MS,
+        Duration::ZERO,
+        None,
+        |cc| {
+            if cc.mode == Mode::ProbeBw && cc.pacing_gain == 1.0 {
+                cruising += 1;
+                let ratio = cc.pacing_rate as f64 / (cc.send_bw() * PACING_MARGIN);
+                assert!(ratio > 0.999, "cruising at {ratio:.3} x the estimate");
+            }
+        },
+    );
     assert!(cruising > 300, "cruised for {cruising} ACKs");
+}
+
+#[test]
+fn rtt_samples_from_delayed_acks_are_no_standing_queue() {
+    // The same 60 ms samples as a standing queue, but the peer says it held each ACK
+    // for 9 ms: the path's RTT did not grow, and nothing is cut.
+    let (_, mut flows, now) = ack_clock(2);
+    let cc = &mut flows[0].cc;
+    let rate = cc.bandwidth();
+    let mut dr = DeliveryRate::new(now);
+    let mut t = now;
+    let until = now + 4 * SEC;
+    let lowest = queued_acks(cc, &mut dr, &mut t, until, 60 * MS, 9 * MS, None, |_| {});
+    assert!(
+        lowest as f64 >= 0.9 * rate as f64,
+        "cut to {lowest} of {rate} on delayed ACKs"
+    );
+    assert!(!cc.queue.competing());
 }
 
 #[test]
@@ -769,6 +841,7 @@ fn extremes_do_not_panic() {
                 } else {
                     Duration::ZERO
                 }),
+                ack_delay: Duration::ZERO,
                 smoothed_rtt: Duration::MAX,
                 min_rtt: Duration::ZERO,
                 rate: Some(sample),
