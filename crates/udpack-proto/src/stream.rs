@@ -334,6 +334,13 @@ impl RecvBuffer {
         self.held
     }
 
+    /// Stream bytes held out of order, without the chunks' overhead: what the peer
+    /// really sent beyond the first gap.
+    pub fn held_bytes(&self) -> u64 {
+        self.held
+            .saturating_sub(self.chunks.len() as u64 * CHUNK_OVERHEAD)
+    }
+
     /// All the memory this buffer holds: its ready segments' allocations (a segment
     /// partly read counts whole) and the out-of-order chunks with their overhead.
     /// Every segment but the first and the last is full of unread bytes, so this is at

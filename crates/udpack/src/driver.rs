@@ -217,10 +217,15 @@ impl Future for Driver {
         }
         // Bounded, so a deadline that stays in the past cannot spin the task forever.
         for _ in 0..64 {
-            let now = Instant::now();
             let mut busy = false;
             let mut batches = 0;
             while batches < RECV_BATCHES_PER_POLL {
+                // Each batch is stamped when it is taken from the socket: a time read
+                // once for all batches would be older than the later ones' arrival (by
+                // however long the earlier ones took, or the thread was preempted), and
+                // an ACK stamped before it arrived gives an RTT sample below the path's,
+                // which then sets min_rtt too low for ten seconds.
+                let now = Instant::now();
                 let st = &mut *st;
                 match this
                     .socket
@@ -237,6 +242,8 @@ impl Future for Driver {
             if batches == RECV_BATCHES_PER_POLL {
                 busy = true;
             }
+            // Packets are stamped with this time as they are built and sent.
+            let now = Instant::now();
             st.proto.handle_timeout(now);
             this.flush(cx, &mut st, now);
             st.dispatch_events(now);

@@ -1,6 +1,7 @@
 //! Flow control. One [`CreditWindow`] type serves the session and every stream: the
 //! credit this side gives the peer, refreshed as the application consumes data, and a
-//! window that grows to the path's bandwidth-delay product.
+//! window that grows to the path's bandwidth-delay product (on reads) and to the time
+//! a loss takes to repair (while data waits out of order behind it).
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,8 @@ pub(crate) struct CreditWindow {
     limit: u64,
     /// The time of the newest packet when the credit was last refreshed.
     updated: Option<Instant>,
+    /// The time of the newest packet when the window last grew behind a hole.
+    grown_behind_hole: Option<Instant>,
 }
 
 impl CreditWindow {
@@ -35,6 +38,7 @@ impl CreditWindow {
             max_window,
             limit: initial,
             updated: None,
+            grown_behind_hole: None,
         }
     }
 
@@ -77,35 +81,45 @@ impl CreditWindow {
         true
     }
 
-    /// The peer has used up all but a quarter of its credit while the application has
-    /// read all it can: a loss holds the rest behind a hole for the round trips its
-    /// repair takes (several at high loss, where repairs are lost too), and a window
-    /// shorter than the rate × that time stalls the sender however fast the reader is.
-    /// Doubles the window at once, since no read can come before the hole is filled,
-    /// and a quarter of a window early, so that the new credit (itself lost at times)
-    /// reaches the sender before it runs out. The peer earns each doubling by sending
-    /// most of a window, so it comes about once per round trip at most, and the window
-    /// stays within its maximum, which bounds the memory as before. Returns true when
+    /// The application has read all it can, and the peer has sent up to within a
+    /// quarter of the window's limit, with data held out of order behind a hole. A loss
+    /// holds the reader back for the round trips its repair takes (several at high
+    /// loss, where repairs are lost too), and a window shorter than the rate × that
+    /// time stalls the sender however fast the reader is; the updates of
+    /// [`Self::refresh`] come only with reads, which cannot come before the hole is
+    /// filled. So the window doubles at once, up to its maximum, a quarter of a window
+    /// early so that the new credit (itself lost at times) reaches the sender before it
+    /// runs out. The peer earns each doubling with real data: this side must hold
+    /// `held` ≥ a quarter of the window out of order (bytes, not offsets: a far byte
+    /// earns nothing), and it comes at most once per smoothed RTT. Returns true when
     /// the new limit must be announced.
     pub fn grow_behind_hole(
         &mut self,
         consumed: u64,
         received: u64,
+        held: u64,
         now: Option<Instant>,
+        srtt: Duration,
         mtu: u64,
     ) -> bool {
-        let margin = (self.window / CREDIT_UPDATE_FRACTION).max(mtu);
-        let nearly_blocked = received + margin >= self.limit;
-        if !nearly_blocked || self.window >= self.max_window {
+        let quarter = self.window / CREDIT_UPDATE_FRACTION;
+        let nearly_blocked = received.saturating_add(quarter.max(mtu)) >= self.limit;
+        if !nearly_blocked || held < quarter || self.window >= self.max_window {
             return false;
         }
+        let Some(now) = now else {
+            return false;
+        };
+        if self
+            .grown_behind_hole
+            .is_some_and(|t| now.saturating_duration_since(t) < srtt)
+        {
+            return false;
+        }
+        self.grown_behind_hole = Some(now);
         self.window = (self.window * 2).min(self.max_window);
-        self.updated = now;
-        let limit = consumed + self.window;
-        if limit <= self.limit {
-            return false;
-        }
-        self.limit = limit;
+        // Always above the old limit: consumed + 2 × window > consumed + window ≥ limit.
+        self.limit = self.limit.max(consumed + self.window);
         true
     }
 }
@@ -215,23 +229,30 @@ mod tests {
     }
 
     #[test]
-    fn a_window_grows_behind_a_hole_once_the_peer_has_used_most_of_it() {
+    fn a_window_grows_behind_a_hole_for_data_held_and_once_per_rtt() {
         let t0 = Instant::now();
+        let srtt = Duration::from_millis(10);
         let mut w = CreditWindow::new(1000, 8000);
         // Half the credit used: the peer is not held back yet.
-        assert!(!w.grow_behind_hole(0, 500, Some(t0), 10));
-        assert_eq!(w.limit(), 1000);
-        // Within a quarter of the limit with nothing read past the hole at 100: double.
-        assert!(w.grow_behind_hole(100, 760, Some(t0), 10));
+        assert!(!w.grow_behind_hole(0, 500, 400, Some(t0), srtt, 10));
+        // Near the limit, but a far byte with little data behind it earns nothing:
+        // what counts is what this side holds.
+        assert!(!w.grow_behind_hole(100, 990, 200, Some(t0), srtt, 10));
+        assert_eq!((w.window(), w.limit()), (1000, 1000));
+        // Near the limit with a quarter held behind the hole at 100: the window doubles.
+        assert!(w.grow_behind_hole(100, 760, 300, Some(t0), srtt, 10));
         assert_eq!((w.window(), w.limit()), (2000, 2100));
-        // Each doubling takes most of a window of new data.
-        assert!(!w.grow_behind_hole(100, 1500, Some(t0), 10));
-        assert!(w.grow_behind_hole(100, 1700, Some(t0), 10));
+        // Within the same RTT, no more.
+        assert!(!w.grow_behind_hole(100, 2000, 1500, Some(t0 + srtt / 2), srtt, 10));
+        assert_eq!(w.window(), 2000);
+        // An RTT later, near the new limit: again.
+        assert!(!w.grow_behind_hole(100, 1500, 1000, Some(t0 + srtt), srtt, 10));
+        assert!(w.grow_behind_hole(100, 1700, 1000, Some(t0 + srtt), srtt, 10));
         assert_eq!((w.window(), w.limit()), (4000, 4100));
-        assert!(w.grow_behind_hole(100, 3200, Some(t0), 10));
+        assert!(w.grow_behind_hole(100, 3200, 1500, Some(t0 + srtt * 2), srtt, 10));
         assert_eq!((w.window(), w.limit()), (8000, 8100));
         // Never past the maximum.
-        assert!(!w.grow_behind_hole(100, 8000, Some(t0), 10));
+        assert!(!w.grow_behind_hole(100, 8000, 6000, Some(t0 + srtt * 3), srtt, 10));
         assert_eq!((w.window(), w.limit()), (8000, 8100));
     }
 }

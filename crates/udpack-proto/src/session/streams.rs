@@ -246,21 +246,37 @@ impl Session {
     }
 
     /// Data arrived beyond a hole on stream `id`, whose in-order bytes are all read:
-    /// grow the stream's and the session's windows if the peer is (nearly) blocked on them
-    /// ([`CreditWindow::grow_behind_hole`](super::flow::CreditWindow::grow_behind_hole)).
+    /// grow the stream's window, and the session's, if the peer has nearly used them
+    /// up and this stream holds a quarter of them out of order
+    /// ([`CreditWindow::grow_behind_hole`]). Bytes, not memory, count: tiny pieces that
+    /// cost more memory than data earn little (the out-of-order memory budget stops
+    /// them). The session's window counts this
+    /// stream's bytes alone, so in-order bytes the application left unread on other
+    /// streams do not grow it.
+    ///
+    /// [`CreditWindow::grow_behind_hole`]: super::flow::CreditWindow::grow_behind_hole
     fn grow_credit_behind_hole(&mut self, id: StreamId) {
         let now = self.ack.largest_received_time();
+        let srtt = self.recovery.rtt.smoothed();
         let mtu = u64::from(self.mtu.current());
-        if let Some(st) = self.streams.map.get_mut(&id) {
-            let (read, received) = (st.recv.read_offset(), st.recv.max_received());
-            if st.recv_credit.grow_behind_hole(read, received, now, mtu) {
-                self.pending.max_stream_data.insert(id);
-            }
+        let Some(st) = self.streams.map.get_mut(&id) else {
+            return;
+        };
+        let (read, received, held) = (
+            st.recv.read_offset(),
+            st.recv.max_received(),
+            st.recv.held_bytes(),
+        );
+        if st
+            .recv_credit
+            .grow_behind_hole(read, received, held, now, srtt, mtu)
+        {
+            self.pending.max_stream_data.insert(id);
         }
         let flow = &mut self.flow;
         if flow
             .credit
-            .grow_behind_hole(flow.data_read, flow.data_received, now, mtu)
+            .grow_behind_hole(flow.data_read, flow.data_received, held, now, srtt, mtu)
         {
             self.pending.max_data = true;
         }

@@ -85,6 +85,9 @@ const SEND_QUANTUM_TIME: Duration = Duration::from_millis(1);
 const MAX_SEND_QUANTUM: u64 = 64 * 1024;
 /// RTT assumed for the initial pacing rate before any measurement.
 const INITIAL_RTT: Duration = Duration::from_millis(100);
+/// The most of a peer's reported ACK delay taken off an RTT sample before it is
+/// judged for a queue: the default max_ack_delay.
+const MAX_ACK_DELAY_DISCOUNT: Duration = Duration::from_millis(25);
 /// Floor for the RTT used to derive the initial pacing rate.
 const MIN_RTT_FOR_RATE: Duration = Duration::from_millis(1);
 
@@ -410,11 +413,16 @@ impl Controller for Bbr {
             // The queue is judged on samples without the peer's ACK delay (as RFC 9002
             // §5.3 adjusts the smoothed RTT): at low packet rates a round's samples may
             // all come from ACKs held for max_ack_delay, which is as long as the
-            // standing-queue threshold on a 200 ms path.
-            let rtt = if rtt >= min_rtt.saturating_add(ack.ack_delay) {
-                rtt - ack.ack_delay
-            } else {
-                rtt
+            // standing-queue threshold on a 200 ms path. The delay belongs to the
+            // largest packet acknowledged (not to a rate sample's), and a peer's say
+            // is trusted only up to the default max_ack_delay and a quarter of
+            // min_rtt, so that it cannot hide a real queue.
+            let rtt = match ack.latest_rtt {
+                Some(_) => {
+                    let delay = ack.ack_delay.min(MAX_ACK_DELAY_DISCOUNT).min(min_rtt / 4);
+                    rtt.saturating_sub(delay).max(min_rtt)
+                }
+                None => rtt,
             };
             self.loss
                 .on_rtt_sample(self.model.round_count, rtt, min_rtt);
