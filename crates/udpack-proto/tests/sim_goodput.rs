@@ -131,11 +131,11 @@ fn goodput_at_200ms_rtt_under_random_loss() {
 /// 30% loss each way on a 200 ms path, from the first packet: every seed reaches a
 /// good share of the link within ten seconds of connecting (the handshake itself
 /// takes several seconds on some seeds, its hellos or replies lost again and
-/// again). Two things stalled some seeds for good:
-/// a small early round that lost more than half its packets by chance was taken for
-/// an overflow (Startup ended at a fraction of the link, the heavy-loss cap held it
-/// there), and a round whose RTT samples all came from ACKs the receiver delayed by
-/// its 25 ms max_ack_delay was taken for a standing queue (Startup ended too).
+/// again). Two things stalled some seeds for good: a small early round that lost
+/// more than half its packets by chance was taken for an overflow (Startup ended at a
+/// fraction of the link, the heavy-loss cap held it there: seed 35 here, 0.005 before),
+/// and a round whose RTT samples all came from ACKs the receiver delayed by its 25 ms
+/// max_ack_delay was taken for a standing queue (Startup ended too).
 #[test]
 fn a_long_path_losing_30_percent_each_way_gets_going_on_every_seed() {
     let loss = 0.3;

@@ -250,9 +250,8 @@ impl Session {
     /// up and this stream holds a quarter of them out of order
     /// ([`CreditWindow::grow_behind_hole`]). Bytes, not memory, count: tiny pieces that
     /// cost more memory than data earn little (the out-of-order memory budget stops
-    /// them). The session's window counts this
-    /// stream's bytes alone, so in-order bytes the application left unread on other
-    /// streams do not grow it.
+    /// them). The session's window counts this stream's bytes alone, so in-order bytes
+    /// the application left unread on other streams do not grow it.
     ///
     /// [`CreditWindow::grow_behind_hole`]: super::flow::CreditWindow::grow_behind_hole
     fn grow_credit_behind_hole(&mut self, id: StreamId) {
