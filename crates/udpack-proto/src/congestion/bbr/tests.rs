@@ -506,22 +506,25 @@ fn standing_queue(
     until: Instant,
     loss_every: Option<Duration>,
 ) -> u64 {
-    queued_acks(
-        cc,
-        dr,
-        t,
-        until,
-        60 * MS,
-        Duration::ZERO,
-        loss_every,
-        |_| {},
-    )
+    queued_acks(cc, dr, t, until, 60 * MS, loss_every, |_| {})
 }
 
-/// As [`standing_queue`], with every RTT `rtt` (of which the peer reports holding the
-/// ACK for `ack_delay`), calling `each` after every ACK.
-#[allow(clippy::too_many_arguments)]
+/// As [`standing_queue`], with every RTT `rtt`, calling `each` after every ACK.
 fn queued_acks(
+    cc: &mut Bbr,
+    dr: &mut DeliveryRate,
+    t: &mut Instant,
+    until: Instant,
+    rtt: Duration,
+    loss_every: Option<Duration>,
+    each: impl FnMut(&Bbr),
+) -> u64 {
+    delayed_acks(cc, dr, t, until, rtt, Duration::ZERO, loss_every, each)
+}
+
+/// As [`queued_acks`], the peer reporting that it held each ACK for `ack_delay`.
+#[allow(clippy::too_many_arguments)]
+fn delayed_acks(
     cc: &mut Bbr,
     dr: &mut DeliveryRate,
     t: &mut Instant,
@@ -583,16 +586,7 @@ fn a_queue_below_the_threshold_is_drained_at_cruise_without_a_cut() {
     // A fresh delivery-rate estimator counts from zero: rounds end again once it has
     // delivered what the flow had delivered before.
     let mut dr = DeliveryRate::new(now);
-    queued_acks(
-        cc,
-        &mut dr,
-        &mut t,
-        now + 3 * SEC,
-        min_rtt,
-        Duration::ZERO,
-        None,
-        |_| {},
-    );
+    queued_acks(cc, &mut dr, &mut t, now + 3 * SEC, min_rtt, None, |_| {});
     let bw = cc.model_bw();
     // Two rounds for the queue to show in the round minima.
     queued_acks(
@@ -601,49 +595,30 @@ fn a_queue_below_the_threshold_is_drained_at_cruise_without_a_cut() {
         &mut t,
         now + 3 * SEC + 120 * MS,
         rtt,
-        Duration::ZERO,
         None,
         |_| {},
     );
     let mut cruising = 0;
-    let lowest = queued_acks(
-        cc,
-        &mut dr,
-        &mut t,
-        now + 5 * SEC,
-        rtt,
-        Duration::ZERO,
-        None,
-        |cc| {
-            if cc.mode == Mode::ProbeBw && cc.pacing_gain == 1.0 {
-                cruising += 1;
-                let pace = cc.pacing_rate as f64;
-                let expected = cc.send_bw() * drain * PACING_MARGIN;
-                assert!(
-                    within(pace, expected, 0.01),
-                    "cruising at {pace:.0} B/s with a queue; draining would be {expected:.0}"
-                );
-            }
-        },
-    );
+    let lowest = queued_acks(cc, &mut dr, &mut t, now + 5 * SEC, rtt, None, |cc| {
+        if cc.mode == Mode::ProbeBw && cc.pacing_gain == 1.0 {
+            cruising += 1;
+            let pace = cc.pacing_rate as f64;
+            let expected = cc.send_bw() * drain * PACING_MARGIN;
+            assert!(
+                within(pace, expected, 0.01),
+                "cruising at {pace:.0} B/s with a queue; draining would be {expected:.0}"
+            );
+        }
+    });
     assert!(cruising > 500, "cruised for {cruising} ACKs");
     assert!(lowest >= bw * 95 / 100, "cut to {lowest} of {bw}");
     // Without the queue the flow cruises at the estimate again.
     let mut cruise = Vec::new();
-    queued_acks(
-        cc,
-        &mut dr,
-        &mut t,
-        now + 6 * SEC,
-        min_rtt,
-        Duration::ZERO,
-        None,
-        |cc| {
-            if cc.mode == Mode::ProbeBw && cc.pacing_gain == 1.0 {
-                cruise.push(cc.pacing_rate as f64 / (cc.send_bw() * PACING_MARGIN));
-            }
-        },
-    );
+    queued_acks(cc, &mut dr, &mut t, now + 6 * SEC, min_rtt, None, |cc| {
+        if cc.mode == Mode::ProbeBw && cc.pacing_gain == 1.0 {
+            cruise.push(cc.pacing_rate as f64 / (cc.send_bw() * PACING_MARGIN));
+        }
+    });
     assert!(cruise.len() > 100 && cruise[cruise.len() - 1] > 0.999);
 }
 
@@ -656,22 +631,13 @@ fn a_queue_kept_by_a_competitor_does_not_slow_the_cruise() {
     standing_queue(cc, &mut dr, &mut t, now + 4 * SEC, None);
     assert!(cc.queue.competing());
     let mut cruising = 0;
-    queued_acks(
-        cc,
-        &mut dr,
-        &mut t,
-        now + 5 * SEC,
-        60 * MS,
-        Duration::ZERO,
-        None,
-        |cc| {
-            if cc.mode == Mode::ProbeBw && cc.pacing_gain == 1.0 {
-                cruising += 1;
-                let ratio = cc.pacing_rate as f64 / (cc.send_bw() * PACING_MARGIN);
-                assert!(ratio > 0.999, "cruising at {ratio:.3} x the estimate");
-            }
-        },
-    );
+    queued_acks(cc, &mut dr, &mut t, now + 5 * SEC, 60 * MS, None, |cc| {
+        if cc.mode == Mode::ProbeBw && cc.pacing_gain == 1.0 {
+            cruising += 1;
+            let ratio = cc.pacing_rate as f64 / (cc.send_bw() * PACING_MARGIN);
+            assert!(ratio > 0.999, "cruising at {ratio:.3} x the estimate");
+        }
+    });
     assert!(cruising > 300, "cruised for {cruising} ACKs");
 }
 
@@ -685,7 +651,7 @@ fn rtt_samples_from_delayed_acks_are_no_standing_queue() {
     let mut dr = DeliveryRate::new(now);
     let mut t = now;
     let until = now + 4 * SEC;
-    let lowest = queued_acks(cc, &mut dr, &mut t, until, 60 * MS, 9 * MS, None, |_| {});
+    let lowest = delayed_acks(cc, &mut dr, &mut t, until, 60 * MS, 9 * MS, None, |_| {});
     assert!(
         lowest as f64 >= 0.9 * rate as f64,
         "cut to {lowest} of {rate} on delayed ACKs"
