@@ -1,7 +1,7 @@
 //! The link lab end to end, as root: a 20 ms RTT, 1% loss (each way), 50 Mbit/s link,
 //! every bulk protocol for 2 s after a 1 s warm-up. Each must move a non-trivial
-//! goodput, the run must take well under a minute, and the namespaces must be gone
-//! afterwards. Without root it says why and passes.
+//! goodput, the run must take well under a minute, the udpack sender must trace its
+//! session (`--trace-ms`), and the namespaces must be gone afterwards. Without root it says why and passes.
 
 use std::path::Path;
 use std::process::Command;
@@ -27,7 +27,15 @@ fn every_protocol_moves_data_through_a_lossy_link() {
     let start = Instant::now();
     let run = Command::new(env!("CARGO_BIN_EXE_udpack-bench"))
         .args(["lab", "--rtt", "20", "--loss", "1", "--rate-mbit", "50"])
-        .args(["--duration", "2", "--warmup", "1", "--out"])
+        .args([
+            "--duration",
+            "2",
+            "--warmup",
+            "1",
+            "--trace-ms",
+            "500",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .expect("the bench binary runs");
@@ -40,6 +48,19 @@ fn every_protocol_moves_data_through_a_lossy_link() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
+    // The udpack sender traced its session: phase, window and rates twice a second.
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let traces: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("trace udpack"))
+        .collect();
+    assert!(traces.len() >= 4, "{stderr}");
+    assert!(
+        traces
+            .iter()
+            .any(|l| l.contains(" probe-bw-") && l.contains(" cwnd ")),
+        "{stderr}"
+    );
     for ns in ["udpl_a", "udpl_b"] {
         assert!(
             !Path::new("/run/netns").join(ns).exists(),

@@ -57,6 +57,8 @@ pub struct Conn {
     pub r: Reader,
     pub w: Writer,
     pub keep: Box<dyn Any + Send>,
+    /// The udpack session, for its stats (`lab --trace`).
+    pub udpack: Option<udpack::Session>,
 }
 
 /// A bound server of one protocol.
@@ -133,6 +135,7 @@ fn tcp_conn(stream: tokio::net::TcpStream, proto: Proto) -> Result<Conn> {
         r: Box::new(r),
         w: Box::new(w),
         keep: Box::new(()),
+        udpack: None,
     })
 }
 
@@ -180,7 +183,8 @@ impl Listener {
                 Ok(Conn {
                     r: Box::new(r),
                     w: Box::new(w),
-                    keep: Box::new((endpoint, session)),
+                    keep: Box::new(endpoint),
+                    udpack: Some(session),
                 })
             }
             Listener::Tcp(listener, proto) => tcp_conn(listener.accept().await?.0, proto),
@@ -192,6 +196,7 @@ impl Listener {
                     r: Box::new(recv),
                     w: Box::new(send),
                     keep: Box::new((endpoint, conn)),
+                    udpack: None,
                 })
             }
         }
@@ -219,7 +224,8 @@ pub async fn connect(
             Ok(Conn {
                 r: Box::new(r),
                 w: Box::new(w),
-                keep: Box::new((endpoint, session)),
+                keep: Box::new(endpoint),
+                udpack: Some(session),
             })
         }
         Proto::TcpBbr | Proto::TcpCubic => {
@@ -238,6 +244,7 @@ pub async fn connect(
                 r: Box::new(recv),
                 w: Box::new(send),
                 keep: Box::new((endpoint, conn)),
+                udpack: None,
             })
         }
     }

@@ -74,6 +74,7 @@ pub fn run(args: &LabArgs) -> Result<()> {
             warmup: sc.warmup,
             window: args.window(),
             latency_rate: args.latency_rate,
+            trace_ms: args.trace_ms,
         };
         for &test in &sc.tests {
             let link = if test == plan::Test::WireMax {

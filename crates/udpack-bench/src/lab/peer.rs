@@ -60,6 +60,9 @@ pub struct PeerArgs {
     /// Bytes per message of a latency client (at least 16: a time stamp and a count).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..=65536))]
     pub size: u64,
+    /// A udpack bulk client prints its session's state on stderr this often (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub trace_ms: u64,
 }
 
 impl PeerArgs {
@@ -148,14 +151,48 @@ async fn bulk_server(args: &PeerArgs) -> Result<()> {
 /// Sends the pattern until the lab stops it, the connection fails, or the deadline.
 async fn bulk_client(args: &PeerArgs) -> Result<()> {
     let deadline = args.warmup() + args.window() + GRACE;
+    let start = Instant::now();
     let send = async {
         let mut conn = conn::connect(args.proto, args.local, args.addr, &args.secret).await?;
+        if let (Some(session), 1..) = (conn.udpack.clone(), args.trace_ms) {
+            let period = Duration::from_millis(args.trace_ms);
+            tokio::spawn(trace(session, args.proto, start, period));
+        }
         write_stream(&mut conn.w, u64::MAX).await?;
         Ok::<_, crate::error::BenchError>(())
     };
     // The end of a bulk client is always the lab's doing (or the server exiting).
     let _ = tokio::time::timeout(deadline, send).await;
     Ok(())
+}
+
+/// Prints the session's state on stderr every `period`, from when it connected; the
+/// time is from the client's start.
+async fn trace(session: udpack::Session, proto: Proto, start: Instant, period: Duration) {
+    let mbit = |bytes_per_s: u64| bytes_per_s as f64 * 8.0 / 1e6;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        let s = session.stats();
+        eprintln!(
+            "trace {} {:7.2}s {:<15} cwnd {:6}K flight {:6}K pacing {:6.1} delivery {:6.1} Mbit/s \
+             srtt {:6.1} min {:6.2} ms lost {} spurious {} retx {}K acked {}K",
+            proto.name(),
+            start.elapsed().as_secs_f64(),
+            s.congestion_phase,
+            s.congestion_window / 1024,
+            s.bytes_in_flight / 1024,
+            mbit(s.pacing_rate),
+            mbit(s.delivery_rate),
+            ms(s.smoothed_rtt),
+            ms(s.min_rtt),
+            s.packets_lost,
+            s.spurious_losses,
+            s.bytes_retransmitted / 1024,
+            s.stream_bytes_sent / 1024,
+        );
+    }
 }
 
 /// Writes back whatever it reads, flushing each piece at once.
@@ -185,7 +222,7 @@ async fn echo_server(args: &PeerArgs) -> Result<()> {
 /// takes to come back.
 async fn latency_client(args: &PeerArgs) -> Result<()> {
     let conn = conn::connect(args.proto, args.local, args.addr, &args.secret).await?;
-    let (r, w, _keep) = (conn.r, conn.w, conn.keep);
+    let (r, w, _keep) = (conn.r, conn.w, (conn.keep, conn.udpack));
     let start = Instant::now();
     let period = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
     let writer = tokio::spawn(send_stamped(w, args.size as usize, period, start));

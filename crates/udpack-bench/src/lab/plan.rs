@@ -125,6 +125,10 @@ pub struct LabArgs {
     /// Seed of the link's random losses, jitter and duplicates.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Every this many ms, udpack bulk senders print their session's state on stderr
+    /// (phase, window, rates, RTTs, losses): how a run got its figure. 0: off.
+    #[arg(long, default_value_t = 0)]
+    pub trace_ms: u64,
 }
 
 fn positive(s: &str) -> Result<f64, String> {

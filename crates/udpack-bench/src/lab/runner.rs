@@ -30,6 +30,8 @@ pub struct Timing {
     pub window: Duration,
     /// Messages per second of the latency test.
     pub latency_rate: u32,
+    /// The udpack bulk sender's trace period in ms (0: none).
+    pub trace_ms: u64,
 }
 
 /// Round-trip times of the latency test, in ms.
@@ -152,6 +154,7 @@ impl Runner<'_> {
             format!("--duration-ms={}", ms(t.window)),
             format!("--rate={}", t.latency_rate),
             format!("--size={LATENCY_SIZE}"),
+            format!("--trace-ms={}", t.trace_ms),
         ];
         self.peer(0, format!("{} {role}", proto.name()), args)
     }

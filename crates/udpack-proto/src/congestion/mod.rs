@@ -80,6 +80,11 @@ pub trait Controller: Send + Debug {
     fn pacing_rate(&self) -> Option<u64>;
     /// Short name for logs and stats ("bbr", "newreno", "cubic").
     fn name(&self) -> &'static str;
+    /// The controller's current phase, for traces ("startup", "probe-bw-up", ...);
+    /// controllers without named phases give their name.
+    fn phase(&self) -> &'static str {
+        self.name()
+    }
 }
 
 /// Which congestion controller a session uses.

@@ -149,6 +149,9 @@ pub struct SessionStats {
     /// Memory the session's receive buffers hold: at most the unread bytes plus two
     /// segments per stream, and the out-of-order chunks' overhead (PROTOCOL.md §5.7).
     pub receive_memory: u64,
+    /// The congestion controller's phase ("startup", "probe-bw-cruise", "cubic", ...),
+    /// for traces.
+    pub congestion_phase: &'static str,
 }
 
 /// A datagram to send.
@@ -332,6 +335,7 @@ impl Session {
         s.key_updates = self.keys.as_ref().map_or(0, SessionKeys::updates);
         s.datagram_size = u64::from(self.mtu.current());
         s.receive_memory = self.streams.map.values().map(|st| st.recv.memory()).sum();
+        s.congestion_phase = self.cc.phase();
         s
     }
 

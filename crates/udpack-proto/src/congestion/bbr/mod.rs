@@ -486,4 +486,13 @@ impl Controller for Bbr {
     fn name(&self) -> &'static str {
         "bbr"
     }
+
+    fn phase(&self) -> &'static str {
+        match self.mode {
+            Mode::Startup => "startup",
+            Mode::Drain => "drain",
+            Mode::ProbeBw => self.cycle.phase_name(),
+            Mode::ProbeRtt => "probe-rtt",
+        }
+    }
 }

@@ -76,6 +76,15 @@ impl GainCycle {
         }
     }
 
+    /// The phase's name, for traces.
+    pub(super) fn phase_name(&self) -> &'static str {
+        match self.phase {
+            Phase::Up => "probe-bw-up",
+            Phase::Down => "probe-bw-down",
+            Phase::Cruise => "probe-bw-cruise",
+        }
+    }
+
     /// Mixes an input into the deterministic generator.
     pub(super) fn mix_jitter(&mut self, value: u64) {
         self.jitter = (self.jitter ^ value).wrapping_mul(0x9E37_79B9_7F4A_7C15);

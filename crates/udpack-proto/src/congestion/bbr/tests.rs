@@ -303,6 +303,7 @@ fn initial_state() {
     let cc = Bbr::new(MTU);
     assert_eq!(cc.window(), 10 * MTU_BYTES);
     assert_eq!(cc.name(), "bbr");
+    assert_eq!(cc.phase(), "startup");
     assert_eq!(cc.bandwidth(), 0);
     assert_eq!(cc.min_rtt(), None);
     // 2.885 × 12 000 B / 100 ms.
@@ -321,6 +322,7 @@ fn ack_clock_drives_bandwidth_and_leaves_startup() {
         cc.bandwidth()
     );
     assert_eq!(cc.mode, Mode::ProbeBw);
+    assert!(cc.phase().starts_with("probe-bw-"), "{}", cc.phase());
     assert!(cc.filled_pipe);
     // Propagation plus one packet's serialization time.
     let min_rtt = cc.min_rtt().unwrap();
