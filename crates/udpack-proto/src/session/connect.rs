@@ -1,6 +1,6 @@
-//! Getting to Established. The client repeats its hello with backoff until a REPLY
-//! (accept or reject), an UNDECRYPTABLE / VERSION_MISMATCH answer that echoes the
-//! hello's digest, or the handshake timeout. The server repeats its cached REPLY to a
+//! Getting to Established. The client sends its hello twice, a few ms apart, and
+//! repeats that with backoff until a REPLY (accept or reject), an UNDECRYPTABLE /
+//! VERSION_MISMATCH answer that echoes the hello's digest, or the handshake timeout. The server repeats its cached REPLY to a
 //! repeated hello, within the amplification limit, until the client's first data packet
 //! proves it has the keys.
 //!
@@ -29,6 +29,16 @@ use crate::packet::{long, PacketKeys};
 /// handshake timeout.
 const MAX_HELLO_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Each hello goes out twice, this far apart. The server answers each copy that
+/// reaches it, so on a path losing p of the packets each way an attempt fails with
+/// (1 − (1−p)²)² instead of 1 − (1−p)²: at 20% 0.13 instead of 0.36, at 30% 0.26
+/// instead of 0.51. With 500 ms, 1 s, 1 s between attempts, a handshake at 20% loss
+/// takes over 2 s once in twenty tries without the copy, and once in 450 with it.
+/// The copy costs one datagram per attempt; the gap lets a short burst of loss take
+/// one copy, not both. A repeated hello costs the server a table lookup, not a
+/// handshake.
+const HELLO_COPY_GAP: Duration = Duration::from_millis(5);
+
 /// Handshake progress of either side.
 #[derive(Default)]
 pub(crate) struct Connect {
@@ -36,6 +46,8 @@ pub(crate) struct Connect {
     handshake: Option<ClientHandshake>,
     hello: Vec<u8>,
     pub hello_due: Option<Instant>,
+    /// When the copy of the hello last sent goes out.
+    pub hello_copy_due: Option<Instant>,
     hello_interval: Duration,
     pub deadline: Option<Instant>,
     /// Server: the REPLY to repeat until the client proves it has keys.
@@ -43,6 +55,9 @@ pub(crate) struct Connect {
     reply_due: bool,
     /// Client: hellos sent at once for a new cookie.
     cookies: u32,
+    /// Client, once established: the digest of the REPLY body accepted, to tell the
+    /// server's answers to the hello's copies from damaged or forged ones.
+    accepted_reply: Option<[u8; HELLO_DIGEST_LEN]>,
 }
 
 /// Most cookies that make the client send its hello at once; later ones wait for the
@@ -155,6 +170,14 @@ impl Session {
     /// Handles a long-header packet addressed to this session (client side).
     pub(crate) fn handle_long(&mut self, now: Instant, remote: SocketAddr, ty: u8, body: &[u8]) {
         self.now = self.now.max(now);
+        if ty == long::REPLY
+            && remote == self.path.remote
+            && self.connect.accepted_reply == Some(hello_digest(body))
+        {
+            // The server's answer to the hello's copy (or to a repeated hello), the
+            // same as the one accepted: expected, so not counted as dropped.
+            return;
+        }
         if self.side != Side::Client || self.state != State::Handshake || remote != self.path.remote
         {
             self.stats.packets_dropped += 1;
@@ -193,7 +216,10 @@ impl Session {
                 params,
                 keys,
             }) => {
-                self.connect = Connect::default();
+                self.connect = Connect {
+                    accepted_reply: Some(hello_digest(body)),
+                    ..Connect::default()
+                };
                 self.remote_sid = server_sid;
                 self.keys = Some(SessionKeys::new(*keys, &self.config));
                 self.stats.packets_received += 1;
@@ -244,19 +270,24 @@ impl Session {
         }
     }
 
-    /// The hello, when it is due again (client, Handshake).
+    /// The hello, when it or its copy is due (client, Handshake).
     pub(super) fn transmit_hello(
         &mut self,
         now: Instant,
         buf: &mut DatagramBuf<'_>,
     ) -> Option<Transmit> {
         let c = &mut self.connect;
-        if c.hello_due.is_none_or(|t| now < t) {
+        let due = |t: Option<Instant>| t.is_some_and(|t| now >= t);
+        if due(c.hello_due) {
+            c.hello_due = Some(now + c.hello_interval);
+            c.hello_interval = (c.hello_interval * 2).min(MAX_HELLO_INTERVAL);
+            c.hello_copy_due = Some(now + HELLO_COPY_GAP);
+        } else if due(c.hello_copy_due) {
+            c.hello_copy_due = None;
+        } else {
             return None;
         }
         buf.extend_from_slice(&c.hello);
-        c.hello_due = Some(now + c.hello_interval);
-        c.hello_interval = (c.hello_interval * 2).min(MAX_HELLO_INTERVAL);
         Some(self.count_raw(buf))
     }
 

@@ -55,7 +55,10 @@ impl Session {
     /// When `timer` fires next, if it runs.
     fn deadline(&self, timer: Timer) -> Option<Instant> {
         match timer {
-            Timer::Hello => self.connect.hello_due,
+            Timer::Hello => match (self.connect.hello_due, self.connect.hello_copy_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
             Timer::Connect => self.connect.deadline,
             Timer::Ack => self.ack.deadline(),
             Timer::Loss => self.recovery.timer(self.config.max_ack_delay),
