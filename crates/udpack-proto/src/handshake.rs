@@ -379,7 +379,7 @@ pub const COOKIE_ECHO_LEN: usize = 16;
 /// Marks the cookie after a hello's Noise message (padding is zeros).
 const EXT_COOKIE: u8 = 0x01;
 /// Noise's ephemeral public key opens message 1, in clear.
-const EPHEMERAL_LEN: usize = 32;
+pub(crate) const EPHEMERAL_LEN: usize = 32;
 
 /// Where the hello's Noise message ends, if it is all there.
 fn noise_end(hello: &[u8]) -> Option<usize> {

@@ -640,6 +640,18 @@ fn close_right_after_accept_reaches_the_client() {
         .server_streams(vec![1_000_000])
         .build();
     sim.capture = Some(Vec::new());
+    // Without the hello's copy: its bytes would raise the budget (and let the CLOSE
+    // out) before the client's first packet, which is what this test holds back for.
+    let mut hellos = 0;
+    sim.filter = Some(Box::new(move |c: &Captured| {
+        if c.data.first() == Some(&long::HELLO) {
+            hellos += 1;
+            if hellos > 1 {
+                return Fate::Lose;
+            }
+        }
+        Fate::Deliver
+    }));
     for n in &mut sim.nodes {
         n.app.event_log = Some(Vec::new());
     }
@@ -649,10 +661,14 @@ fn close_right_after_accept_reaches_the_client() {
     }));
     let sh = server_handle(&sim);
     let accepted = sim.now;
-    // What had reached the server: the hello (its copy, 5 ms behind, had not).
-    let hello = captured_bytes(&sim, |c| {
-        c.from == client_addr && c.at + one_way <= accepted
-    });
+    // The hello that arrived (the capture also holds its lost copy).
+    let hello = sim
+        .capture
+        .as_ref()
+        .expect("capture")
+        .iter()
+        .find(|c| c.from == client_addr)
+        .map_or(0, |c| c.data.len() as u64);
     let first_flight = captured_bytes(&sim, |c| c.from == server_addr);
     assert!(
         first_flight > 3 * hello - 100 && first_flight <= 3 * hello,
@@ -681,8 +697,7 @@ fn close_right_after_accept_reaches_the_client() {
         "the client learnt after {:?}",
         at - accepted
     );
-    // Nothing beyond three times what had arrived from the client (the hello and its
-    // copy) went out before the client's first packet.
+    // Nothing beyond three times the hello went out before the client's first packet.
     let first_packet = sim
         .capture
         .as_ref()
@@ -693,12 +708,9 @@ fn close_right_after_accept_reaches_the_client() {
         .min()
         .expect("the client sent data");
     let before = captured_bytes(&sim, |c| c.from == server_addr && c.at < first_packet);
-    let received = captured_bytes(&sim, |c| {
-        c.from == client_addr && c.at + one_way < first_packet
-    });
     assert!(
-        received == 2 * hello && before <= 3 * received,
-        "sent {before} for {received} received before the address was proven"
+        before <= 3 * hello,
+        "sent {before} before the address was proven"
     );
 }
 

@@ -57,7 +57,7 @@ pub struct Conn {
     pub r: Reader,
     pub w: Writer,
     pub keep: Box<dyn Any + Send>,
-    /// The udpack session, for its stats (`lab --trace`).
+    /// The udpack session, for its stats (`lab --trace-ms`).
     pub udpack: Option<udpack::Session>,
 }
 

@@ -43,9 +43,9 @@ impl Endpoint {
             self.queue_stateless(remote, out);
             return;
         }
-        // A hello for a client session id we already accepted is a retransmission (same
-        // address: answer it again) or a replay (another address: ignore it), never a
-        // second session.
+        // A hello for a client session id we already accepted is its copy or a
+        // retransmission (same address: answer it again) or a replay (another address:
+        // ignore it), never a second session.
         if let Some(&(addr, sid)) = self.hellos.get(&client_sid) {
             if addr == remote {
                 if let Some(e) = self.sessions.get_mut(&sid) {
@@ -61,6 +61,13 @@ impl Endpoint {
             self.stats.datagrams_dropped += 1;
             return;
         };
+        // The copy (or a retransmission) of a hello refused a moment ago: the same
+        // answer, no second handshake.
+        if let Some(answer) = self.refusals.answer(now, remote, &ephemeral, datagram) {
+            self.stats.refusals_repeated += 1;
+            self.queue_stateless(remote, answer);
+            return;
+        }
         // The hello of a session that has ended: refused before any X25519.
         if self.replays.seen(now, server.replay_memory(), &ephemeral) {
             self.stats.hellos_replayed += 1;
@@ -112,6 +119,8 @@ impl Endpoint {
                 self.stats.hellos_rejected += 1;
                 let mut out = Vec::new();
                 encode_undecryptable(client_sid, datagram, &mut out);
+                self.refusals
+                    .remember(now, remote, ephemeral, datagram, &out);
                 self.queue_stateless(remote, out);
                 return;
             }
@@ -153,6 +162,8 @@ impl Endpoint {
         if let Some((code, reason)) = refusal {
             self.stats.hellos_rejected += 1;
             if hello.reject(code, reason, &mut out).is_ok() {
+                self.refusals
+                    .remember(now, remote, ephemeral, datagram, &out);
                 self.queue_stateless(remote, out);
             }
             return;

@@ -15,6 +15,7 @@
 mod cookie;
 mod hello;
 mod hello_guard;
+mod refusals;
 mod replay;
 mod tokens;
 
@@ -81,6 +82,10 @@ pub struct EndpointStats {
     pub rate_limit_warnings: u64,
     /// Hellos dropped as replays of a hello already accepted.
     pub hellos_replayed: u64,
+    /// Hellos refused within the last second arriving again (the client's copy, or a
+    /// retransmission): answered with the same refusal, without a second handshake,
+    /// and not counted again in `hellos_rejected` or the limits.
+    pub refusals_repeated: u64,
     /// Hellos rejected because their timestamp was too far from the server's clock;
     /// also counted in `hellos_rejected`.
     pub hellos_stale: u64,
@@ -151,6 +156,7 @@ pub struct Endpoint {
     cookies: cookie::CookieKeys,
     /// Server: the replay keys of accepted hellos.
     replays: replay::ReplayMemory,
+    refusals: refusals::RecentRefusals,
     /// The wall clock, when the caller told it: (an instant, Unix time at it).
     unix_anchor: Option<(Instant, Duration)>,
     /// Sessions keep their initial datagram size ([`EndpointConfig::may_fragment`]).
@@ -193,6 +199,7 @@ impl Endpoint {
             guard: hello_guard::HelloGuard::default(),
             cookies,
             replays: replay::ReplayMemory::default(),
+            refusals: refusals::RecentRefusals::default(),
             unix_anchor: None,
             may_fragment: config.may_fragment,
         }

@@ -1,8 +1,9 @@
 //! Getting to Established. The client sends its hello twice, a few ms apart, and
 //! repeats that with backoff until a REPLY (accept or reject), an UNDECRYPTABLE /
-//! VERSION_MISMATCH answer that echoes the hello's digest, or the handshake timeout. The server repeats its cached REPLY to a
-//! repeated hello, within the amplification limit, until the client's first data packet
-//! proves it has the keys.
+//! VERSION_MISMATCH answer that echoes the hello's digest, or the handshake timeout.
+//! The server repeats its cached REPLY to a repeated hello (the copy, or a
+//! retransmission), within the amplification limit, until the client's first data
+//! packet proves it has the keys.
 //!
 //! ```text
 //!  client: Handshake --REPLY accept--> Established
@@ -36,7 +37,7 @@ const MAX_HELLO_INTERVAL: Duration = Duration::from_secs(1);
 /// takes over 2 s once in twenty tries without the copy, and once in 450 with it.
 /// The copy costs one datagram per attempt; the gap lets a short burst of loss take
 /// one copy, not both. A repeated hello costs the server a table lookup, not a
-/// handshake.
+/// handshake: an accepted one finds its session, a refused one its refusal.
 const HELLO_COPY_GAP: Duration = Duration::from_millis(5);
 
 /// Handshake progress of either side.
@@ -171,8 +172,13 @@ impl Session {
     pub(crate) fn handle_long(&mut self, now: Instant, remote: SocketAddr, ty: u8, body: &[u8]) {
         self.now = self.now.max(now);
         if ty == long::REPLY
+            && self.side == Side::Client
+            && self.state == State::Established
             && remote == self.path.remote
-            && self.connect.accepted_reply == Some(hello_digest(body))
+            && self
+                .connect
+                .accepted_reply
+                .is_some_and(|d| d == hello_digest(body))
         {
             // The server's answer to the hello's copy (or to a repeated hello), the
             // same as the one accepted: expected, so not counted as dropped.

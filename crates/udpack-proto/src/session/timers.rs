@@ -9,7 +9,7 @@ use super::{Event, Session, State};
 /// Every timer a session runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Timer {
-    /// Client: the hello is due again.
+    /// Client: the hello, or its copy, is due.
     Hello,
     /// Client: the handshake gives up.
     Connect,
