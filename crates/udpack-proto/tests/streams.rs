@@ -405,6 +405,40 @@ fn read_into_gathers_every_ready_packet_up_to_max_then_reports_the_end() {
 }
 
 #[test]
+fn stats_show_a_sender_blocked_on_the_peers_stream_window() {
+    // A 64 KiB stream window the server never reads from: the client's stream runs out
+    // of credit with bytes still waiting, and its stats say so (not the congestion
+    // window); the session credit is the session window less what was sent.
+    let config = TransportConfig {
+        initial_stream_window: 64 * 1024,
+        max_stream_window: 64 * 1024,
+        initial_session_window: 1024 * 1024,
+        max_session_window: 1024 * 1024,
+        ..TransportConfig::default()
+    };
+    let mut sim = Pair::new(60, LinkParams::new(Duration::from_millis(10), 100_000_000))
+        .server_transport(config)
+        .passive()
+        .connected();
+    let before = session(&mut sim, 1).stats();
+    assert_eq!(
+        before.stream_send_credit,
+        u64::MAX,
+        "nothing waits to be sent"
+    );
+    assert_eq!(before.send_credit, 1024 * 1024);
+    let a = session(&mut sim, 1).open_stream().expect("open");
+    // The write takes what the stream's credit allows.
+    assert_eq!(write(&mut sim, 1, a, 4, 100_000), 64 * 1024);
+    sim.run_until(Duration::from_millis(200), |_| false);
+    let st = session(&mut sim, 1).stats();
+    assert_eq!(st.stream_send_credit, 0, "blocked on the stream window");
+    assert_eq!(st.send_credit, 1024 * 1024 - 64 * 1024);
+    assert_eq!(st.bytes_in_flight, 0, "everything sent was acknowledged");
+    assert_open(&sim, "at the end");
+}
+
+#[test]
 fn reading_past_half_the_window_owes_the_peer_credit() {
     // A stream window of 64 KiB: reading most of it must leave a window update owed
     // (the runtime wakes its driver only then), and sending it clears the flag.

@@ -177,7 +177,8 @@ async fn trace(session: udpack::Session, proto: Proto, start: Instant, period: D
         let s = session.stats();
         eprintln!(
             "trace {} {:7.2}s {:<15} cwnd {:6}K flight {:6}K pacing {:6.1} delivery {:6.1} Mbit/s \
-             srtt {:6.1} min {:6.2} ms lost {} spurious {} retx {}K acked {}K",
+             srtt {:6.1} min {:6.2} ms lost {} spurious {} retx {}K written {}K \
+             credit {}K stream {}",
             proto.name(),
             start.elapsed().as_secs_f64(),
             s.congestion_phase,
@@ -191,6 +192,11 @@ async fn trace(session: udpack::Session, proto: Proto, start: Instant, period: D
             s.spurious_losses,
             s.bytes_retransmitted / 1024,
             s.stream_bytes_sent / 1024,
+            s.send_credit / 1024,
+            match s.stream_send_credit {
+                u64::MAX => "-".to_string(),
+                c => format!("{}K", c / 1024),
+            },
         );
     }
 }

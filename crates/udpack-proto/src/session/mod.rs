@@ -152,6 +152,13 @@ pub struct SessionStats {
     /// The congestion controller's phase ("startup", "probe-bw-cruise", "cubic", ...),
     /// for traces.
     pub congestion_phase: &'static str,
+    /// New stream bytes the peer's session-level credit still allows us to send.
+    pub send_credit: u64,
+    /// The least stream-level credit left among the streams we may still write to: the
+    /// new bytes the peer's window lets us send beyond those sent (`u64::MAX` when
+    /// there is no such stream). 0 means that stream cannot send until the peer's
+    /// window moves, whatever congestion control allows.
+    pub stream_send_credit: u64,
 }
 
 /// A datagram to send.
@@ -336,6 +343,15 @@ impl Session {
         s.datagram_size = u64::from(self.mtu.current());
         s.receive_memory = self.streams.map.values().map(|st| st.recv.memory()).sum();
         s.congestion_phase = self.cc.phase();
+        s.send_credit = self.flow.send_credit();
+        s.stream_send_credit = self
+            .streams
+            .map
+            .values()
+            .filter(|st| !st.finish_requested && st.reset_sent.is_none())
+            .map(|st| st.send_max.saturating_sub(st.send.unsent()))
+            .min()
+            .unwrap_or(u64::MAX);
         s
     }
 
