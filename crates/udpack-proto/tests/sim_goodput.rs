@@ -128,6 +128,40 @@ fn goodput_at_200ms_rtt_under_random_loss() {
     check(200, Duration::from_secs(10), Duration::from_secs(15), 0.9);
 }
 
+/// The lab's 200 ms, 20% case as the lab runs it: a queue of one RTT (200 ms), goodput
+/// from 5 s to 20 s after the start, so start-up and its drain weigh in (here 10 s of
+/// warm-up hide them). It misses 0.9 × (1-p) × rate on three of these eight seeds (seven
+/// of sixteen), as on the link about half the time (docs/BENCHMARKS.md, "Start-up at
+/// 200 ms and 20% loss"). Start-up lasts 3.6-5.5 s:
+/// it fills the deep queue, repairs then take 400 ms a round, and the first ProbeBW
+/// rounds pace at the uncompensated estimate. The floors keep that gap from widening
+/// unseen.
+#[test]
+fn the_labs_long_lossy_case_with_its_queue_and_warm_up() {
+    let loss = 0.2;
+    let mut link = LinkParams::new(Duration::from_millis(100), RATE);
+    link.loss = loss;
+    link.queue = Duration::from_millis(200);
+    let mut shares = Vec::new();
+    for seed in 500..508 {
+        let mut sim = Pair::new(seed, link.clone())
+            .client_streams(vec![u64::MAX / 4])
+            .build();
+        run_traced(&mut sim, Duration::from_secs(5));
+        let g = goodput_during(&mut sim, Duration::from_secs(15));
+        let share = g / ((1.0 - loss) * RATE as f64);
+        eprintln!(
+            "lab case, 200 ms, 20%, 200 ms queue, seed {seed}: {:.1} Mbit/s 5-20 s after the start = {share:.3} x (1-p) x rate",
+            g / 1e6
+        );
+        shares.push(share);
+    }
+    let mean = shares.iter().sum::<f64>() / shares.len() as f64;
+    eprintln!("lab case: mean {mean:.3} x (1-p) x rate");
+    assert!(mean >= 0.88, "mean {mean:.3}: {shares:?}");
+    assert!(shares.iter().all(|&s| s >= 0.83), "{shares:?}");
+}
+
 /// 30% loss each way on a 200 ms path, from the first packet: every seed reaches a
 /// good share of the link within ten seconds of connecting (the handshake itself
 /// takes several seconds on some seeds, its hellos or replies lost again and

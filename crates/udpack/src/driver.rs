@@ -220,17 +220,14 @@ impl Future for Driver {
             let mut busy = false;
             let mut batches = 0;
             while batches < RECV_BATCHES_PER_POLL {
-                // Each batch is stamped when it is taken from the socket: a time read
-                // once for all batches would be older than the later ones' arrival (by
-                // however long the earlier ones took, or the thread was preempted), and
-                // an ACK stamped before it arrived gives an RTT sample below the path's,
-                // which then sets min_rtt too low for ten seconds.
-                let now = Instant::now();
+                // Each batch is stamped as it is taken from the socket, after the
+                // receive call (see `Socket::poll_recv`): a stamp older than an ACK's
+                // arrival gives an RTT sample below the path's, which then sets min_rtt
+                // too low for ten seconds and reads as a standing queue.
                 let st = &mut *st;
-                match this
-                    .socket
-                    .poll_recv(cx, |addr, datagram| st.proto.handle(now, addr, datagram))
-                {
+                match this.socket.poll_recv(cx, |now, addr, datagram| {
+                    st.proto.handle(now, addr, datagram)
+                }) {
                     Poll::Ready(Ok(_)) => batches += 1,
                     Poll::Ready(Err(e)) => {
                         this.fail(st, e);

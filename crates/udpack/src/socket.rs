@@ -4,6 +4,7 @@
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
 use tokio::io::Interest;
@@ -52,13 +53,14 @@ impl Socket {
         self.state.max_gso_segments().max(1)
     }
 
-    /// Receives a batch; calls `on_datagram` for every datagram in it, in the receive
-    /// slot it landed in (the protocol opens it there and copies out what it keeps).
+    /// Receives a batch; calls `on_datagram` for every datagram in it, with the time the
+    /// batch was taken and in the receive slot it landed in (the protocol opens it there
+    /// and copies out what it keeps).
     /// `Pending` once the socket is empty.
     pub(crate) fn poll_recv(
         &mut self,
         cx: &mut Context<'_>,
-        mut on_datagram: impl FnMut(SocketAddr, &mut [u8]),
+        mut on_datagram: impl FnMut(Instant, SocketAddr, &mut [u8]),
     ) -> Poll<io::Result<usize>> {
         loop {
             if self.io.poll_recv_ready(cx).is_pending() {
@@ -79,11 +81,16 @@ impl Socket {
             });
             match res {
                 Ok(n) => {
+                    // Stamped once the datagrams are in hand: a time read before the
+                    // call can be older than their arrival (by however long the thread
+                    // was preempted in between), and an ACK stamped before it arrived
+                    // gives an RTT sample below the path's.
+                    let now = Instant::now();
                     let mut count = 0;
                     for (m, buf) in meta.iter().zip(recv_buf.chunks_mut(RECV_SLOT)).take(n) {
                         let stride = if m.stride == 0 { m.len } else { m.stride };
                         for seg in buf[..m.len].chunks_mut(stride.max(1)) {
-                            on_datagram(m.addr, seg);
+                            on_datagram(now, m.addr, seg);
                             count += 1;
                         }
                     }
