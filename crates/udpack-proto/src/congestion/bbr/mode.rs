@@ -253,7 +253,10 @@ impl Bbr {
     /// Feeds the min-RTT filter and runs ProbeRTT: entered when the estimate expires,
     /// left once the window was held low for a round and [`PROBE_RTT_DURATION`].
     pub(super) fn update_min_rtt(&mut self, now: Instant, rtt: Option<Duration>) {
-        let expired = self.model.update_min_rtt(now, rtt);
+        let queue_free = self.model.min_rtt.map_or(Duration::ZERO, |m| {
+            super::queue::drained_within(m, self.model.bw(), self.mtu)
+        });
+        let expired = self.model.update_min_rtt(now, rtt, queue_free);
         if expired && !self.idle_restart && self.mode != Mode::ProbeRtt {
             self.enter_probe_rtt();
         }

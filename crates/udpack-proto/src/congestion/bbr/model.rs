@@ -145,23 +145,44 @@ impl Model {
 
     /// Feeds an RTT sample to the min filter; true if the estimate had expired (ProbeRTT
     /// is due).
-    pub(super) fn update_min_rtt(&mut self, now: Instant, rtt: Option<Duration>) -> bool {
+    ///
+    /// A sample within `queue_free` of min_rtt shows the path running without a queue
+    /// of ours: it refreshes the estimate's time (the estimate keeps the lower value),
+    /// so that no ProbeRTT cuts the window to re-measure what is being measured anyway.
+    /// Equality alone is not enough on a real path: samples differ by tens of
+    /// microseconds however empty the queue, so a flow that never queues (small
+    /// messages on a long path) went into ProbeRTT every ten seconds, and the messages
+    /// it held back took up to 90 ms longer at 200 ms RTT.
+    pub(super) fn update_min_rtt(
+        &mut self,
+        now: Instant,
+        rtt: Option<Duration>,
+        queue_free: Duration,
+    ) -> bool {
         let expired = self
             .min_rtt_stamp
             .is_some_and(|s| now.saturating_duration_since(s) > MIN_RTT_WINDOW);
-        if let Some(rtt) = rtt {
-            // `<=` refreshes the stamp while the path runs queue-free, avoiding needless
-            // ProbeRTT episodes.
-            let new_min = match self.min_rtt {
-                Some(min_rtt) => rtt <= min_rtt,
-                None => true,
-            };
-            if new_min || expired {
+        let Some(rtt) = rtt else {
+            return expired;
+        };
+        match self.min_rtt {
+            Some(min_rtt) if rtt > min_rtt => {
+                if rtt <= min_rtt.saturating_add(queue_free) {
+                    self.min_rtt_stamp = Some(now);
+                    return false;
+                }
+                if expired {
+                    self.min_rtt = Some(rtt);
+                    self.min_rtt_stamp = Some(now);
+                }
+                expired
+            }
+            _ => {
                 self.min_rtt = Some(rtt);
                 self.min_rtt_stamp = Some(now);
+                false
             }
         }
-        expired
     }
 
     /// Tracks how far acknowledgments run ahead of `bw`, the bandwidth the sender works

@@ -60,6 +60,11 @@ pub(super) fn threshold(min_rtt: Duration, bw: u64, mtu: u64) -> Duration {
         .max(packets)
 }
 
+/// How close to min_rtt an RTT sample must come to show the queue empty.
+pub(super) fn drained_within(min_rtt: Duration, bw: u64, mtu: u64) -> Duration {
+    threshold(min_rtt, bw, mtu) / DRAINED_DIVISOR
+}
+
 /// First additive step of `bw_lo`: one packet per min_rtt.
 fn initial_step(min_rtt: Option<Duration>, mtu: u64) -> u64 {
     let rtt = min_rtt.unwrap_or(INITIAL_RTT).max(MIN_RTT_FOR_RATE);
@@ -213,7 +218,7 @@ impl StandingQueue {
     fn drained_this_round(&self, min_rtt: Option<Duration>, bw: u64, mtu: u64) -> bool {
         match (self.round_min_rtt, min_rtt) {
             (Some(rtt), Some(min_rtt)) => {
-                rtt.saturating_sub(min_rtt) <= threshold(min_rtt, bw, mtu) / DRAINED_DIVISOR
+                rtt.saturating_sub(min_rtt) <= drained_within(min_rtt, bw, mtu)
             }
             _ => false,
         }
