@@ -130,12 +130,12 @@ fn goodput_at_200ms_rtt_under_random_loss() {
 
 /// The lab's 200 ms, 20% case as the lab runs it: a queue of one RTT (200 ms), goodput
 /// from 5 s to 20 s after the start, so start-up and its drain weigh in (here 10 s of
-/// warm-up hide them). It misses 0.9 × (1-p) × rate on three of these eight seeds (seven
-/// of sixteen), as on the link about half the time (docs/BENCHMARKS.md, "Start-up at
-/// 200 ms and 20% loss"). Start-up lasts 3.6-5.5 s:
-/// it fills the deep queue, repairs then take 400 ms a round, and the first ProbeBW
-/// rounds pace at the uncompensated estimate. The floors keep that gap from widening
-/// unseen.
+/// warm-up hide them). It misses 0.9 × (1-p) × rate on one of these eight seeds (on
+/// three before ProbeRTT stopped interrupting queue-free flows), as the link does now
+/// and then (docs/BENCHMARKS.md, "Start-up at 200 ms and 20% loss"). Start-up lasts
+/// 3.6-5.5 s: it fills the deep queue, repairs then take 400 ms a round, and the first
+/// ProbeBW rounds pace at the uncompensated estimate. The floors keep that gap from
+/// widening unseen.
 #[test]
 fn the_labs_long_lossy_case_with_its_queue_and_warm_up() {
     let loss = 0.2;
