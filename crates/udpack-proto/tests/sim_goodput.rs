@@ -23,12 +23,26 @@ fn goodput_on(
     warmup: Duration,
     window: Duration,
 ) -> (f64, SessionStats) {
-    let mut sim = Pair::new(seed, link)
-        .client_streams(vec![u64::MAX / 4])
-        .build();
+    let mut sim = bulk_sim(seed, link);
     run_traced(&mut sim, warmup);
     let g = goodput_during(&mut sim, window);
     (g, sim.client_mut().session().stats())
+}
+
+/// A simulation of one bulk stream from the client over `link` (both ways).
+fn bulk_sim(seed: u64, link: LinkParams) -> Sim {
+    Pair::new(seed, link)
+        .client_streams(vec![u64::MAX / 4])
+        .build()
+}
+
+/// The lab's long path: 200 ms RTT at the test rate, `loss` each way, and a drop-tail
+/// queue of one RTT.
+fn long_deep_link(loss: f64) -> LinkParams {
+    let mut link = LinkParams::new(Duration::from_millis(100), RATE);
+    link.loss = loss;
+    link.queue = Duration::from_millis(200);
+    link
 }
 
 /// Runs `sim` for `d` (traced as [`run_traced`] says); the server's goodput over it in
@@ -139,14 +153,10 @@ fn goodput_at_200ms_rtt_under_random_loss() {
 #[test]
 fn the_labs_long_lossy_case_with_its_queue_and_warm_up() {
     let loss = 0.2;
-    let mut link = LinkParams::new(Duration::from_millis(100), RATE);
-    link.loss = loss;
-    link.queue = Duration::from_millis(200);
+    let link = long_deep_link(loss);
     let mut shares = Vec::new();
     for seed in 500..508 {
-        let mut sim = Pair::new(seed, link.clone())
-            .client_streams(vec![u64::MAX / 4])
-            .build();
+        let mut sim = bulk_sim(seed, link.clone());
         run_traced(&mut sim, Duration::from_secs(5));
         let g = goodput_during(&mut sim, Duration::from_secs(15));
         let share = g / ((1.0 - loss) * RATE as f64);
@@ -173,14 +183,10 @@ fn the_labs_long_lossy_case_with_its_queue_and_warm_up() {
 #[test]
 fn a_long_path_losing_30_percent_each_way_gets_going_on_every_seed() {
     let loss = 0.3;
-    let mut link = LinkParams::new(Duration::from_millis(100), RATE);
-    link.loss = loss;
-    link.queue = Duration::from_millis(200);
+    let link = long_deep_link(loss);
     let mut low = Vec::new();
     for seed in 30..40 {
-        let mut sim = Pair::new(seed, link.clone())
-            .client_streams(vec![u64::MAX / 4])
-            .build();
+        let mut sim = bulk_sim(seed, link.clone());
         let connected = sim.run_until(Duration::from_secs(20), |s| {
             !s.client().app.connected.is_empty()
         });
@@ -458,12 +464,7 @@ fn goodput_under_bursty_loss_loss_before_the_bottleneck_and_loss_on_the_ack_path
 /// Goodput over `after` once an outage of `outage` (every packet lost both ways),
 /// `at` into a bulk transfer over a 200 ms path with `loss` each way, has ended.
 fn goodput_after_outage(loss: f64, at: Duration, outage: Duration, after: Duration) -> f64 {
-    let mut link = LinkParams::new(Duration::from_millis(100), RATE);
-    link.loss = loss;
-    link.queue = Duration::from_millis(200);
-    let mut sim = Pair::new(7, link)
-        .client_streams(vec![u64::MAX / 4])
-        .build();
+    let mut sim = bulk_sim(7, long_deep_link(loss));
     sim.run_until(at, |_| false);
     let set_loss = |sim: &mut Sim, p: f64| {
         let (up, down) = sim.links_mut();
