@@ -11,7 +11,7 @@
 //! - No loss reaction (v1's packet conservation in recovery is gone): random loss must not
 //!   reduce the rate. Persistent congestion holds the window at the minimum until the
 //!   path answers again (the model stays), and a round losing more than half its data
-//!   sets a v2-style `inflight_hi` cap for ten rounds.
+//!   sets a v2-style `inflight_hi` cap for ten rounds (not while competing, below).
 //! - Random-loss compensation: delivery-rate samples count delivered bytes only, so with
 //!   random loss p the sender would pace at the goodput and leave a fraction p of the link
 //!   idle. p is measured over packets sent while pacing *below* the estimate (Drain and the
@@ -223,7 +223,12 @@ impl Bbr {
     /// Called when a new round starts: judge the round that just ended.
     fn on_round_end(&mut self) {
         let round = self.model.round_count;
-        if self.loss.heavy_round(self.mtu) {
+        // While competing, the overflow of a buffer that a flow ignoring the queue keeps
+        // full is the competitor's doing as much as ours, and the competing rules answer
+        // it (`queue`): a cap at one BDP would halve this flow's rate against one that
+        // keeps two in flight, and the max filter would age down to the capped rate.
+        let competing = self.mode == Mode::ProbeBw && self.queue.competing();
+        if self.loss.heavy_round(self.mtu) && !competing {
             // Not random loss at any plausible rate: stop growing into the loss and cap the
             // window at the (loss-compensated) BDP for a while.
             let cap = self.inflight(1.0).max(self.min_cwnd());

@@ -42,6 +42,10 @@ const DRAINED_DIVISOR: u32 = 4;
 const QUIET_ROUNDS: u32 = 8;
 /// Cuts without the queue draining before the flow stops cutting (competing mode).
 const MAX_UNRELIEVED_CUTS: u32 = 2;
+/// How many rounds the bandwidth before a series of cuts stays the reference for later
+/// ones (the max filter's window: the filter would still hold it had the cuts not
+/// restarted it).
+const CUT_MEMORY_ROUNDS: u64 = 10;
 /// The cruise rate never drains a standing queue faster than the ProbeBW down phase.
 const MIN_DRAIN_GAIN: f64 = 0.75;
 
@@ -94,6 +98,8 @@ pub(super) struct StandingQueue {
     quiet_rounds: u32,
     /// The bandwidth before the first of the unrelieved cuts, restored if they prove futile.
     bw_before_cuts: u64,
+    /// The round `bw_before_cuts` was taken in.
+    bw_before_round: Option<u64>,
     /// Short-term bandwidth cap (v2's `bw_lo`, driven by the queue instead of loss): cut
     /// multiplicatively when a standing queue persists, raised by the same absolute,
     /// doubling steps for every flow. This AIMD is what makes competing flows converge.
@@ -226,7 +232,6 @@ impl StandingQueue {
 
     /// True while the flow shares the bottleneck with one that does not yield to the queue
     /// (a loss-based flow, or BBRv1): cutting on the queue would only hand it our share.
-    #[cfg(test)]
     pub(super) fn competing(&self) -> bool {
         self.competing
     }
@@ -282,7 +287,20 @@ impl StandingQueue {
             // proportion to its rate, then needs two fresh rounds before the next cut.
             let model_bw = self.cap(model.bw());
             if self.unrelieved_cuts == 0 {
-                self.bw_before_cuts = model_bw;
+                // A drain between two series of cuts (a competitor's own drain after its
+                // start-up, say) does not make the bandwidth the earlier cuts left the new
+                // reference: futile cuts are undone to the rate before all of them, as long
+                // as the max filter would still hold it.
+                let round = model.round_count;
+                let recent = self
+                    .bw_before_round
+                    .is_some_and(|r| round.saturating_sub(r) <= CUT_MEMORY_ROUNDS);
+                if recent {
+                    self.bw_before_cuts = self.bw_before_cuts.max(model_bw);
+                } else {
+                    self.bw_before_cuts = model_bw;
+                    self.bw_before_round = Some(round);
+                }
             }
             self.unrelieved_cuts = self.unrelieved_cuts.saturating_add(1);
             let delivered = if self.round_max_bw > 0 {
@@ -317,6 +335,7 @@ impl StandingQueue {
     pub(super) fn reset(&mut self) {
         self.prev_round_queued = false;
         self.unrelieved_cuts = 0;
+        self.bw_before_round = None;
         self.competing = false;
     }
 }

@@ -741,6 +741,92 @@ fn while_competing_overflow_cuts_once_per_episode() {
 }
 
 #[test]
+fn while_competing_a_heavy_loss_round_caps_no_window() {
+    // Beside a flow that ignores the queue and loss (BBRv1), the full buffer overflows
+    // and a round can lose more than it delivers. A cap at one BDP would halve this
+    // flow's rate against one that keeps two BDPs in flight; the competing rules answer
+    // the overflow instead (at most one 0.7 x cut per episode).
+    let (_, mut flows, now) = ack_clock(2);
+    let cc = &mut flows[0].cc;
+    let rate = cc.bandwidth() as f64;
+    let mut dr = DeliveryRate::new(now);
+    let mut t = now;
+    standing_queue(cc, &mut dr, &mut t, now + 4 * SEC, None);
+    assert!(cc.queue.competing());
+    // Rounds (of one ACK here) that lose ten packets for each one delivered.
+    for _ in 0..20 {
+        cc.on_loss(
+            t,
+            &LossSample {
+                lost_bytes: 10 * MTU_BYTES,
+                largest_lost_sent: t - 60 * MS,
+                bytes_in_flight: cc.window(),
+                persistent: false,
+            },
+        );
+        assert!(cc.loss.heavy_round(MTU_BYTES), "not a heavy-loss round");
+        let next = t + MS;
+        standing_queue(cc, &mut dr, &mut t, next, None);
+    }
+    assert!(cc.queue.competing());
+    assert_eq!(cc.loss.inflight_cap(), None, "capped while competing");
+    assert!(
+        cc.window() > cc.inflight(1.0),
+        "window {} not above one BDP ({})",
+        cc.window(),
+        cc.inflight(1.0)
+    );
+    assert!(
+        cc.model_bw() as f64 >= 0.6 * rate,
+        "cut to {}",
+        cc.model_bw()
+    );
+}
+
+/// Ends one ProbeBW round of `queue` whose lowest RTT sample is `rtt`, the flow
+/// delivering what it paces at (its capped estimate), as through a full FIFO.
+fn queue_round(queue: &mut StandingQueue, model: &mut Model, rtt: Duration) {
+    let delivered = queue.cap(model.bw());
+    model.round_count += 1;
+    model.update_bw(delivered, false);
+    queue.on_rtt_sample(rtt);
+    queue.on_delivery_rate(delivered);
+    queue.on_round_end(true, false, model, MTU_BYTES);
+}
+
+#[test]
+fn cuts_undone_after_a_brief_drain_restore_the_rate_before_all_of_them() {
+    // A competitor that ignores the queue drains it once (its own Drain after its
+    // start-up) between two series of this flow's cuts, on a 200 ms path whose buffer
+    // it keeps full. Both series prove futile together: undoing them must restore the
+    // rate before the first, not the one the first left.
+    let mut model = Model::default();
+    let min_rtt = 200 * MS;
+    model.min_rtt = Some(min_rtt);
+    let rate = 6_000_000;
+    model.restart_bw(rate);
+    let mut queue = StandingQueue::default();
+    let full = 2 * min_rtt;
+    for _ in 0..3 {
+        queue_round(&mut queue, &mut model, full);
+    }
+    assert!(queue.cap(rate) < rate, "the queue was never cut");
+    assert!(!queue.competing());
+    queue_round(&mut queue, &mut model, min_rtt);
+    let mut rounds = 0;
+    while !queue.competing() && rounds < 10 {
+        queue_round(&mut queue, &mut model, full);
+        rounds += 1;
+    }
+    assert!(queue.competing(), "still cutting after {rounds} rounds");
+    assert!(
+        model.bw() >= rate * 95 / 100,
+        "cuts undone to {} of {rate}",
+        model.bw()
+    );
+}
+
+#[test]
 fn bursty_acks_widen_the_window_beyond_a_tiny_bdp() {
     // A loopback-like path: 500 MB/s, 50 µs: the BDP (25 KB) is less than one
     // offload batch, and ACKs come 64 KB at a time.
