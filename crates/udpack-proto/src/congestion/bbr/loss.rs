@@ -285,6 +285,11 @@ impl Loss {
         }
     }
 
+    /// Drops the heavy-loss cap (a flow that competes answers overflow otherwise).
+    pub(super) fn lift_cap(&mut self) {
+        self.inflight_hi = None;
+    }
+
     /// The heavy-loss cap on bytes in flight, if one holds.
     pub(super) fn inflight_cap(&self) -> Option<u64> {
         self.inflight_hi

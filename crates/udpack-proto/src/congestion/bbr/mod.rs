@@ -223,22 +223,8 @@ impl Bbr {
     /// Called when a new round starts: judge the round that just ended.
     fn on_round_end(&mut self) {
         let round = self.model.round_count;
-        // While competing, the overflow of a buffer that a flow ignoring the queue keeps
-        // full is the competitor's doing as much as ours, and the competing rules answer
-        // it (`queue`): a cap at one BDP would halve this flow's rate against one that
-        // keeps two in flight, and the max filter would age down to the capped rate.
-        let competing = self.mode == Mode::ProbeBw && self.queue.competing();
-        if self.loss.heavy_round(self.mtu) && !competing {
-            // Not random loss at any plausible rate: stop growing into the loss and cap the
-            // window at the (loss-compensated) BDP for a while.
-            let cap = self.inflight(1.0).max(self.min_cwnd());
-            self.loss.cap_inflight(cap, round);
-            if self.mode == Mode::Startup {
-                self.filled_pipe = true;
-            }
-        } else {
-            self.loss.expire_cap(round);
-        }
+        let heavy = self.loss.heavy_round(self.mtu);
+        let cap = self.inflight(1.0).max(self.min_cwnd());
         let overflow = self.loss.overflow_round(self.mtu);
         self.queue.on_round_end(
             self.mode == Mode::ProbeBw,
@@ -246,6 +232,23 @@ impl Bbr {
             &mut self.model,
             self.mtu,
         );
+        if self.queue.competing() {
+            // The overflow of a buffer that a flow ignoring the queue keeps full is the
+            // competitor's doing as much as ours, and the competing rules answer it
+            // (`queue`): a cap at one BDP would halve this flow's rate against one that
+            // keeps two in flight, and the max filter would age down to the capped rate.
+            // A cap set before competing began (the competitor's Startup) goes too.
+            self.loss.lift_cap();
+        } else if heavy {
+            // Not random loss at any plausible rate: stop growing into the loss and cap the
+            // window at the (loss-compensated) BDP for a while.
+            self.loss.cap_inflight(cap, round);
+            if self.mode == Mode::Startup {
+                self.filled_pipe = true;
+            }
+        } else {
+            self.loss.expire_cap(round);
+        }
         self.loss.end_round();
     }
 
@@ -325,6 +328,9 @@ impl Bbr {
         self.restore = Some((prior, now));
         self.cwnd = self.min_cwnd();
         self.loss.reset();
+        // Whoever shared the queue before the outage may be gone: competing mode (which
+        // lifts the heavy-loss cap) must be earned again.
+        self.queue.reset();
         // The outage's losses are not this round's verdict on the path: no heavy-loss
         // cap from them.
         self.loss.end_round();

@@ -12,8 +12,9 @@
 //! draining puts the flow in *competing* mode: the cuts are undone, the queue no longer
 //! cuts, and the signal shared with the buffer-filling flow is loss instead: the first
 //! round losing ≥ 2% to overflow after eight loss-free ones cuts `bw_lo` to 0.7 × the
-//! rate, which then grows by one packet per round trip each round (Reno-like, as Cubic
-//! is at these rates). Competing ends when the queue drains.
+//! rate, which then grows back as CUBIC's window does: by one packet per round trip each
+//! round (Reno), or faster where CUBIC is, on long paths (`competing_step`). Competing
+//! ends when the queue drains.
 //!
 //! Below the threshold, a queue of more than half of it slows the cruise phase to
 //! `min_rtt / (min_rtt + queue)` of the estimate, which drains it in about a round trip:
@@ -48,6 +49,10 @@ const MAX_UNRELIEVED_CUTS: u32 = 2;
 const CUT_MEMORY_ROUNDS: u64 = 10;
 /// The cruise rate never drains a standing queue faster than the ProbeBW down phase.
 const MIN_DRAIN_GAIN: f64 = 0.75;
+/// CUBIC's constant C (RFC 9438 §5.1), in packets per second cubed, and its
+/// multiplicative decrease factor β (§4.6), which the loss-driven cut uses too.
+const CUBIC_C: f64 = 0.4;
+const CUBIC_BETA: f64 = 0.7;
 
 /// Queueing delay above which the queue counts as standing: an eighth of min_rtt, but
 /// at least a few packets' worth (at `bw`), which ACK clocking and quantization keep
@@ -75,6 +80,33 @@ fn initial_step(min_rtt: Option<Duration>, mtu: u64) -> u64 {
     (mtu as f64 / rtt.as_secs_f64()) as u64
 }
 
+/// Growth per round of the loss-driven cap while competing, after a cut from `bw`: one
+/// packet per min_rtt (Reno), or, if faster, the mean rate at which CUBIC wins back what
+/// the same cut took. CUBIC regains it in `K = ∛(W_max·(1 − β)/C)` seconds whatever the
+/// RTT (RFC 9438 §4.2), so on a long path it outgrows Reno many times over, and a flow
+/// that grew like Reno beside it kept barely a third of the link at 200 ms. A round
+/// lasts about `srtt`.
+pub(super) fn cubic_like_step(
+    bw: u64,
+    min_rtt: Option<Duration>,
+    srtt: Option<Duration>,
+    mtu: u64,
+) -> u64 {
+    let reno = initial_step(min_rtt, mtu);
+    let Some(srtt) = srtt.filter(|s| !s.is_zero()) else {
+        return reno;
+    };
+    if bw == 0 || mtu == 0 {
+        return reno;
+    }
+    let srtt = srtt.as_secs_f64();
+    let w_max = bw as f64 * srtt / mtu as f64;
+    let k = (w_max * (1.0 - CUBIC_BETA) / CUBIC_C).cbrt();
+    let cubic = (1.0 - STANDING_QUEUE_BETA) * bw as f64 / k * srtt;
+    // `as` saturates (and maps NaN to 0).
+    reno.max(cubic as u64)
+}
+
 /// The queue seen in RTT samples, round by round, and the short-term bandwidth cap
 /// it drives.
 #[derive(Debug, Default)]
@@ -96,15 +128,21 @@ pub(super) struct StandingQueue {
     competing: bool,
     /// Rounds since the last one that lost data to overflow.
     quiet_rounds: u32,
-    /// The bandwidth before the first of the unrelieved cuts, restored if they prove futile.
+    /// The bandwidth before the first cut of a series (or of an earlier series, at most
+    /// [`CUT_MEMORY_ROUNDS`] older at the later one's first cut), restored if the cuts
+    /// prove futile.
     bw_before_cuts: u64,
     /// The round `bw_before_cuts` was taken in.
     bw_before_round: Option<u64>,
     /// Short-term bandwidth cap (v2's `bw_lo`, driven by the queue instead of loss): cut
     /// multiplicatively when a standing queue persists, raised by the same absolute,
-    /// doubling steps for every flow. This AIMD is what makes competing flows converge.
+    /// doubling steps for every flow. This AIMD is what makes flows that yield to the
+    /// queue converge. While competing it is cut on overflow instead and grows by
+    /// `competing_step`.
     bw_lo: Option<u64>,
     bw_lo_step: u64,
+    /// Growth per round of `bw_lo` while competing, set at each loss-driven cut.
+    competing_step: u64,
 }
 
 impl StandingQueue {
@@ -182,7 +220,7 @@ impl StandingQueue {
     }
 
     /// Each gain cycle restarts the additive growth of `bw_lo` at one packet per round
-    /// trip, so it stays additive while competing.
+    /// trip, so the growth between cuts stays equal for every flow.
     pub(super) fn restart_growth(&mut self, min_rtt: Option<Duration>, mtu: u64) {
         self.bw_lo_step = initial_step(min_rtt, mtu);
     }
@@ -250,6 +288,7 @@ impl StandingQueue {
             let floor = initial_step(model.min_rtt, mtu).saturating_mul(MIN_CWND_PACKETS);
             let bw = self.cap(model.bw());
             self.bw_lo = Some(((bw as f64 * STANDING_QUEUE_BETA) as u64).max(floor));
+            self.competing_step = cubic_like_step(bw, model.min_rtt, model.smoothed_rtt, mtu);
         }
         self.quiet_rounds = 0;
     }
@@ -261,10 +300,11 @@ impl StandingQueue {
             return;
         }
         if self.competing {
-            // Reno-like additive increase of the loss-driven cap: one packet per round
-            // trip each round, until the cap no longer binds.
+            // Additive increase of the loss-driven cap, as the loss-based flow beside us
+            // grows back (`competing_step`), until the cap no longer binds.
             if let Some(lo) = self.bw_lo {
-                let lo = lo.saturating_add(initial_step(model.min_rtt, mtu));
+                let step = self.competing_step.max(initial_step(model.min_rtt, mtu));
+                let lo = lo.saturating_add(step);
                 self.bw_lo = (lo < model.bw()).then_some(lo);
             }
             return;

@@ -730,7 +730,7 @@ fn while_competing_overflow_cuts_once_per_episode() {
     let cut = lowest.min(episode) as f64 / rate;
     assert!((0.6..0.8).contains(&cut), "episode cut to {cut:.2} x");
     // Overflow in every round (a flow that ignores loss) cuts no further, and the cap
-    // grows back by one packet per round trip each round.
+    // grows back (at least one packet per round trip each round).
     let lowest = standing_queue(cc, &mut dr, &mut t, now + 8 * SEC, Some(40 * MS));
     assert!(lowest as f64 >= 0.6 * rate, "cut again: {lowest}");
     assert!(
@@ -823,6 +823,63 @@ fn cuts_undone_after_a_brief_drain_restore_the_rate_before_all_of_them() {
         model.bw() >= rate * 95 / 100,
         "cuts undone to {} of {rate}",
         model.bw()
+    );
+}
+
+#[test]
+fn competing_growth_is_renos_on_short_paths_and_cubics_on_long_ones() {
+    // 40 ms, 47 Mbit/s, the buffer full (srtt 80 ms): CUBIC is in its Reno-friendly
+    // region, and so is the cap's growth: one packet per min_rtt each round.
+    let reno = |min_rtt: Duration| (MTU_BYTES as f64 / min_rtt.as_secs_f64()) as u64;
+    let short = queue::cubic_like_step(5_875_000, Some(40 * MS), Some(80 * MS), MTU_BYTES);
+    assert_eq!(short, reno(40 * MS));
+    // 200 ms: faster than one packet per round trip; without an RTT estimate, Reno.
+    let long = queue::cubic_like_step(5_000_000, Some(200 * MS), Some(400 * MS), MTU_BYTES);
+    assert!(long > 5 * reno(200 * MS), "{long}");
+    let no_rtt = queue::cubic_like_step(5_000_000, Some(200 * MS), None, MTU_BYTES);
+    assert_eq!(no_rtt, reno(200 * MS));
+}
+
+#[test]
+fn while_competing_a_cut_grows_back_in_cubics_time_on_a_long_path() {
+    // 200 ms beside a loss-based flow that keeps the buffer full (srtt 400 ms), 40
+    // Mbit/s. CUBIC wins back a 0.7 x cut in K = cbrt(W_max * 0.3 / 0.4) seconds, about
+    // 11 s for 1,667 packets of 1,200 bytes: 27 rounds. One packet per min_rtt each
+    // round would take 250 rounds (100 s).
+    let mut model = Model::default();
+    let min_rtt = 200 * MS;
+    let full = 2 * min_rtt;
+    model.min_rtt = Some(min_rtt);
+    model.smoothed_rtt = Some(full);
+    let rate = 5_000_000;
+    model.restart_bw(rate);
+    let mut queue = StandingQueue::default();
+    // Each round the probes keep the max filter at the rate.
+    let round = |queue: &mut StandingQueue, model: &mut Model, overflow: bool| {
+        model.round_count += 1;
+        model.update_bw(rate, false);
+        queue.on_rtt_sample(full);
+        queue.on_delivery_rate(queue.cap(rate));
+        queue.on_round_end(true, overflow, model, MTU_BYTES);
+    };
+    for _ in 0..20 {
+        round(&mut queue, &mut model, false);
+    }
+    assert!(queue.competing());
+    assert_eq!(queue.cap(u64::MAX), u64::MAX, "cuts not undone");
+    round(&mut queue, &mut model, true);
+    let cut = queue.cap(u64::MAX);
+    assert!(cut <= rate * 3 / 4, "no cut on overflow: {cut}");
+    let mut rounds = 0;
+    while queue.cap(u64::MAX) != u64::MAX && rounds < 500 {
+        round(&mut queue, &mut model, false);
+        rounds += 1;
+    }
+    let k = (rate as f64 * full.as_secs_f64() / MTU_BYTES as f64 * 0.3 / 0.4).cbrt();
+    let expected = k / full.as_secs_f64();
+    assert!(
+        (rounds as f64) < 1.2 * expected && (rounds as f64) > 0.8 * expected,
+        "grew back in {rounds} rounds; CUBIC takes {expected:.0}"
     );
 }
 
