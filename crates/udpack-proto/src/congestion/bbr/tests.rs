@@ -656,16 +656,27 @@ fn a_queue_below_the_threshold_is_drained_at_cruise_without_a_cut() {
     assert!(cruise.len() > 100 && cruise[cruise.len() - 1] > 0.999);
 }
 
-#[test]
-fn a_queue_kept_by_a_competitor_does_not_slow_the_cruise() {
+/// A flow alone for two seconds, then for two more beside one that keeps the queue
+/// standing (loss-based TCP), until it competes. Returns the flow, its delivery-rate
+/// estimator, the time, and its rate alone.
+fn competing_flow() -> ([Flow; 1], DeliveryRate, Instant, f64) {
     let (_, mut flows, now) = ack_clock(2);
     let cc = &mut flows[0].cc;
+    let rate = cc.bandwidth() as f64;
     let mut dr = DeliveryRate::new(now);
     let mut t = now;
     standing_queue(cc, &mut dr, &mut t, now + 4 * SEC, None);
     assert!(cc.queue.competing());
+    (flows, dr, t, rate)
+}
+
+#[test]
+fn a_queue_kept_by_a_competitor_does_not_slow_the_cruise() {
+    let (mut flows, mut dr, mut t, _) = competing_flow();
+    let cc = &mut flows[0].cc;
     let mut cruising = 0;
-    queued_acks(cc, &mut dr, &mut t, now + 5 * SEC, 60 * MS, None, |cc| {
+    let until = t + SEC;
+    queued_acks(cc, &mut dr, &mut t, until, 60 * MS, None, |cc| {
         if cc.mode == Mode::ProbeBw && cc.pacing_gain == 1.0 {
             cruising += 1;
             let ratio = cc.pacing_rate as f64 / (cc.send_bw() * PACING_MARGIN);
@@ -717,21 +728,17 @@ fn a_queue_that_outlives_the_cuts_stops_them_and_undoes_them() {
 
 #[test]
 fn while_competing_overflow_cuts_once_per_episode() {
-    let (_, mut flows, now) = ack_clock(2);
+    let (mut flows, mut dr, mut t, rate) = competing_flow();
     let cc = &mut flows[0].cc;
-    let rate = cc.bandwidth() as f64;
-    let mut dr = DeliveryRate::new(now);
-    let mut t = now;
-    standing_queue(cc, &mut dr, &mut t, now + 4 * SEC, None);
-    assert!(cc.queue.competing());
+    let start = t;
     // An overflow after quiet rounds (a loss-based flow's congestion episode): 0.7 x.
-    let lowest = standing_queue(cc, &mut dr, &mut t, now + 4 * SEC + 5 * MS, Some(MS));
-    let episode = standing_queue(cc, &mut dr, &mut t, now + 4 * SEC + 100 * MS, None);
+    let lowest = standing_queue(cc, &mut dr, &mut t, start + 5 * MS, Some(MS));
+    let episode = standing_queue(cc, &mut dr, &mut t, start + 100 * MS, None);
     let cut = lowest.min(episode) as f64 / rate;
     assert!((0.6..0.8).contains(&cut), "episode cut to {cut:.2} x");
     // Overflow in every round (a flow that ignores loss) cuts no further, and the cap
     // grows back (at least one packet per round trip each round).
-    let lowest = standing_queue(cc, &mut dr, &mut t, now + 8 * SEC, Some(40 * MS));
+    let lowest = standing_queue(cc, &mut dr, &mut t, start + 4 * SEC, Some(40 * MS));
     assert!(lowest as f64 >= 0.6 * rate, "cut again: {lowest}");
     assert!(
         cc.model_bw() as f64 >= 0.9 * rate,
@@ -746,13 +753,8 @@ fn while_competing_a_heavy_loss_round_caps_no_window() {
     // and a round can lose more than it delivers. A cap at one BDP would halve this
     // flow's rate against one that keeps two BDPs in flight; the competing rules answer
     // the overflow instead (at most one 0.7 x cut per episode).
-    let (_, mut flows, now) = ack_clock(2);
+    let (mut flows, mut dr, mut t, rate) = competing_flow();
     let cc = &mut flows[0].cc;
-    let rate = cc.bandwidth() as f64;
-    let mut dr = DeliveryRate::new(now);
-    let mut t = now;
-    standing_queue(cc, &mut dr, &mut t, now + 4 * SEC, None);
-    assert!(cc.queue.competing());
     // Rounds (of one ACK here) that lose ten packets for each one delivered.
     for _ in 0..20 {
         cc.on_loss(
