@@ -13,7 +13,7 @@
 //! cuts, and the signal shared with the buffer-filling flow is loss instead: the first
 //! round losing ≥ 2% to overflow after eight loss-free ones cuts `bw_lo` to 0.7 × the
 //! rate, which then grows back as CUBIC's window does: by one packet per round trip each
-//! round (Reno), or faster where CUBIC is, on long paths (`competing_step`). Competing
+//! round (Reno), or faster where CUBIC is, on long paths (`cubic_like_step`). Competing
 //! ends when the queue drains.
 //!
 //! Below the threshold, a queue of more than half of it slows the cruise phase to
@@ -138,7 +138,7 @@ pub(super) struct StandingQueue {
     /// multiplicatively when a standing queue persists, raised by the same absolute,
     /// doubling steps for every flow. This AIMD is what makes flows that yield to the
     /// queue converge. While competing it is cut on overflow instead and grows by
-    /// `competing_step`.
+    /// `competing_step` (see `cubic_like_step`).
     bw_lo: Option<u64>,
     bw_lo_step: u64,
     /// Growth per round of `bw_lo` while competing, set at each loss-driven cut.
