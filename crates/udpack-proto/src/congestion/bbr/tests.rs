@@ -785,6 +785,24 @@ fn while_competing_a_heavy_loss_round_caps_no_window() {
     );
 }
 
+#[test]
+fn persistent_congestion_ends_competing_mode() {
+    // Whoever kept the queue standing before an outage may be gone after it: the flow
+    // yields to the queue again (and a heavy-loss round may cap it again).
+    let (mut flows, _, t, _) = competing_flow();
+    let cc = &mut flows[0].cc;
+    cc.on_loss(
+        t,
+        &LossSample {
+            lost_bytes: 10 * MTU_BYTES,
+            largest_lost_sent: t,
+            bytes_in_flight: 0,
+            persistent: true,
+        },
+    );
+    assert!(!cc.queue.competing());
+}
+
 /// Ends one ProbeBW round of `queue` whose lowest RTT sample is `rtt`, the flow
 /// delivering what it paces at (its capped estimate), as through a full FIFO.
 fn queue_round(queue: &mut StandingQueue, model: &mut Model, rtt: Duration) {
