@@ -25,15 +25,16 @@ fn per_session_bytes(app: &App) -> Vec<(SessionHandle, u64)> {
 
 /// One BBR and one loss-based flow (`loss_based`) over 100 Mbit/s, 40 ms RTT, a
 /// drop-tail queue of one RTT; the loss-based flow starts `reno_lead` earlier. Returns
-/// the goodputs (BBR, loss-based) in bit/s over `window` after `warmup`, and the queue
-/// drops in the window.
+/// the goodputs (BBR, loss-based) in bit/s over `window` after `warmup`, the queue
+/// drops in the window, and in how many of the window's seconds the BBR flow's stats
+/// said it was competing.
 fn share(
     seed: u64,
     loss_based: ControllerKind,
     reno_lead: Duration,
     warmup: Duration,
     window: Duration,
-) -> (f64, f64, u64) {
+) -> (f64, f64, u64, u32) {
     let rtt = Duration::from_millis(40);
     let mut link = LinkParams::new(rtt / 2, RATE);
     link.queue = rtt;
@@ -48,11 +49,19 @@ fn share(
         .build();
     sim.run_until(reno_lead, |_| false);
     let bbr = client_config(seed, TransportConfig::default());
-    sim.add_client(&bbr, App::sending(vec![u64::MAX / 4]));
+    let bbr_node = sim.add_client(&bbr, App::sending(vec![u64::MAX / 4]));
     sim.run_until(warmup, |_| false);
     sim.measure_queues();
     let before = per_session_bytes(&sim.server().app);
-    sim.run_until(window, |_| false);
+    // Once a second, whether the BBR flow's stats say it competes.
+    let mut competing = 0;
+    for _ in 0..window.as_secs() {
+        sim.run_until(Duration::from_secs(1), |_| false);
+        let node = &mut sim.nodes[bbr_node];
+        let h = *node.app.connected.first().expect("BBR flow connected");
+        let st = node.ep.session(h).expect("BBR session").stats();
+        competing += u32::from(st.congestion_competing);
+    }
     let after = per_session_bytes(&sim.server().app);
     let server = &sim.server().app;
     assert!(server.errors.is_empty(), "{:?}", server.errors);
@@ -60,7 +69,7 @@ fn share(
     assert_eq!(before.len(), 2, "both flows connected before the window");
     let rate = |i: usize| (after[i].1 - before[i].1) as f64 * 8.0 / window.as_secs_f64();
     // Session handles are given out in connection order: NewReno first.
-    (rate(1), rate(0), sim.up_stats().dropped)
+    (rate(1), rate(0), sim.up_stats().dropped, competing)
 }
 
 /// Runs `share` for each seed and both starts (together, the loss-based flow 3 s
@@ -72,7 +81,7 @@ fn hold_fair_shares(loss_based: ControllerKind, name: &str, seeds: std::ops::Ran
     for seed in seeds {
         for lead_ms in [0u64, 3000] {
             let lead = Duration::from_millis(lead_ms);
-            let (bbr, other, drops) = share(
+            let (bbr, other, drops, competing) = share(
                 seed,
                 loss_based,
                 lead,
@@ -80,7 +89,7 @@ fn hold_fair_shares(loss_based: ControllerKind, name: &str, seeds: std::ops::Ran
                 Duration::from_secs(20),
             );
             eprintln!(
-                "fairness: 100 Mbit/s, 40 ms RTT, 40 ms drop-tail queue, seed {seed}, {name} {lead_ms} ms ahead: BBR {:6.2} Mbit/s, {name} {:6.2} Mbit/s, queue drops {drops}",
+                "fairness: 100 Mbit/s, 40 ms RTT, 40 ms drop-tail queue, seed {seed}, {name} {lead_ms} ms ahead: BBR {:6.2} Mbit/s, {name} {:6.2} Mbit/s, queue drops {drops}, competing {competing} s",
                 bbr / 1e6,
                 other / 1e6
             );
@@ -88,6 +97,12 @@ fn hold_fair_shares(loss_based: ControllerKind, name: &str, seeds: std::ops::Ran
             assert!(
                 drops > 0,
                 "seed {seed}, lead {lead_ms} ms: the buffer never overflowed"
+            );
+            // The flow knows it shares the queue with one that does not yield to it (8 to
+            // 12 of 20 s in these runs; a lone flow never is, as `sim_goodput` holds).
+            assert!(
+                competing >= 2,
+                "seed {seed}, lead {lead_ms} ms: competing in {competing} s of 20"
             );
             runs.push((seed, lead_ms, bbr, other));
         }

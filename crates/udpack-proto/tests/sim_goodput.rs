@@ -56,13 +56,12 @@ fn goodput_during(sim: &mut Sim, d: Duration) -> f64 {
     server.bytes_between(t1, t2) as f64 * 8.0 / (t2 - t1).as_secs_f64()
 }
 
-/// Runs the simulation for `d`; with `UDPACK_SIM_TRACE` set, prints the client's
-/// session figures every 250 ms of virtual time.
+/// Runs the simulation for `d`, in steps of 250 ms of virtual time, and holds the
+/// client, alone on its path, out of BBR's competing mode (which would drop its
+/// heavy-loss cap: a queue of its own is no competitor). With `UDPACK_SIM_TRACE` set,
+/// prints the client's session figures at each step.
 fn run_traced(sim: &mut Sim, d: Duration) {
-    if std::env::var_os("UDPACK_SIM_TRACE").is_none() {
-        sim.run_until(d, |_| false);
-        return;
-    }
+    let trace = std::env::var_os("UDPACK_SIM_TRACE").is_some();
     let step = Duration::from_millis(250);
     let mut left = d;
     while !left.is_zero() {
@@ -70,31 +69,42 @@ fn run_traced(sim: &mut Sim, d: Duration) {
         sim.run_until(s, |_| false);
         left -= s;
         let t = sim.now - sim.start;
-        let read = sim.server().app.bytes_read;
         let node = sim.client_mut();
-        if let Some(&h) = node.app.connected.first() {
-            if let Some(sess) = node.ep.session(h) {
-                let st = sess.stats();
-                eprintln!(
-                    "{:>6.2}s mtu {} probes-lost {} read {:>6.1}MB cwnd {:>8} infl {:>8} pace {:>6.1}Mb dlv {:>6.1}Mb srtt {:>5.1?} min {:>5.1?} sent {} lost {} retx {}KB wire {}MB stream {}MB",
-                    t.as_secs_f64(),
-                    st.datagram_size,
-                    st.mtu_probes_lost,
-                    read as f64 / 1e6,
-                    st.congestion_window,
-                    st.bytes_in_flight,
-                    st.pacing_rate as f64 * 8.0 / 1e6,
-                    st.delivery_rate as f64 * 8.0 / 1e6,
-                    st.smoothed_rtt,
-                    st.min_rtt,
-                    st.packets_sent,
-                    st.packets_lost,
-                    st.bytes_retransmitted / 1000,
-                    st.bytes_sent / 1_000_000,
-                    st.stream_bytes_sent / 1_000_000,
-                );
-            }
+        let Some(st) = node
+            .app
+            .connected
+            .first()
+            .and_then(|&h| node.ep.session(h))
+            .map(|sess| sess.stats())
+        else {
+            continue;
+        };
+        assert!(
+            !st.congestion_competing,
+            "a lone flow entered competing mode at {t:?}"
+        );
+        if !trace {
+            continue;
         }
+        let read = sim.server().app.bytes_read;
+        eprintln!(
+            "{:>6.2}s mtu {} probes-lost {} read {:>6.1}MB cwnd {:>8} infl {:>8} pace {:>6.1}Mb dlv {:>6.1}Mb srtt {:>5.1?} min {:>5.1?} sent {} lost {} retx {}KB wire {}MB stream {}MB",
+            t.as_secs_f64(),
+            st.datagram_size,
+            st.mtu_probes_lost,
+            read as f64 / 1e6,
+            st.congestion_window,
+            st.bytes_in_flight,
+            st.pacing_rate as f64 * 8.0 / 1e6,
+            st.delivery_rate as f64 * 8.0 / 1e6,
+            st.smoothed_rtt,
+            st.min_rtt,
+            st.packets_sent,
+            st.packets_lost,
+            st.bytes_retransmitted / 1000,
+            st.bytes_sent / 1_000_000,
+            st.stream_bytes_sent / 1_000_000,
+        );
     }
 }
 

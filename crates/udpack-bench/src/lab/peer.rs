@@ -176,12 +176,13 @@ async fn trace(session: udpack::Session, proto: Proto, start: Instant, period: D
         tick.tick().await;
         let s = session.stats();
         eprintln!(
-            "trace {} {:7.2}s {:<15} cwnd {:6}K flight {:6}K pacing {:6.1} delivery {:6.1} Mbit/s \
+            "trace {} {:7.2}s {:<15}{} cwnd {:6}K flight {:6}K pacing {:6.1} delivery {:6.1} Mbit/s \
              srtt {:6.1} min {:6.2} ms lost {} spurious {} retx {}K written {}K \
              credit {}K stream {}",
             proto.name(),
             start.elapsed().as_secs_f64(),
             s.congestion_phase,
+            if s.congestion_competing { " competing" } else { "" },
             s.congestion_window / 1024,
             s.bytes_in_flight / 1024,
             mbit(s.pacing_rate),

@@ -85,6 +85,11 @@ pub trait Controller: Send + Debug {
     fn phase(&self) -> &'static str {
         self.name()
     }
+    /// True while the controller judges that it shares the bottleneck with a flow that
+    /// does not yield to the queue (BBR's competing mode, PROTOCOL.md §7.2), for traces.
+    fn competing(&self) -> bool {
+        false
+    }
 }
 
 /// Which congestion controller a session uses.

@@ -152,6 +152,9 @@ pub struct SessionStats {
     /// The congestion controller's phase ("startup", "probe-bw-cruise", "cubic", ...),
     /// for traces.
     pub congestion_phase: &'static str,
+    /// The congestion controller shares the bottleneck with a flow that does not yield
+    /// to the queue (BBR's competing mode, PROTOCOL.md §7.2), for traces.
+    pub congestion_competing: bool,
     /// New stream bytes the peer's session-level credit still allows us to send.
     pub send_credit: u64,
     /// The least stream-level credit left among the streams we may still write to: the
@@ -343,6 +346,7 @@ impl Session {
         s.datagram_size = u64::from(self.mtu.current());
         s.receive_memory = self.streams.map.values().map(|st| st.recv.memory()).sum();
         s.congestion_phase = self.cc.phase();
+        s.congestion_competing = self.cc.competing();
         s.send_credit = self.flow.send_credit();
         s.stream_send_credit = self
             .streams

@@ -498,6 +498,10 @@ impl Controller for Bbr {
         "bbr"
     }
 
+    fn competing(&self) -> bool {
+        self.queue.competing()
+    }
+
     fn phase(&self) -> &'static str {
         match self.mode {
             Mode::Startup => "startup",
