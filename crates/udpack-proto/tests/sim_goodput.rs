@@ -57,8 +57,9 @@ fn goodput_during(sim: &mut Sim, d: Duration) -> f64 {
 }
 
 /// Runs the simulation for `d`, in steps of 250 ms of virtual time, and holds the
-/// client, alone on its path, out of BBR's competing mode (which would drop its
-/// heavy-loss cap: a queue of its own is no competitor). With `UDPACK_SIM_TRACE` set,
+/// (first) client out of BBR's competing mode: alone on its path, or beside another
+/// udpack flow, it has no competitor that ignores the queue (and competing would drop
+/// its heavy-loss cap). With `UDPACK_SIM_TRACE` set,
 /// prints the client's session figures at each step.
 fn run_traced(sim: &mut Sim, d: Duration) {
     let trace = std::env::var_os("UDPACK_SIM_TRACE").is_some();
@@ -81,7 +82,7 @@ fn run_traced(sim: &mut Sim, d: Duration) {
         };
         assert!(
             !st.congestion_competing,
-            "a lone flow entered competing mode at {t:?}"
+            "the flow entered competing mode at {t:?}"
         );
         if !trace {
             continue;
@@ -273,7 +274,8 @@ fn two_flows_share_a_bottleneck_fairly() {
     sim.add_client(&client, App::sending(vec![u64::MAX / 4]));
     sim.run_until(Duration::from_secs(10), |_| false);
     let before = per_session_bytes(&sim.server().app);
-    sim.run_until(Duration::from_secs(30), |_| false);
+    // Two flows that yield to the queue: the first is never in competing mode.
+    run_traced(&mut sim, Duration::from_secs(30));
     let after = per_session_bytes(&sim.server().app);
     assert_eq!(before.len(), 2);
     let shares: Vec<f64> = after
