@@ -223,8 +223,12 @@ impl Bbr {
     /// Called when a new round starts: judge the round that just ended.
     fn on_round_end(&mut self) {
         let round = self.model.round_count;
-        let heavy = self.loss.heavy_round(self.mtu);
-        let cap = self.inflight(1.0).max(self.min_cwnd());
+        // The heavy-loss cap, if this round earns one, at the BDP before the queue rules
+        // below restart the max filter.
+        let heavy_cap = self
+            .loss
+            .heavy_round(self.mtu)
+            .then(|| self.inflight(1.0).max(self.min_cwnd()));
         let overflow = self.loss.overflow_round(self.mtu);
         self.queue.on_round_end(
             self.mode == Mode::ProbeBw,
@@ -239,7 +243,7 @@ impl Bbr {
             // keeps two in flight, and the max filter would age down to the capped rate.
             // A cap set before competing began (the competitor's Startup) goes too.
             self.loss.lift_cap();
-        } else if heavy {
+        } else if let Some(cap) = heavy_cap {
             // Not random loss at any plausible rate: stop growing into the loss and cap the
             // window at the (loss-compensated) BDP for a while.
             self.loss.cap_inflight(cap, round);

@@ -379,19 +379,24 @@ fn random_loss_keeps_link_busy() {
     assert!(goodput > 0.95 * goodput_rate, "{goodput}");
 }
 
+/// Ten packets declared lost at `at` with the path silent for three PTOs (persistent
+/// congestion), nothing left in flight.
+fn persistent_loss(at: Instant) -> LossSample {
+    LossSample {
+        lost_bytes: 10 * MTU_BYTES,
+        largest_lost_sent: at,
+        bytes_in_flight: 0,
+        persistent: true,
+    }
+}
+
 #[test]
 fn persistent_congestion_holds_the_minimum_window_until_the_path_answers() {
     let (mut link, mut flows, now) = ack_clock(3);
     let cc = &mut flows[0].cc;
     let bw = cc.bandwidth();
     let window = cc.window();
-    let persistent = LossSample {
-        lost_bytes: 10 * MTU_BYTES,
-        largest_lost_sent: now,
-        bytes_in_flight: 0,
-        persistent: true,
-    };
-    cc.on_loss(now, &persistent);
+    cc.on_loss(now, &persistent_loss(now));
     assert_eq!(cc.window(), 4 * MTU_BYTES);
     assert_eq!(cc.mode, Mode::ProbeBw, "the model stays");
     assert_eq!(cc.bandwidth(), bw);
@@ -422,15 +427,7 @@ fn persistent_congestion_holds_the_minimum_window_until_the_path_answers() {
 fn persistent_congestion_without_a_bandwidth_sample_restarts_startup() {
     let now = Instant::now();
     let mut cc = Bbr::new(MTU);
-    cc.on_loss(
-        now,
-        &LossSample {
-            lost_bytes: 10 * MTU_BYTES,
-            largest_lost_sent: now,
-            bytes_in_flight: 0,
-            persistent: true,
-        },
-    );
+    cc.on_loss(now, &persistent_loss(now));
     assert_eq!(cc.window(), 4 * MTU_BYTES);
     assert_eq!(cc.mode, Mode::Startup);
     // Nothing to restore: an ACK grows the window by what it acknowledges only.
@@ -791,27 +788,20 @@ fn persistent_congestion_ends_competing_mode() {
     // yields to the queue again (and a heavy-loss round may cap it again).
     let (mut flows, _, t, _) = competing_flow();
     let cc = &mut flows[0].cc;
-    cc.on_loss(
-        t,
-        &LossSample {
-            lost_bytes: 10 * MTU_BYTES,
-            largest_lost_sent: t,
-            bytes_in_flight: 0,
-            persistent: true,
-        },
-    );
+    cc.on_loss(t, &persistent_loss(t));
     assert!(!cc.queue.competing());
 }
 
-/// Ends one ProbeBW round of `queue` whose lowest RTT sample is `rtt`, the flow
-/// delivering what it paces at (its capped estimate), as through a full FIFO.
-fn queue_round(queue: &mut StandingQueue, model: &mut Model, rtt: Duration) {
+/// Ends one ProbeBW round of `queue` whose lowest RTT sample is `rtt` and which lost
+/// data to overflow if `overflow`, the flow delivering what it paces at (its capped
+/// estimate), as through a full FIFO.
+fn queue_round(queue: &mut StandingQueue, model: &mut Model, rtt: Duration, overflow: bool) {
     let delivered = queue.cap(model.bw());
     model.round_count += 1;
     model.update_bw(delivered, false);
     queue.on_rtt_sample(rtt);
     queue.on_delivery_rate(delivered);
-    queue.on_round_end(true, false, model, MTU_BYTES);
+    queue.on_round_end(true, overflow, model, MTU_BYTES);
 }
 
 #[test]
@@ -828,14 +818,14 @@ fn cuts_undone_after_a_brief_drain_restore_the_rate_before_all_of_them() {
     let mut queue = StandingQueue::default();
     let full = 2 * min_rtt;
     for _ in 0..3 {
-        queue_round(&mut queue, &mut model, full);
+        queue_round(&mut queue, &mut model, full, false);
     }
     assert!(queue.cap(rate) < rate, "the queue was never cut");
     assert!(!queue.competing());
-    queue_round(&mut queue, &mut model, min_rtt);
+    queue_round(&mut queue, &mut model, min_rtt, false);
     let mut rounds = 0;
     while !queue.competing() && rounds < 10 {
-        queue_round(&mut queue, &mut model, full);
+        queue_round(&mut queue, &mut model, full, false);
         rounds += 1;
     }
     assert!(queue.competing(), "still cutting after {rounds} rounds");
@@ -874,13 +864,10 @@ fn while_competing_a_cut_grows_back_in_cubics_time_on_a_long_path() {
     let rate = 5_000_000;
     model.restart_bw(rate);
     let mut queue = StandingQueue::default();
-    // Each round the probes keep the max filter at the rate.
+    // After each round the probes keep the max filter at the rate.
     let round = |queue: &mut StandingQueue, model: &mut Model, overflow: bool| {
-        model.round_count += 1;
+        queue_round(queue, model, full, overflow);
         model.update_bw(rate, false);
-        queue.on_rtt_sample(full);
-        queue.on_delivery_rate(queue.cap(rate));
-        queue.on_round_end(true, overflow, model, MTU_BYTES);
     };
     for _ in 0..20 {
         round(&mut queue, &mut model, false);
