@@ -18,6 +18,9 @@ pub mod kind {
     pub const STOP_SENDING: u64 = 0x05;
     pub const STREAM: u64 = 0x08;
     pub const STREAM_FIN: u64 = 0x09;
+    /// STREAM without a Length: the data run to the end of the packet.
+    pub const STREAM_TO_END: u64 = 0x0a;
+    pub const STREAM_TO_END_FIN: u64 = 0x0b;
     pub const MAX_DATA: u64 = 0x10;
     pub const MAX_STREAM_DATA: u64 = 0x11;
     pub const MAX_STREAMS: u64 = 0x12;
@@ -146,12 +149,33 @@ impl StreamFrame<'_> {
         1 + varint_len(id) + varint_len(offset) + varint_len(len as u64)
     }
 
+    /// Bytes the header of a frame without a Length (one that ends the packet) takes.
+    pub fn header_len_to_end(id: u64, offset: u64) -> usize {
+        1 + varint_len(id) + varint_len(offset)
+    }
+
     /// Writes a STREAM frame header; the caller writes `len` bytes of data after it.
     pub fn encode_header<B: BufMut>(buf: &mut B, id: u64, offset: u64, len: usize, fin: bool) {
         put_varint(buf, if fin { kind::STREAM_FIN } else { kind::STREAM });
         put_varint(buf, id);
         put_varint(buf, offset);
         put_varint(buf, len as u64);
+    }
+
+    /// Writes the header of a STREAM frame without a Length: the caller writes its
+    /// data after it, and nothing else goes into the packet after them. The last frame
+    /// of a full packet saves the Length's bytes so.
+    pub fn encode_header_to_end<B: BufMut>(buf: &mut B, id: u64, offset: u64, fin: bool) {
+        put_varint(
+            buf,
+            if fin {
+                kind::STREAM_TO_END_FIN
+            } else {
+                kind::STREAM_TO_END
+            },
+        );
+        put_varint(buf, id);
+        put_varint(buf, offset);
     }
 }
 
@@ -371,10 +395,14 @@ impl<'a> Frames<'a> {
                     delay_micros,
                 })
             }
-            kind::STREAM | kind::STREAM_FIN => {
+            kind::STREAM | kind::STREAM_FIN | kind::STREAM_TO_END | kind::STREAM_TO_END_FIN => {
                 let id = r.varint()?;
                 let offset = r.varint()?;
-                let len = r.varint_len()?;
+                let len = if ty & 0x02 == 0 {
+                    r.varint_len()?
+                } else {
+                    r.remaining()
+                };
                 if offset
                     .checked_add(len as u64)
                     .is_none_or(|e| e > crate::coding::VARINT_MAX)
@@ -385,7 +413,7 @@ impl<'a> Frames<'a> {
                 Frame::Stream(StreamFrame {
                     id,
                     offset,
-                    fin: ty == kind::STREAM_FIN,
+                    fin: ty & 0x01 != 0,
                     data,
                 })
             }
@@ -535,6 +563,33 @@ mod tests {
             }
             let decoded: Result<Vec<_>, _> = Frames::new(&buf).collect();
             prop_assert_eq!(decoded.unwrap(), frames);
+        }
+
+        #[test]
+        fn a_stream_frame_without_length_takes_the_rest_of_the_packet(
+            frames in proptest::collection::vec(arb_frame(), 0..4),
+            id in 0..V,
+            offset in 0..V / 2,
+            fin in any::<bool>(),
+            data in arb_bytes(1400),
+        ) {
+            let mut buf = Vec::new();
+            for f in &frames {
+                f.encode(&mut buf);
+            }
+            let before = buf.len();
+            StreamFrame::encode_header_to_end(&mut buf, id, offset, fin);
+            prop_assert_eq!(buf.len() - before, StreamFrame::header_len_to_end(id, offset));
+            buf.extend_from_slice(&data);
+            let decoded: Vec<_> = Frames::new(&buf).collect::<Result<_, _>>().unwrap();
+            let mut expected = frames.clone();
+            expected.push(Frame::Stream(StreamFrame {
+                id,
+                offset,
+                fin,
+                data: Cow::Owned(data.to_vec()),
+            }));
+            prop_assert_eq!(decoded, expected);
         }
 
         #[test]

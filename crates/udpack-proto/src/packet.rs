@@ -2,7 +2,7 @@
 //! as nonce, the key schedule the packet keys come from, and the replay window.
 //!
 //! ```text
-//! data packet:  [0x40|phase 1B] [dst session id 8B] [packet number 8B] [ciphertext .. | tag 16B]
+//! data packet:  [0x40|len|phase 1B] [dst session id 8B] [packet number 2, 4 or 8B] [ciphertext .. | tag 16B]
 //! long packet:  [0x80|type 1B] [version 4B] [session id 8B] [type-specific body]
 //! ```
 //! All integers big-endian. See `docs/PROTOCOL.md` for the long-packet bodies.
@@ -17,14 +17,18 @@ use zeroize::Zeroizing;
 use crate::coding::{DecodeError, Reader};
 
 /// The protocol version this implementation speaks. Version 2 added the HELLO's
-/// timestamp and cookie and the COOKIE answer; a peer of version 1 is refused with
-/// VERSION_MISMATCH (PROTOCOL.md §2.6).
-pub const VERSION: u32 = 0x5544_0002;
+/// timestamp and cookie and the COOKIE answer; version 3 truncated the packet numbers
+/// of data packets and let a STREAM frame run to the packet's end. A peer of another
+/// version is refused with VERSION_MISMATCH (PROTOCOL.md §2.6).
+pub const VERSION: u32 = 0x5544_0003;
 
-/// First byte of a data packet in key phase 0.
+/// First byte of a data packet in key phase 0 with a 2-byte packet number.
 pub const DATA_PACKET: u8 = 0x40;
 /// The key phase bit of a data packet's first byte: flipped at every key update.
 pub const KEY_PHASE: u8 = 0x01;
+/// The two bits of a data packet's first byte that give its packet number's length:
+/// `00` 2 bytes, `01` 4 bytes, `10` 8 bytes (`11` is invalid).
+const NUMBER_LEN_BITS: u8 = 0x06;
 /// Long packet type bytes.
 pub mod long {
     /// Client hello: Noise NK message 1, padded.
@@ -40,8 +44,8 @@ pub mod long {
     pub const COOKIE: u8 = 0x84;
 }
 
-/// Size of a data packet header.
-pub const DATA_HEADER_LEN: usize = 1 + 8 + 8;
+/// Size of the longest data packet header (an 8-byte packet number).
+pub const MAX_DATA_HEADER_LEN: usize = 1 + 8 + 8;
 /// Size of a long packet header.
 pub const LONG_HEADER_LEN: usize = 1 + 4 + 8;
 /// AEAD tag size.
@@ -52,8 +56,13 @@ pub const MIN_HELLO_LEN: usize = 1200;
 /// A parsed clear header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Header {
-    /// A data packet for session `dst`.
-    Data { dst: u64, number: u64 },
+    /// A data packet for session `dst`. `number` is the packet number as sent: its
+    /// low `number_len` bytes; [`decode_packet_number`] restores the whole of it.
+    Data {
+        dst: u64,
+        number: u64,
+        number_len: usize,
+    },
     /// A handshake-phase packet.
     Long { ty: u8, version: u32, sid: u64 },
 }
@@ -63,13 +72,23 @@ impl Header {
     pub fn decode(datagram: &[u8]) -> Result<(Header, usize), DecodeError> {
         let mut r = Reader::new(datagram);
         let first = r.u8()?;
-        if first & !KEY_PHASE == DATA_PACKET {
+        if let Some(number_len) = number_len(first) {
             let dst = r.u64()?;
-            let number = r.u64()?;
+            let mut number = 0u64;
+            for _ in 0..number_len {
+                number = number << 8 | u64::from(r.u8()?);
+            }
             if r.remaining() < TAG_LEN {
                 return Err(DecodeError::UnexpectedEnd);
             }
-            Ok((Header::Data { dst, number }, r.position()))
+            Ok((
+                Header::Data {
+                    dst,
+                    number,
+                    number_len,
+                },
+                r.position(),
+            ))
         } else if first & 0xc0 == 0x80 {
             let version = r.u32()?;
             let sid = r.u64()?;
@@ -93,11 +112,74 @@ pub fn key_phase(datagram: &[u8]) -> bool {
     datagram.first().is_some_and(|b| b & KEY_PHASE != 0)
 }
 
-/// Writes a data packet header; `phase` is the sender's key phase bit.
-pub fn encode_data_header<B: BufMut>(buf: &mut B, dst: u64, number: u64, phase: bool) {
-    buf.put_u8(DATA_PACKET | if phase { KEY_PHASE } else { 0 });
+/// The packet number length a data packet's first byte gives; `None` if the byte is
+/// not a data packet's.
+fn number_len(first: u8) -> Option<usize> {
+    if first & !(NUMBER_LEN_BITS | KEY_PHASE) != DATA_PACKET {
+        return None;
+    }
+    match (first & NUMBER_LEN_BITS) >> 1 {
+        0 => Some(2),
+        1 => Some(4),
+        2 => Some(8),
+        _ => None,
+    }
+}
+
+/// The header length of a data packet whose first byte is `first` (one this
+/// implementation wrote, or one [`Header::decode`] accepted).
+pub fn data_header_len(first: u8) -> usize {
+    1 + 8 + number_len(first).unwrap_or(8)
+}
+
+/// True if `first` is the first byte of a data packet.
+pub fn is_data_packet(first: u8) -> bool {
+    number_len(first).is_some()
+}
+
+/// Writes a data packet header and returns its length; `phase` is the sender's key
+/// phase bit. The packet number is cut to the fewest bytes (2, 4 or 8) that span
+/// twice the distance from the largest number the peer acknowledged (RFC 9000
+/// §17.1), so the receiver can restore it from the largest it received.
+pub fn encode_data_header<B: BufMut>(
+    buf: &mut B,
+    dst: u64,
+    number: u64,
+    largest_acked: Option<u64>,
+    phase: bool,
+) -> usize {
+    let unacked = largest_acked.map_or(number.saturating_add(1), |l| number.saturating_sub(l));
+    let (code, len) = if unacked < 1 << 15 {
+        (0u8, 2)
+    } else if unacked < 1 << 31 {
+        (1, 4)
+    } else {
+        (2, 8)
+    };
+    buf.put_u8(DATA_PACKET | code << 1 | if phase { KEY_PHASE } else { 0 });
     buf.put_u64(dst);
-    buf.put_u64(number);
+    buf.put_uint(number, len);
+    1 + 8 + len
+}
+
+/// The whole packet number of a packet whose number came as its low `len` bytes
+/// (`truncated`), given the largest number received so far: the candidate nearest to
+/// the next expected one (RFC 9000 §A.3).
+pub fn decode_packet_number(largest: Option<u64>, truncated: u64, len: usize) -> u64 {
+    if len >= 8 {
+        return truncated;
+    }
+    let expected = largest.map_or(0, |l| l + 1);
+    let window = 1u64 << (8 * len);
+    let half = window / 2;
+    let candidate = (expected & !(window - 1)) | truncated;
+    if candidate + half <= expected && candidate < (1 << 62) - window {
+        candidate + window
+    } else if candidate > expected + half && candidate >= window {
+        candidate - window
+    } else {
+        candidate
+    }
 }
 
 /// Writes a long packet header.
@@ -342,11 +424,19 @@ mod tests {
         let a = PacketKeys::new(&[1; 32], &[2; 32]);
         let b = PacketKeys::new(&[2; 32], &[1; 32]);
         let mut p = Vec::new();
-        encode_data_header(&mut p, 42, 7, false);
+        let len = encode_data_header(&mut p, 42, 7, None, false);
         p.extend_from_slice(b"hello");
-        a.seal(7, &mut p, DATA_HEADER_LEN);
+        a.seal(7, &mut p, len);
         let (h, hl) = Header::decode(&p).unwrap();
-        assert_eq!(h, Header::Data { dst: 42, number: 7 });
+        assert_eq!(
+            h,
+            Header::Data {
+                dst: 42,
+                number: 7,
+                number_len: 2
+            }
+        );
+        assert_eq!((hl, data_header_len(p[0])), (len, len));
         let mut q = p.clone();
         let n = b.open(7, &mut q, hl).unwrap();
         assert_eq!(&q[hl..hl + n], b"hello");
@@ -367,42 +457,87 @@ mod tests {
         let (a1, b1) = (a0.next(), b0.next());
         let (a2, b2) = (a1.next(), b1.next());
         let mut p = Vec::new();
-        encode_data_header(&mut p, 1, 3, true);
+        let hl = encode_data_header(&mut p, 1, 3, None, true);
         p.extend_from_slice(b"phase two");
-        a2.seal(3, &mut p, DATA_HEADER_LEN);
+        a2.seal(3, &mut p, hl);
         // Only the matching phase opens it; the precomputed next key of phase 1 does.
         for wrong in [&b0, &b1] {
-            assert!(wrong.open(3, &mut p.clone(), DATA_HEADER_LEN).is_err());
+            assert!(wrong.open(3, &mut p.clone(), hl).is_err());
         }
-        assert!(b1
-            .next_open()
-            .open(3, &mut p.clone(), DATA_HEADER_LEN)
-            .is_ok());
-        let n = b2.open(3, &mut p, DATA_HEADER_LEN).expect("opens");
-        assert_eq!(&p[DATA_HEADER_LEN..DATA_HEADER_LEN + n], b"phase two");
+        assert!(b1.next_open().open(3, &mut p.clone(), hl).is_ok());
+        let n = b2.open(3, &mut p, hl).expect("opens");
+        assert_eq!(&p[hl..hl + n], b"phase two");
         // The packet key is not the raw secret: a split output used directly fails.
         let raw = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[1; 32]).expect("key"));
         let mut q = Vec::new();
-        encode_data_header(&mut q, 1, 0, false);
-        PacketKey(raw).seal(0, &mut q, DATA_HEADER_LEN);
-        assert!(b0.open(0, &mut q, DATA_HEADER_LEN).is_err());
+        let hl = encode_data_header(&mut q, 1, 0, None, false);
+        PacketKey(raw).seal(0, &mut q, hl);
+        assert!(b0.open(0, &mut q, hl).is_err());
     }
 
     #[test]
-    fn the_key_phase_bit_is_the_only_other_data_first_byte() {
+    fn the_first_byte_gives_the_key_phase_and_the_number_length_and_nothing_else() {
         let mut p = Vec::new();
-        encode_data_header(&mut p, 5, 6, true);
-        p.extend_from_slice(&[0; TAG_LEN]);
+        encode_data_header(&mut p, 5, 6, None, true);
+        p.extend_from_slice(&[0; 8 + TAG_LEN]);
         assert_eq!(p[0], DATA_PACKET | KEY_PHASE);
         assert!(key_phase(&p));
         assert!(matches!(
             Header::decode(&p),
-            Ok((Header::Data { dst: 5, number: 6 }, _))
+            Ok((
+                Header::Data {
+                    dst: 5,
+                    number: 6,
+                    number_len: 2
+                },
+                11
+            ))
         ));
-        for first in [0x42u8, 0x44, 0x48, 0x60, 0x7f, 0x00] {
+        for (first, len) in [(0x42u8, 4), (0x43, 4), (0x44, 8), (0x45, 8)] {
+            p[0] = first;
+            let (h, hl) = Header::decode(&p).expect("a data packet");
+            assert_eq!(hl, 1 + 8 + len, "{first:#x}");
+            assert!(matches!(h, Header::Data { number_len, .. } if number_len == len));
+        }
+        for first in [0x46u8, 0x47, 0x48, 0x4f, 0x60, 0x7f, 0x00] {
             p[0] = first;
             assert!(Header::decode(&p).is_err(), "{first:#x}");
         }
+    }
+
+    #[test]
+    fn packet_numbers_are_cut_to_what_the_unacknowledged_span_needs() {
+        let cases = [
+            (0, None, 2),
+            (32_766, None, 2),
+            (32_767, None, 4),
+            (40_000, Some(10_000), 2),
+            (42_768, Some(10_000), 4),
+            (1 << 40, Some((1 << 40) - (1 << 31)), 8),
+            (1 << 40, None, 8),
+        ];
+        for (number, acked, len) in cases {
+            let mut p = Vec::new();
+            assert_eq!(
+                encode_data_header(&mut p, 1, number, acked, false),
+                1 + 8 + len,
+                "{number} {acked:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cut_number_is_restored_across_its_wrap() {
+        // RFC 9000 §A.3's example: largest 0xa82f30ea, 2 bytes 0x9b32.
+        assert_eq!(
+            decode_packet_number(Some(0xa82f_30ea), 0x9b32, 2),
+            0xa82f_9b32
+        );
+        // Just past a wrap, and a late packet from just before it.
+        assert_eq!(decode_packet_number(Some(0xfffe), 0x0003, 2), 0x1_0003);
+        assert_eq!(decode_packet_number(Some(0x1_0003), 0xfffe, 2), 0xfffe);
+        assert_eq!(decode_packet_number(None, 0x0005, 2), 5);
+        assert_eq!(decode_packet_number(Some(7), 0x1234_5678, 8), 0x1234_5678);
     }
 
     #[test]
@@ -426,19 +561,36 @@ mod tests {
         fn data_packets_round_trip(
             dst in any::<u64>(),
             number in any::<u64>(),
+            behind in 0u64..5_000,
+            lag in 0u64..100_000,
+            late in 0u64..4_096,
             payload in proptest::collection::vec(any::<u8>(), 0..1400),
             key in any::<[u8; 32]>(),
             phase in any::<bool>(),
         ) {
             let keys = PacketKeys::new(&key, &key);
+            let number = number >> 2;
+            // The sender has `lag` packets before this one unacknowledged; the
+            // receiver has the acknowledged ones and up to `behind` more, or (a late
+            // packet) `late` after this one: the number comes back whole.
+            let acked = number.checked_sub(1 + lag);
+            let largest = if late > 0 {
+                Some(number + late)
+            } else {
+                number.checked_sub(1 + behind.min(lag))
+            };
             let mut p = Vec::new();
-            encode_data_header(&mut p, dst, number, phase);
+            let len = encode_data_header(&mut p, dst, number, acked, phase);
             p.extend_from_slice(&payload);
-            keys.seal(number, &mut p, DATA_HEADER_LEN);
-            prop_assert_eq!(p.len(), DATA_HEADER_LEN + payload.len() + TAG_LEN);
+            keys.seal(number, &mut p, len);
+            prop_assert_eq!(p.len(), len + payload.len() + TAG_LEN);
             let (h, hl) = Header::decode(&p).expect("header");
-            prop_assert_eq!(h, Header::Data { dst, number });
-            prop_assert_eq!(hl, DATA_HEADER_LEN);
+            let Header::Data { dst: d, number: cut, number_len } = h else {
+                return Err(TestCaseError::fail("not a data header"));
+            };
+            prop_assert_eq!(d, dst);
+            prop_assert_eq!(hl, len);
+            prop_assert_eq!(decode_packet_number(largest, cut, number_len), number);
             prop_assert_eq!(key_phase(&p), phase);
             let n = keys.open(number, &mut p, hl).expect("opens");
             prop_assert_eq!(&p[hl..hl + n], &payload[..]);
@@ -463,7 +615,7 @@ mod tests {
             if let Ok((h, hl)) = Header::decode(&bytes) {
                 prop_assert!(hl <= bytes.len());
                 if let Header::Data { .. } = h {
-                    prop_assert!(bytes.len() >= DATA_HEADER_LEN + TAG_LEN);
+                    prop_assert!(bytes.len() >= hl + TAG_LEN);
                 }
             }
         }

@@ -9,11 +9,11 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use udpack_proto::testing::wire::{data_header_len, long, DATA_PACKET, MIN_HELLO_LEN, VERSION};
 use udpack_proto::testing::wire::{
     encode_undecryptable, encode_version_mismatch, ClientHandshake, ServerHello, TransportParams,
     BODY_OFFSET,
 };
-use udpack_proto::testing::wire::{long, DATA_PACKET, MIN_HELLO_LEN, VERSION};
 use udpack_proto::testing::*;
 use udpack_proto::{
     reject, ClientConfig, CloseReason, Event, HandshakeError, ServerConfig, Side, TransportConfig,
@@ -341,21 +341,24 @@ fn no_answer_times_out_at_the_handshake_timeout() {
 /// the endpoint), and in the packet number, the ciphertext and the tag (dropped by the
 /// session). Returns (endpoint-level, session-level) copies.
 fn tampered(p: &[u8]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    assert!(p.len() > 17 + 16, "a data packet with a payload");
+    let hl = data_header_len(p[0]);
+    assert!(p.len() > hl + 16, "a data packet with a payload");
     let flip = |i: usize, bit: u8| {
         let mut q = p.to_vec();
         q[i] ^= 1 << bit;
         q
     };
-    // Bit 0 of the first byte is the key phase: that packet reaches the session, which
-    // finds that no key opens it. Bits 1 and 6 make the first byte invalid.
-    let endpoint = vec![flip(0, 1), flip(0, 6), flip(3, 2)];
+    // Bit 0 of the first byte is the key phase, bit 1 the packet number's length:
+    // those packets reach the session, which finds that no key opens them. Bits 3 and
+    // 6 make the first byte invalid.
+    let endpoint = vec![flip(0, 3), flip(0, 6), flip(3, 2)];
     let session = vec![
         flip(0, 0),
+        flip(0, 1),
         flip(9, 7),
-        flip(16, 0),
-        flip(17, 3),
-        flip(17 + (p.len() - 33) / 2, 5),
+        flip(hl - 1, 0),
+        flip(hl, 3),
+        flip(hl + (p.len() - hl - 16) / 2, 5),
         flip(p.len() - 16, 0),
         flip(p.len() - 1, 7),
     ];
@@ -766,7 +769,7 @@ fn build_garbage(sim: &Sim, g: &Garbage) -> (SocketAddr, usize, Vec<u8>) {
             // A plausible, recent packet number.
             d.push(DATA_PACKET);
             d.extend_from_slice(&own_sid.to_be_bytes());
-            d.extend_from_slice(&u64::from(body.first().copied().unwrap_or(0)).to_be_bytes());
+            d.extend_from_slice(&u16::from(body.first().copied().unwrap_or(0)).to_be_bytes());
             d.extend_from_slice(body);
         }
         _ => d.extend_from_slice(body),

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use udpack_proto::testing::wire::DATA_PACKET;
+use udpack_proto::testing::wire::{data_header_len, is_data_packet};
 use udpack_proto::testing::*;
 use udpack_proto::{transport_error, CloseReason, TransportConfig};
 
@@ -19,11 +19,26 @@ fn low_limit(limit: u64) -> TransportConfig {
 }
 
 fn is_data(d: &[u8]) -> bool {
-    d.first().is_some_and(|b| b & !KEY_PHASE == DATA_PACKET)
+    d.first().is_some_and(|&b| is_data_packet(b))
 }
 
+/// Where a data packet's number is: it is sent cut to 2, 4 or 8 bytes.
+fn number_bytes(d: &[u8]) -> std::ops::Range<usize> {
+    9..data_header_len(d[0])
+}
+
+/// The packet number as sent (its low bytes).
 fn packet_number(d: &[u8]) -> u64 {
-    u64::from_be_bytes(d[9..17].try_into().expect("8 bytes"))
+    d[number_bytes(d)]
+        .iter()
+        .fold(0, |n, &b| n << 8 | u64::from(b))
+}
+
+/// Writes the low bytes of `n` as the packet number.
+fn set_packet_number(d: &mut [u8], n: u64) {
+    let at = number_bytes(d);
+    let len = at.len();
+    d[at].copy_from_slice(&n.to_be_bytes()[8 - len..]);
 }
 
 fn assert_open(sim: &Sim) {
@@ -177,7 +192,7 @@ fn a_flipped_phase_bit_that_does_not_authenticate_switches_nothing() {
     // A fresh packet number (past the replay check) and the flipped bit: the header is
     // authenticated, so this opens with no key.
     let pn = packet_number(&forged) + 10_000;
-    forged[9..17].copy_from_slice(&pn.to_be_bytes());
+    set_packet_number(&mut forged, pn);
     forged[0] ^= KEY_PHASE;
     let s = server_handle(&sim);
     let before = stats(&mut sim, 0, s);
@@ -222,7 +237,7 @@ fn the_integrity_limit_closes_the_session() {
     let base = packet_number(&genuine) + 1_000;
     let forge = |i: u64| {
         let mut d = genuine.clone();
-        d[9..17].copy_from_slice(&(base + i).to_be_bytes());
+        set_packet_number(&mut d, base + i);
         d
     };
     for i in 0..bound {

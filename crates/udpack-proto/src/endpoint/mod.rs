@@ -362,13 +362,22 @@ impl Endpoint {
             return;
         };
         match header {
-            Header::Data { dst, number } => {
+            Header::Data {
+                dst,
+                number,
+                number_len,
+            } => {
                 let Some(e) = self.sessions.get_mut(&dst) else {
                     self.stats.datagrams_dropped += 1;
                     return;
                 };
-                e.session
-                    .handle_data(now, remote, number, datagram, &mut self.ack_scratch);
+                e.session.handle_data(
+                    now,
+                    remote,
+                    (number, number_len),
+                    datagram,
+                    &mut self.ack_scratch,
+                );
                 self.touched.push(dst);
             }
             Header::Long { ty, version, sid } => {

@@ -175,6 +175,12 @@ impl Recovery {
         self.next_pn
     }
 
+    /// The largest packet number the peer has acknowledged: how far back the peer's
+    /// view of our numbers may be, which sets how short they may be cut.
+    pub fn largest_acked(&self) -> Option<u64> {
+        self.largest_acked
+    }
+
     #[cfg(test)]
     /// Jumps the packet numbers ahead (to test the end of the number space).
     /// Forgets what is outstanding (call it on an idle session).

@@ -28,7 +28,7 @@ use bytes::BufMut;
 use super::error::transport_error;
 use super::Session;
 use crate::config::TransportConfig;
-use crate::packet::{key_phase, PacketKey, PacketKeys, DATA_HEADER_LEN};
+use crate::packet::{data_header_len, key_phase, PacketKey, PacketKeys};
 
 /// Sealed packets kept back at the confidentiality limit for the CLOSE packets (at
 /// most a quarter of the limit, for the low limits of tests).
@@ -149,8 +149,9 @@ impl SessionKeys {
         linger: Duration,
     ) -> Opened {
         let phase = key_phase(packet);
+        let header_len = packet.first().map_or(0, |&b| data_header_len(b));
         let opened = if phase == self.phase {
-            self.current.open(number, packet, DATA_HEADER_LEN).map(|n| {
+            self.current.open(number, packet, header_len).map(|n| {
                 self.on_current(now, number, linger);
                 Opened::Packet(n)
             })
@@ -160,14 +161,14 @@ impl SessionKeys {
             .filter(|_| self.recv_start.is_none_or(|s| number < s))
         {
             old.open
-                .open(number, packet, DATA_HEADER_LEN)
+                .open(number, packet, header_len)
                 .map(Opened::Packet)
         } else {
             let current = &self.current;
             let next = self
                 .next_open
                 .get_or_insert_with(|| Box::new(current.next_open()));
-            next.open(number, packet, DATA_HEADER_LEN).map(|n| {
+            next.open(number, packet, header_len).map(|n| {
                 if !self.peer_may_update {
                     return Opened::EarlyUpdate;
                 }
@@ -338,9 +339,9 @@ mod tests {
 
     fn packet(keys: &mut SessionKeys, pn: u64) -> Vec<u8> {
         let mut p = Vec::new();
-        crate::packet::encode_data_header(&mut p, 7, pn, keys.phase());
+        let header_len = crate::packet::encode_data_header(&mut p, 7, pn, None, keys.phase());
         p.extend_from_slice(b"frames");
-        keys.seal(pn, &mut p, DATA_HEADER_LEN);
+        keys.seal(pn, &mut p, header_len);
         p
     }
 

@@ -11,7 +11,7 @@ use super::error::transport_error;
 use super::pending::SentFrames;
 use super::{Session, Transmit};
 use crate::datagram::DatagramBuf;
-use crate::packet::{encode_data_header, DATA_HEADER_LEN};
+use crate::packet::{data_header_len, encode_data_header};
 use crate::recovery::{SentPacket, PACKET_NUMBER_LIMIT};
 
 /// How a packet counts for loss recovery and congestion control.
@@ -93,7 +93,13 @@ impl Session {
         if pn >= PACKET_NUMBER_LIMIT || !keys.can_seal() {
             return None;
         }
-        encode_data_header(buf, self.remote_sid, pn, keys.phase());
+        encode_data_header(
+            buf,
+            self.remote_sid,
+            pn,
+            self.recovery.largest_acked(),
+            keys.phase(),
+        );
         Some(pn)
     }
 
@@ -114,7 +120,8 @@ impl Session {
             return None;
         }
         let keys = self.keys.as_mut()?;
-        keys.seal(pn, buf, DATA_HEADER_LEN);
+        let header_len = buf.first().map_or(0, |&b| data_header_len(b));
+        keys.seal(pn, buf, header_len);
         if let Some(largest) = sent.frames.largest_acked {
             keys.on_ack_sent(largest);
         }

@@ -11,13 +11,13 @@ use super::packet_builder::Sent;
 use super::{Session, Transmit};
 use crate::datagram::DatagramBuf;
 use crate::frame::Frame;
-use crate::packet::{DATA_HEADER_LEN, TAG_LEN};
+use crate::packet::{MAX_DATA_HEADER_LEN, TAG_LEN};
 
 /// Probe timeouts a new peer address gets to answer a PATH_CHALLENGE before it is
 /// given up.
 pub(crate) const PATH_PROBE_TRIES: u32 = 8;
 /// Size of a probe: header, PATH_CHALLENGE, maybe PATH_RESPONSE, tag.
-const PROBE_SIZE: u64 = (DATA_HEADER_LEN + 1 + 8 + 1 + 8 + TAG_LEN) as u64;
+const PROBE_SIZE: u64 = (MAX_DATA_HEADER_LEN + 1 + 8 + 1 + 8 + TAG_LEN) as u64;
 
 /// A new peer address being validated.
 #[derive(Debug)]

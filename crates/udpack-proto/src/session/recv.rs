@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::error::{transport_error, TransportError};
 use super::{Session, State};
 use crate::frame::{Frame, Frames};
-use crate::packet::DATA_HEADER_LEN;
+use crate::packet::{data_header_len, decode_packet_number};
 use crate::recovery::{AckOutcome, PACKET_NUMBER_LIMIT};
 use crate::stream::StreamId;
 
@@ -16,13 +16,15 @@ impl Session {
     /// Handles a data packet addressed to this session. `datagram` is the whole
     /// datagram, opened in place; the header has been parsed already. Nothing keeps
     /// a reference to it: stream data are copied into their streams' buffers.
+    /// The packet number came cut to `number_len` bytes (`cut`): it is restored from the
+    /// largest one received.
     /// `scratch` is the endpoint's, reused for every ACK frame: processing one then
     /// allocates nothing, and idle sessions keep no vectors of their own for it.
     pub(crate) fn handle_data(
         &mut self,
         now: Instant,
         remote: SocketAddr,
-        number: u64,
+        (cut, number_len): (u64, usize),
         datagram: &mut [u8],
         scratch: &mut AckOutcome,
     ) {
@@ -35,6 +37,7 @@ impl Session {
         if matches!(self.state, State::Draining { .. } | State::Drained) {
             return;
         }
+        let number = decode_packet_number(self.replay.largest(), cut, number_len);
         if number >= PACKET_NUMBER_LIMIT || !self.replay.check(number) {
             self.stats.packets_dropped += 1;
             return;
@@ -68,7 +71,8 @@ impl Session {
         let out_of_order = largest_before.is_some_and(|l| number != l + 1);
         self.ack.on_packet(now, number, largest_before);
 
-        let payload = &datagram[DATA_HEADER_LEN..DATA_HEADER_LEN + plain];
+        let header_len = datagram.first().map_or(0, |&b| data_header_len(b));
+        let payload = &datagram[header_len..header_len + plain];
         let mut eliciting = false;
         for frame in Frames::new(payload) {
             let frame = match frame {

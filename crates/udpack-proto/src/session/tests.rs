@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::path::PATH_PROBE_TRIES;
 use super::*;
-use crate::packet::DATA_PACKET;
+use crate::frame::{Frame, Frames, StreamFrame};
+use crate::packet::{is_data_packet, TAG_LEN};
 use crate::testing::{Fate, LinkParams, Pair, Sim};
 
 /// A connected pair on a wire without delay or rate limit; the applications only take
@@ -93,7 +94,7 @@ fn resets_and_stops_leave_both_sides_counting_the_same_session_credit() {
         Ok(40_000)
     );
     sim.filter = Some(Box::new(move |c| {
-        if c.from == client_addr && c.data[0] == DATA_PACKET {
+        if c.from == client_addr && is_data_packet(c.data[0]) {
             Fate::Hold
         } else {
             Fate::Deliver
@@ -160,7 +161,7 @@ fn a_path_probe_held_back_by_the_amplification_limit_gives_up() {
     sim.client_mut().session().pending.ping = true;
     let mut first = true;
     sim.filter = Some(Box::new(move |c| {
-        if first && c.from == client_addr && c.data[0] == DATA_PACKET {
+        if first && c.from == client_addr && is_data_packet(c.data[0]) {
             first = false;
             Fate::Hold
         } else {
@@ -236,7 +237,7 @@ fn a_loss_that_was_only_reordering_is_undone() {
     // lost three packets later.
     let mut first = true;
     sim.filter = Some(Box::new(move |c| {
-        if first && c.from == client_addr && c.data[0] == DATA_PACKET {
+        if first && c.from == client_addr && is_data_packet(c.data[0]) {
             first = false;
             Fate::Hold
         } else {
@@ -307,12 +308,12 @@ fn a_session_closes_before_its_packet_numbers_run_out() {
     let datagram = {
         let c = sim.client_mut().session();
         let mut buf = Vec::new();
-        crate::packet::encode_data_header(&mut buf, c.remote_sid, pn, false);
+        let header_len = crate::packet::encode_data_header(&mut buf, c.remote_sid, pn, None, false);
         crate::frame::Frame::Ping.encode(&mut buf);
         c.keys
             .as_mut()
             .expect("keys")
-            .seal(pn, &mut buf, crate::packet::DATA_HEADER_LEN);
+            .seal(pn, &mut buf, header_len);
         buf
     };
     let before = sim.server_mut().session().stats.packets_dropped;
@@ -369,14 +370,14 @@ fn an_ack_of_a_packet_never_sent_closes_the_session() {
         let s = sim.server_mut().session();
         let pn = s.recovery.next_packet_number();
         let mut buf = Vec::new();
-        crate::packet::encode_data_header(&mut buf, s.remote_sid, pn, false);
+        let header_len = crate::packet::encode_data_header(&mut buf, s.remote_sid, pn, None, false);
         let mut all = crate::range_set::RangeSet::new();
         all.insert(0..largest + 1);
         crate::frame::encode_ack(&mut buf, &all, 0, 1000);
         s.keys
             .as_mut()
             .expect("keys")
-            .seal(pn, &mut buf, crate::packet::DATA_HEADER_LEN);
+            .seal(pn, &mut buf, header_len);
         buf
     };
     sim.handle_now(server_addr, 1, &datagram);
@@ -407,13 +408,13 @@ fn tiny_out_of_order_fragments_are_bounded_in_memory() {
         let datagram = {
             let c = sim.client_mut().session();
             let mut buf = Vec::new();
-            crate::packet::encode_data_header(&mut buf, sid, pn, false);
+            let header_len = crate::packet::encode_data_header(&mut buf, sid, pn, None, false);
             crate::frame::StreamFrame::encode_header(&mut buf, id.0, 2 * i + 1, 1, false);
             buf.push(0xaa);
             c.keys
                 .as_mut()
                 .expect("keys")
-                .seal(pn, &mut buf, crate::packet::DATA_HEADER_LEN);
+                .seal(pn, &mut buf, header_len);
             buf
         };
         pn += 1;
@@ -445,9 +446,10 @@ fn tiny_out_of_order_fragments_are_bounded_in_memory() {
 fn ping(s: &mut Session, pn: u64) -> Vec<u8> {
     let keys = s.keys.as_mut().expect("keys");
     let mut buf = Vec::new();
-    crate::packet::encode_data_header(&mut buf, s.remote_sid, pn, keys.phase());
+    let header_len =
+        crate::packet::encode_data_header(&mut buf, s.remote_sid, pn, None, keys.phase());
     crate::frame::Frame::Ping.encode(&mut buf);
-    keys.seal(pn, &mut buf, crate::packet::DATA_HEADER_LEN);
+    keys.seal(pn, &mut buf, header_len);
     buf
 }
 
@@ -494,4 +496,60 @@ fn a_peer_that_waits_for_the_ack_may_update_again() {
         assert!(s.is_established());
     }
     assert!(sim.client().app.closed.is_empty() && sim.server().app.closed.is_empty());
+}
+
+/// A bulk sender's full packets spend on their header only what the receiver needs:
+/// the packet number cut to 2 bytes while few are unacknowledged, and no Length in the
+/// STREAM frame that ends the packet.
+#[test]
+fn a_full_packet_carries_a_short_number_and_a_stream_frame_without_length() {
+    let mut sim = instant_pair(TransportConfig::default());
+    let client_addr = sim.client().addr;
+    let id = sim.client_mut().session().open_stream().expect("open");
+    assert_eq!(
+        sim.client_mut().session().write(id, &[7; 60_000]),
+        Ok(60_000)
+    );
+    sim.filter = Some(Box::new(move |c| {
+        if c.from == client_addr && is_data_packet(c.data[0]) {
+            Fate::Hold
+        } else {
+            Fate::Deliver
+        }
+    }));
+    run(&mut sim, Duration::from_millis(5));
+    let held = std::mem::take(&mut sim.held);
+    let mtu = usize::from(sim.client_mut().session().mtu.current());
+    let now = sim.now;
+    let server = sim.server_mut().session();
+    let mut full = 0;
+    // Full but for the offset's varint, sized for the stream's end (2 bytes more than
+    // an offset below 16 KiB needs).
+    for d in held.iter().filter(|d| d.data.len() + 2 >= mtu) {
+        let mut p = d.data.clone();
+        assert_eq!(p[0] & !crate::packet::KEY_PHASE, crate::packet::DATA_PACKET);
+        let header = crate::packet::data_header_len(p[0]);
+        assert_eq!(header, 1 + 8 + 2);
+        let number = u64::from(u16::from_be_bytes([p[9], p[10]]));
+        let keys = server.keys.as_mut().expect("keys");
+        let key_update::Opened::Packet(plain) =
+            keys.open(now, number, &mut p, Duration::from_secs(1))
+        else {
+            panic!("packet {number} does not open");
+        };
+        let frames: Vec<_> = Frames::new(&p[header..header + plain])
+            .collect::<Result<_, _>>()
+            .expect("frames decode");
+        let [Frame::Stream(f)] = &frames[..] else {
+            continue;
+        };
+        // Type, stream id and offset, then data to the end of the packet.
+        assert_eq!(
+            header + StreamFrame::header_len_to_end(f.id, f.offset) + f.data.len() + TAG_LEN,
+            d.data.len(),
+            "packet {number}"
+        );
+        full += 1;
+    }
+    assert!(full >= 5, "{full} full packets of one STREAM frame");
 }

@@ -13,7 +13,7 @@ use super::streams::enqueue;
 use super::{Session, Transmit};
 use crate::datagram::DatagramBuf;
 use crate::frame::{Frame, StreamFrame};
-use crate::packet::{DATA_HEADER_LEN, TAG_LEN};
+use crate::packet::{MAX_DATA_HEADER_LEN, TAG_LEN};
 
 /// A packet number is skipped once per this many packets, chosen at random.
 const SKIP_INTERVAL: std::ops::Range<u64> = 256..1280;
@@ -130,7 +130,7 @@ impl Session {
         let mut limit = mtu;
         if !self.path.validated {
             limit = limit.min(self.path.budget() as usize);
-            if limit < DATA_HEADER_LEN + TAG_LEN + 16 {
+            if limit < MAX_DATA_HEADER_LEN + TAG_LEN + 16 {
                 self.ack.hold(now);
                 return None;
             }
@@ -306,9 +306,10 @@ impl Session {
             st.in_send_queue = false;
             let room = (max - buf.len()) as u64;
             let offset_guess = st.send.unsent();
+            // Room for data behind a header without a Length: a frame that fills the
+            // packet (or one that nothing could follow) goes without one.
             let header =
-                StreamFrame::header_len(id.0, offset_guess.max(st.send.end()), room as usize)
-                    as u64;
+                StreamFrame::header_len_to_end(id.0, offset_guess.max(st.send.end())) as u64;
             let data_room = room.saturating_sub(header);
             let new_limit = st
                 .send_max
@@ -330,7 +331,16 @@ impl Session {
                 }
             };
             let len = (range.end - range.start) as usize;
-            StreamFrame::encode_header(buf, id.0, range.start, len, fin);
+            let with_length = StreamFrame::header_len(id.0, range.start, len) + len;
+            let last = visited >= queued
+                || (max - buf.len())
+                    .checked_sub(with_length)
+                    .is_none_or(|left| left <= MIN_STREAM_FRAME_ROOM);
+            if last {
+                StreamFrame::encode_header_to_end(buf, id.0, range.start, fin);
+            } else {
+                StreamFrame::encode_header(buf, id.0, range.start, len, fin);
+            }
             st.send.copy_range(range.clone(), buf);
             if fin {
                 st.fin_sent = true;
@@ -341,6 +351,9 @@ impl Session {
             sent.push_stream(StreamRange { id, range, fin });
             wrote = true;
             enqueue(&mut self.streams.send_queue, id, st);
+            if last {
+                break;
+            }
         }
         wrote
     }

@@ -26,7 +26,9 @@ pub mod wire {
         hello_ephemeral, set_hello_cookie, ClientHandshake, ServerHello, TransportParams,
         BODY_OFFSET, COOKIE_LEN,
     };
-    pub use crate::packet::{long, DATA_PACKET, MIN_HELLO_LEN, VERSION};
+    pub use crate::packet::{
+        data_header_len, is_data_packet, long, DATA_PACKET, MIN_HELLO_LEN, VERSION,
+    };
 }
 
 /// A server config whose auth accepts the token "letmein".
