@@ -57,6 +57,24 @@ fn assert_session_credit_in_step(sim: &mut Sim, window: u64, what: &str) {
     );
 }
 
+/// Opens a client stream, writes `len` bytes to it and runs 5 ms holding every data
+/// packet the client sends; returns the stream and the held packets.
+fn write_and_hold(sim: &mut Sim, len: usize) -> (StreamId, Vec<crate::testing::Captured>) {
+    let client_addr = sim.client().addr;
+    let id = sim.client_mut().session().open_stream().expect("open");
+    assert_eq!(sim.client_mut().session().write(id, &vec![2; len]), Ok(len));
+    sim.filter = Some(Box::new(move |c| {
+        if c.from == client_addr && is_data_packet(c.data[0]) {
+            Fate::Hold
+        } else {
+            Fate::Deliver
+        }
+    }));
+    run(sim, Duration::from_millis(5));
+    sim.filter = None;
+    (id, std::mem::take(&mut sim.held))
+}
+
 #[test]
 fn resets_and_stops_leave_both_sides_counting_the_same_session_credit() {
     let window = 64 * 1024;
@@ -88,21 +106,7 @@ fn resets_and_stops_leave_both_sides_counting_the_same_session_credit() {
     // late, the last ones never, and the reset tells their final size. The server
     // finishes its own half at once, so the stream could be forgotten as soon as the
     // client acknowledges that, before the reset.
-    let x = sim.client_mut().session().open_stream().expect("open");
-    assert_eq!(
-        sim.client_mut().session().write(x, &[2; 40_000]),
-        Ok(40_000)
-    );
-    sim.filter = Some(Box::new(move |c| {
-        if c.from == client_addr && is_data_packet(c.data[0]) {
-            Fate::Hold
-        } else {
-            Fate::Deliver
-        }
-    }));
-    run(&mut sim, Duration::from_millis(5));
-    sim.filter = None;
-    let held = std::mem::take(&mut sim.held);
+    let (x, held) = write_and_hold(&mut sim, 40_000);
     assert!(held.len() >= 6, "{} packets sent", held.len());
     sim.handle_now(client_addr, 0, &held[0].data);
     assert!(sim.server_mut().session().streams.map.contains_key(&x));
@@ -504,21 +508,7 @@ fn a_peer_that_waits_for_the_ack_may_update_again() {
 #[test]
 fn a_full_packet_carries_a_short_number_and_a_stream_frame_without_length() {
     let mut sim = instant_pair(TransportConfig::default());
-    let client_addr = sim.client().addr;
-    let id = sim.client_mut().session().open_stream().expect("open");
-    assert_eq!(
-        sim.client_mut().session().write(id, &[7; 60_000]),
-        Ok(60_000)
-    );
-    sim.filter = Some(Box::new(move |c| {
-        if c.from == client_addr && is_data_packet(c.data[0]) {
-            Fate::Hold
-        } else {
-            Fate::Deliver
-        }
-    }));
-    run(&mut sim, Duration::from_millis(5));
-    let held = std::mem::take(&mut sim.held);
+    let (_, held) = write_and_hold(&mut sim, 60_000);
     let mtu = usize::from(sim.client_mut().session().mtu.current());
     let now = sim.now;
     let server = sim.server_mut().session();
