@@ -357,7 +357,7 @@ impl Endpoint {
     pub fn handle(&mut self, now: Instant, remote: SocketAddr, datagram: &mut [u8]) {
         self.stats.datagrams_received += 1;
         self.stats.bytes_received += datagram.len() as u64;
-        let Ok((header, _)) = Header::decode(datagram) else {
+        let Ok((header, header_len)) = Header::decode(datagram) else {
             self.stats.datagrams_dropped += 1;
             return;
         };
@@ -375,6 +375,7 @@ impl Endpoint {
                     now,
                     remote,
                     (number, number_len),
+                    header_len,
                     datagram,
                     &mut self.ack_scratch,
                 );

@@ -28,7 +28,7 @@ use bytes::BufMut;
 use super::error::transport_error;
 use super::Session;
 use crate::config::TransportConfig;
-use crate::packet::{data_header_len, key_phase, PacketKey, PacketKeys};
+use crate::packet::{key_phase, PacketKey, PacketKeys};
 
 /// Sealed packets kept back at the confidentiality limit for the CLOSE packets (at
 /// most a quarter of the limit, for the low limits of tests).
@@ -139,17 +139,18 @@ impl SessionKeys {
         self.send_start.get_or_insert(number);
     }
 
-    /// Opens a packet with the keys its phase bit and number point to. `linger` is how
-    /// long the old key outlives the first packet of a new phase (3 PTO).
+    /// Opens a packet, whose clear header is its first `header_len` bytes, with the keys
+    /// its phase bit and number point to. `linger` is how long the old key outlives the
+    /// first packet of a new phase (3 PTO).
     pub fn open(
         &mut self,
         now: Instant,
         number: u64,
         packet: &mut [u8],
+        header_len: usize,
         linger: Duration,
     ) -> Opened {
         let phase = key_phase(packet);
-        let header_len = packet.first().map_or(0, |&b| data_header_len(b));
         let opened = if phase == self.phase {
             self.current.open(number, packet, header_len).map(|n| {
                 self.on_current(now, number, linger);
@@ -278,17 +279,19 @@ impl Session {
         }
     }
 
-    /// Opens a data packet in place; returns its plaintext length, or `None` when it is
-    /// dropped (and the session closed, if a limit or a rule says so).
+    /// Opens a data packet in place (its clear header is its first `header_len` bytes);
+    /// returns its plaintext length, or `None` when it is dropped (and the session
+    /// closed, if a limit or a rule says so).
     pub(super) fn open_packet(
         &mut self,
         now: Instant,
         number: u64,
         datagram: &mut [u8],
+        header_len: usize,
     ) -> Option<usize> {
         let linger = self.recovery.rtt.pto(self.config.max_ack_delay) * 3;
         let keys = self.keys.as_mut()?;
-        match keys.open(now, number, datagram, linger) {
+        match keys.open(now, number, datagram, header_len, linger) {
             Opened::Packet(n) | Opened::Updated(n) => Some(n),
             Opened::EarlyUpdate => {
                 self.stats.packets_dropped += 1;
@@ -324,6 +327,8 @@ mod tests {
     use super::*;
 
     const LINGER: Duration = Duration::from_millis(30);
+    /// The header of the test packets: their numbers are small, cut to 2 bytes.
+    const HEADER_LEN: usize = 1 + 8 + 2;
 
     fn pair() -> (SessionKeys, SessionKeys) {
         let config = TransportConfig {
@@ -347,7 +352,7 @@ mod tests {
 
     fn deliver(from: &mut SessionKeys, to: &mut SessionKeys, now: Instant, pn: u64) -> Opened {
         let mut p = packet(from, pn);
-        to.open(now, pn, &mut p, LINGER)
+        to.open(now, pn, &mut p, HEADER_LEN, LINGER)
     }
 
     #[test]
@@ -373,7 +378,10 @@ mod tests {
         assert!(b.phase() && b.updates() == 1);
         // a's old phase-0 packet still opens with the old key: none of b's phase-1
         // packets arrived yet.
-        assert_eq!(a.open(now, 0, &mut late, LINGER), Opened::Packet(6));
+        assert_eq!(
+            a.open(now, 0, &mut late, HEADER_LEN, LINGER),
+            Opened::Packet(6)
+        );
 
         // Confirmed, but the old key is still there: no new update yet.
         for pn in 34..64 {
@@ -396,7 +404,7 @@ mod tests {
             ),
             0,
         );
-        assert_eq!(a.open(now, 0, &mut old, LINGER), Opened::Failed);
+        assert_eq!(a.open(now, 0, &mut old, HEADER_LEN, LINGER), Opened::Failed);
         assert_eq!(a.failed, 1);
     }
 
@@ -408,7 +416,7 @@ mod tests {
         b.on_ack_sent(0);
         let mut p = packet(&mut a, 1);
         p[0] ^= crate::packet::KEY_PHASE;
-        assert_eq!(b.open(now, 1, &mut p, LINGER), Opened::Failed);
+        assert_eq!(b.open(now, 1, &mut p, HEADER_LEN, LINGER), Opened::Failed);
         assert!(!b.phase() && b.updates() == 0 && b.failed == 1);
         assert_eq!(deliver(&mut a, &mut b, now, 2), Opened::Packet(6));
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::error::{transport_error, TransportError};
 use super::{Session, State};
 use crate::frame::{Frame, Frames};
-use crate::packet::{data_header_len, decode_packet_number};
+use crate::packet::decode_packet_number;
 use crate::recovery::{AckOutcome, PACKET_NUMBER_LIMIT};
 use crate::stream::StreamId;
 
@@ -17,7 +17,7 @@ impl Session {
     /// datagram, opened in place; the header has been parsed already. Nothing keeps
     /// a reference to it: stream data are copied into their streams' buffers.
     /// The packet number came cut to `number_len` bytes (`cut`): it is restored from the
-    /// largest one received.
+    /// largest one received. The clear header is the first `header_len` bytes.
     /// `scratch` is the endpoint's, reused for every ACK frame: processing one then
     /// allocates nothing, and idle sessions keep no vectors of their own for it.
     pub(crate) fn handle_data(
@@ -25,6 +25,7 @@ impl Session {
         now: Instant,
         remote: SocketAddr,
         (cut, number_len): (u64, usize),
+        header_len: usize,
         datagram: &mut [u8],
         scratch: &mut AckOutcome,
     ) {
@@ -42,7 +43,7 @@ impl Session {
             self.stats.packets_dropped += 1;
             return;
         }
-        let Some(plain) = self.open_packet(now, number, datagram) else {
+        let Some(plain) = self.open_packet(now, number, datagram, header_len) else {
             return;
         };
         let largest_before = self.replay.largest();
@@ -71,7 +72,6 @@ impl Session {
         let out_of_order = largest_before.is_some_and(|l| number != l + 1);
         self.ack.on_packet(now, number, largest_before);
 
-        let header_len = datagram.first().map_or(0, |&b| data_header_len(b));
         let payload = &datagram[header_len..header_len + plain];
         let mut eliciting = false;
         for frame in Frames::new(payload) {

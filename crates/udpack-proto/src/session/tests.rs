@@ -523,7 +523,7 @@ fn a_full_packet_carries_a_short_number_and_a_stream_frame_without_length() {
         let number = u64::from(u16::from_be_bytes([p[9], p[10]]));
         let keys = server.keys.as_mut().expect("keys");
         let key_update::Opened::Packet(plain) =
-            keys.open(now, number, &mut p, Duration::from_secs(1))
+            keys.open(now, number, &mut p, header, Duration::from_secs(1))
         else {
             panic!("packet {number} does not open");
         };
